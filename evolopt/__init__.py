@@ -1,0 +1,11 @@
+"""evolopt: meta-train learned optimizers with evolution strategies; use them as optax transforms.
+
+Using a trained optimizer needs only jax and optax::
+
+    opt = evolopt.load_optimizer("runs/x/theta.npz", learning_rate=1e-3)
+"""
+
+from evolopt.export import load_optimizer, load_theta_file, save_theta_file
+
+__all__ = ["load_optimizer", "load_theta_file", "save_theta_file"]
+__version__ = "0.1.0"

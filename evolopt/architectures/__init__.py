@@ -1,0 +1,17 @@
+"""Learned-optimizer architectures, one module each, registered for ``arch=<name>``.
+
+Importing this package registers every built-in architecture. Architecture
+modules depend only on jax, numpy and optax, so exported optimizers need nothing
+else.
+"""
+
+from evolopt.architectures.base import LearnedOptimizer, Theta
+from evolopt.architectures import (  # noqa: F401  (imported to register)
+    adam_hparams,
+    celo,
+    celo2,
+    mulo,
+    small_fc_lopt,
+)
+
+__all__ = ["LearnedOptimizer", "Theta"]

@@ -1,0 +1,425 @@
+"""Celo2: a per-element MLP learned optimizer with Newton-Schulz orthogonalised steps.
+
+Moudgil, Knyazev, Belilovsky, "Celo2: Towards Learned Optimization Free Lunch"
+(arXiv 2602.19142). The facts we match are in ``shared/specs/celo2.md``.
+
+Per parameter tensor ``p`` with gradient ``g`` (first clipped to [-1000, 1000]):
+
+  * EMAs without bias correction: ``m_k`` (decays .9, .99, .999), ``v`` (.95) and
+    Adafactor moments ``row_k``/``col_k`` on ``g^2 + 1e-30`` (``vd_k`` for ndim < 2);
+  * ``rf_k = safe_rsqrt(row_k / (mean row_k + 1e-9))``, ``cf_k = safe_rsqrt(col_k)``;
+  * 14 feature blocks ``x_i`` (30 channels; blocks 0..8 = 15 channels for ndim < 2):
+    g, clip(g, .1), p, m, v, m rsqrt(v+1e-8), rsqrt(v+1e-8), g rf cf, g rsqrt(v+1e-8),
+    row, col, rsqrt(row+1e-8), rsqrt(col+1e-8), m rf cf;
+  * each channel normalised over the last two axes: ``x rsqrt(1e-9 + mean x^2)``;
+  * ``o = MLP(x)`` with first layer ``sum_i x_i @ w0__i + b0``, ReLU, width 8, 3 outputs;
+  * ``d = o_0 exp(exp_mult o_1)``; for ndim >= 2, ``d <- NS5(d)`` on the last two axes;
+  * ``step = d rsqrt(1e-9 + mean d^2)`` over the last two axes (unit RMS).
+
+``scale_by_celo2`` emits ``+step``, the quantity the authors SUBTRACT from ``p``.
+``celo2`` is the full optimizer: ``p <- p - lr (step + wd p)`` for matrices and
+``p <- p - 20 lr (adam + wd p)`` for biases/embeddings/1-D leaves.
+
+Speed: the first layer is linear, so each channel's normalisation is folded into
+its weight row (a per-tensor scalar), and the 12 row/column channels, which are
+constant along one axis, are mixed on their small vectors and broadcast. No
+``[*shape, 30]`` feature tensor is materialised.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from evolopt.architectures import features as F
+from evolopt.architectures.base import LearnedOptimizer
+from evolopt.registry import register_arch
+
+MOMENTUM_DECAYS = (0.9, 0.99, 0.999)
+RMS_DECAY = 0.95
+FACTORED_DECAYS = (0.9, 0.99, 0.999)
+# Channels of feature blocks 0..13, in the order that fixes w0__0..w0__13.
+BLOCK_SIZES = (1, 1, 1, 3, 1, 3, 1, 3, 1, 3, 3, 3, 3, 3)
+NUM_INPUTS = sum(BLOCK_SIZES)  # 30
+NS_COEFFS = (3.4445, -4.7750, 2.0315)
+NS_STEPS = 5
+DEFAULT_PARAM_REGEX = r".*bias.*|.*embed.*"
+
+
+def init_theta(key: jax.Array, hidden_size: int = 8, hidden_layers: int = 2) -> dict:
+    """Initial meta-parameters, in the published checkpoint's structure.
+
+    Weights are truncated normal (+-2 std) with std ``1/sqrt(fan_in)``, the first
+    layer's fan-in being all 30 channels; biases are zero.
+    """
+    mlp = F.init_mlp(key, [NUM_INPUTS] + [hidden_size] * hidden_layers + [3])
+    bounds = np.cumsum((0,) + BLOCK_SIZES)
+    leaf = {f"w0__{i}": mlp["w0"][bounds[i] : bounds[i + 1]] for i in range(len(BLOCK_SIZES))}
+    leaf.update({k: v for k, v in mlp.items() if k != "w0"})
+    return {"ff_mod_stack": {"~": leaf}}
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def _expected_shapes(leaf: dict) -> dict[str, tuple[int, ...]]:
+    """Shapes a theta leaf dict must have; hidden width and depth read from its keys."""
+    hidden = int(np.shape(leaf["b0"])[0]) if "b0" in leaf else 8
+    depth = 1 + max([int(k[1:]) for k in leaf if re.fullmatch(r"w\d+", k)] or [2])
+    want = {f"w0__{i}": (c, hidden) for i, c in enumerate(BLOCK_SIZES)}
+    for i in range(depth):
+        fan_out = 3 if i == depth - 1 else hidden
+        if i > 0:
+            want[f"w{i}"] = (hidden, fan_out)
+        want[f"b{i}"] = (fan_out,)
+    return want
+
+
+def validate_theta(theta: Any, source: str = "theta") -> dict:
+    """Check ``theta`` has the published structure and shapes; one-line ValueError if not."""
+    if not isinstance(theta, dict) or set(theta) != {"ff_mod_stack"}:
+        raise ValueError(f"{source}: expected a single top-level key 'ff_mod_stack'")
+    stack = theta["ff_mod_stack"]
+    if not isinstance(stack, dict) or set(stack) != {"~"}:
+        raise ValueError(f"{source}: expected 'ff_mod_stack' to hold exactly the key '~'")
+    leaf = stack["~"]
+    if not isinstance(leaf, dict):
+        raise ValueError(f"{source}: 'ff_mod_stack/~' is not a dict of arrays")
+    want = _expected_shapes(leaf)
+    for name, shape in want.items():
+        if name not in leaf:
+            raise ValueError(f"{source}: missing key 'ff_mod_stack/~/{name}'")
+        got = tuple(np.shape(leaf[name]))
+        if got != shape:
+            raise ValueError(f"{source}: 'ff_mod_stack/~/{name}' has shape {got}, expected {shape}")
+    extra = sorted(set(leaf) - set(want))
+    if extra:
+        raise ValueError(f"{source}: unexpected key 'ff_mod_stack/~/{extra[0]}'")
+    return theta
+
+
+# flax.serialization's msgpack extension codes: an ndarray (or numpy scalar) is an
+# ExtType whose payload is msgpack of (shape, dtype name, C-order bytes).
+_EXT_NDARRAY, _EXT_NPSCALAR = 1, 3
+_DTYPES = ("float16", "float32", "float64", "bfloat16", "int32", "int64")
+
+
+def _decode_ext(code: int, data: bytes) -> np.ndarray:
+    import msgpack
+
+    if code not in (_EXT_NDARRAY, _EXT_NPSCALAR):
+        raise ValueError(f"unsupported msgpack extension type {code}")
+    shape, dtype_name, buffer = msgpack.unpackb(data, raw=True)
+    name = dtype_name.decode() if isinstance(dtype_name, bytes) else str(dtype_name)
+    if name not in _DTYPES:
+        raise ValueError(f"unsupported array dtype '{name}'")
+    dtype = jnp.bfloat16 if name == "bfloat16" else np.dtype(name)
+    arr = np.frombuffer(buffer, dtype=dtype).reshape([int(s) for s in shape])
+    return arr.astype(np.float32)
+
+
+def load_theta(path: str) -> dict:
+    """Read a Celo2 ``theta.state`` (flax ``to_bytes`` msgpack) without flax or pickle."""
+    import msgpack
+
+    with open(path, "rb") as f:
+        raw = f.read()
+    try:
+        tree = msgpack.unpackb(raw, ext_hook=_decode_ext, raw=False, strict_map_key=False)
+    except Exception as e:  # msgpack raises several types for truncated/garbled input
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ValueError(f"{path}: not a readable Celo2 theta.state ({reason})") from None
+    theta = validate_theta(tree, source=str(path))
+    return jax.tree.map(jnp.asarray, theta)
+
+
+def save_theta(theta: dict, path: str) -> None:
+    """Write ``theta`` in the format of ``flax.serialization.to_bytes`` (readable by flax)."""
+    import msgpack
+
+    validate_theta(theta)
+
+    def encode(x: Any) -> Any:
+        if isinstance(x, np.ndarray):
+            payload = msgpack.packb((x.shape, x.dtype.name, x.tobytes("C")), use_bin_type=True)
+            return msgpack.ExtType(_EXT_NDARRAY, payload)
+        raise TypeError(f"cannot serialise {type(x).__name__}")
+
+    tree = jax.tree.map(lambda x: np.asarray(x, np.float32), theta)
+    with open(path, "wb") as f:
+        f.write(msgpack.packb(tree, default=encode, strict_types=True))
+
+
+# ----------------------------------------------------------------------------- the rule
+
+
+def newton_schulz(x: jax.Array, steps: int = NS_STEPS) -> jax.Array:
+    """Approximate orthogonalisation of the last two axes (Muon's quintic iteration).
+
+    ``X <- X / (||X||_F + 1e-8)``, then ``steps`` times ``X <- a X + (b A + c A^2) X``
+    with ``A = X X^T``, on the wide orientation (transposed when rows > columns).
+    """
+    a, b, c = NS_COEFFS
+    wide = x.shape[-2] <= x.shape[-1]
+    x = x if wide else jnp.swapaxes(x, -1, -2)
+    x = x / (jnp.sqrt(jnp.sum(jnp.square(x), axis=(-2, -1), keepdims=True)) + 1e-8)
+    hi = jax.lax.Precision.HIGHEST  # full float32 matmuls on every backend
+    for _ in range(steps):
+        gram = jnp.matmul(x, jnp.swapaxes(x, -1, -2), precision=hi)
+        poly = b * gram + c * jnp.matmul(gram, gram, precision=hi)
+        x = a * x + jnp.matmul(poly, x, precision=hi)
+    return x if wide else jnp.swapaxes(x, -1, -2)
+
+
+def _init_acc(p: jax.Array) -> dict:
+    return F.init_accumulators(jnp.zeros(p.shape, jnp.float32))
+
+
+def _mlp_tail(mlp: dict, h: list[jax.Array], exp_mult: Any) -> jax.Array:
+    """Hidden layers and output of the MLP on channel lists (one array per unit)."""
+    depth = 1 + max(int(k[1:]) for k in mlp if re.fullmatch(r"w\d+", k))
+    for i in range(1, depth):
+        w, b = mlp[f"w{i}"], mlp[f"b{i}"]
+        h = [jax.nn.relu(x) for x in h]
+        # Only the outputs we use: the direction, and the magnitude when it matters.
+        outs = range(w.shape[1]) if i < depth - 1 else ([0] if _is_zero(exp_mult) else [0, 1])
+        h = [sum(w[j, o] * h[j] for j in range(len(h))) + b[o] for o in outs]
+    if len(h) == 1:
+        return h[0]
+    return h[0] * jnp.exp(exp_mult * h[1])
+
+
+def _is_zero(x: Any) -> bool:
+    return isinstance(x, (int, float)) and x == 0
+
+
+def _rms_scale(x: jax.Array, axes: tuple[int, ...]) -> jax.Array:
+    """``rsqrt(1e-9 + mean(x^2 over axes))`` with kept dims."""
+    return jax.lax.rsqrt(1e-9 + jnp.mean(jnp.square(x), axis=axes, keepdims=True))
+
+
+def _learned_step(
+    mlp: dict, p: jax.Array, g: jax.Array, acc: dict, orthogonalize: bool, exp_mult: Any
+) -> jax.Array:
+    """The unit-RMS step (to subtract) for one tensor, from its updated accumulators."""
+    shape = p.shape
+    if p.ndim == 0:  # scalars behave as 1-element vectors
+        p, g = p.reshape(1), g.reshape(1)
+        acc = jax.tree.map(lambda a: a.reshape(a.shape + (1,)), acc)
+    p, g = p.astype(jnp.float32), g.astype(jnp.float32)
+    axes = tuple(range(max(p.ndim - 2, 0), p.ndim))
+    m, v = acc["m"], acc["v"]
+    rs = jax.lax.rsqrt(v + 1e-8)
+    dims = F.factored_dims(p.shape)
+    if dims is None:
+        fac = [g * F.safe_rsqrt(acc["vd"][k] + 1e-9) for k in range(3)]
+    else:
+        d1, d0 = dims
+        row, col = acc["row"], acc["col"]
+        reduced_d1 = d1 - 1 if d1 > d0 else d1
+        rf = F.safe_rsqrt(row / (jnp.mean(row, axis=1 + reduced_d1, keepdims=True) + 1e-9))
+        rf = jnp.expand_dims(rf, 1 + d0)
+        cf = jnp.expand_dims(F.safe_rsqrt(col), 1 + d1)
+        fac = [g * (rf[k] * cf[k]) for k in range(3)]
+    # Per-element channels of blocks 0..8 (and 13), each paired with its w0 row.
+    per_elem = [g, jnp.clip(g, -0.1, 0.1), p, m[0], m[1], m[2], v]
+    per_elem += [m[k] * rs for k in range(3)] + [rs] + fac + [g * rs]
+    w0 = mlp
+    rows = [w0["w0__0"][0], w0["w0__1"][0], w0["w0__2"][0]] + list(w0["w0__3"]) + [w0["w0__4"][0]]
+    rows += list(w0["w0__5"]) + [w0["w0__6"][0]] + list(w0["w0__7"]) + [w0["w0__8"][0]]
+    if dims is not None:
+        per_elem += [m[k] * (rf[k] * cf[k]) for k in range(3)]
+        rows += list(w0["w0__13"])
+    # All channel RMS scales in one fused reduction pass.
+    scales = _rms_scale(jnp.stack(per_elem), tuple(1 + a for a in axes))
+    hidden = w0["b0"].shape[0]
+    # coef[c, j] = s_c * w0[c, j]: the normalisation folded into the first layer.
+    h = []
+    coefs = [[scales[c] * rows[c][j] for c in range(len(rows))] for j in range(hidden)]
+    small = None
+    if dims is not None:
+        # Blocks 9..12 are constant along d0 (rows) or d1 (cols): mix on the vectors.
+        rowx, colx = jnp.expand_dims(acc["row"], 1 + d0), jnp.expand_dims(acc["col"], 1 + d1)
+        r_ch = [rowx[k] for k in range(3)] + [jax.lax.rsqrt(rowx[k] + 1e-8) for k in range(3)]
+        c_ch = [colx[k] for k in range(3)] + [jax.lax.rsqrt(colx[k] + 1e-8) for k in range(3)]
+        r_w = list(w0["w0__9"]) + list(w0["w0__11"])
+        c_w = list(w0["w0__10"]) + list(w0["w0__12"])
+        r_s = [_rms_scale(x, axes) for x in r_ch]
+        c_s = [_rms_scale(x, axes) for x in c_ch]
+        small = [
+            sum(r_s[c] * r_w[c][j] * r_ch[c] for c in range(6))
+            + sum(c_s[c] * c_w[c][j] * c_ch[c] for c in range(6))
+            for j in range(hidden)
+        ]
+    for j in range(hidden):
+        acc_j = sum(coefs[j][c] * per_elem[c] for c in range(len(rows))) + w0["b0"][j]
+        h.append(acc_j if small is None else acc_j + small[j])
+    direction = _mlp_tail(mlp, h, exp_mult)
+    if orthogonalize and direction.ndim >= 2:
+        direction = newton_schulz(direction)
+    step = direction * _rms_scale(direction, axes)
+    return step.reshape(shape)
+
+
+def scale_by_celo2(
+    theta: dict, orthogonalize: bool = True, exp_mult: float = 0.0
+) -> optax.GradientTransformationExtraArgs:
+    """The bare Celo2 rule: ``updates = +step`` with unit RMS over the last two axes.
+
+    ``step`` is what the authors SUBTRACT (``p <- p - lr step``); optax adds updates,
+    so chain with a negative scale (``celo2`` does). Needs ``params``; extra args
+    (``loss``, ``num_steps``) are ignored. ``theta`` may be traced.
+    """
+    mlp = theta["ff_mod_stack"]["~"]
+    mom = jnp.asarray(MOMENTUM_DECAYS)
+    rms = jnp.asarray(RMS_DECAY)
+    fact = jnp.asarray(FACTORED_DECAYS)
+
+    def init_fn(params):
+        return {"acc": jax.tree.map(_init_acc, params)}
+
+    def update_fn(updates, state, params=None, **extra_args):
+        del extra_args
+        if params is None:
+            raise ValueError("scale_by_celo2 needs params (parameter values are a feature)")
+        flat_g, treedef = jax.tree.flatten(updates)
+        flat_acc = treedef.flatten_up_to(state["acc"])
+        flat_p = treedef.flatten_up_to(params)
+        steps, accs = [], []
+        for g, acc, p in zip(flat_g, flat_acc, flat_p):
+            g32 = jnp.clip(g.astype(jnp.float32), -1000.0, 1000.0)
+            acc = F.update_accumulators(acc, g32, mom, rms, fact)
+            step = _learned_step(mlp, p, g32, acc, orthogonalize, exp_mult)
+            steps.append(step.astype(g.dtype))
+            accs.append(acc)
+        return treedef.unflatten(steps), {"acc": treedef.unflatten(accs)}
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def scale_by_adam_no_bias_correction(
+    b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, bias_correction: bool = False
+) -> optax.GradientTransformation:
+    """Adam as Celo2 uses it: ``m / sqrt(v + eps)``, eps inside the root.
+
+    ``m <- b1 m + (1-b1) g``, ``v <- b2 v + (1-b2) g^2``; bias correction optional.
+    """
+
+    def init_fn(params):
+        zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
+        return {"count": jnp.zeros((), jnp.int32), "m": zeros, "v": zeros}
+
+    def update_fn(updates, state, params=None):
+        del params
+        count = optax.safe_increment(state["count"])
+        m = jax.tree.map(lambda m, g: b1 * m + (1 - b1) * g, state["m"], updates)
+        v = jax.tree.map(lambda v, g: b2 * v + (1 - b2) * jnp.square(g), state["v"], updates)
+        mh, vh = m, v
+        if bias_correction:
+            mh = optax.tree.bias_correction(m, b1, count)
+            vh = optax.tree.bias_correction(v, b2, count)
+        out = jax.tree.map(lambda a, b, g: (a * jax.lax.rsqrt(b + eps)).astype(g.dtype), mh, vh, updates)
+        return out, {"count": count, "m": m, "v": v}
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def path_string(path: tuple) -> str:
+    """``params/Dense_0/bias``-style name of a pytree path (the authors' regex format)."""
+    return jax.tree_util.keystr(path, simple=True, separator="/")
+
+
+def adam_labels(params: Any, param_regex: str, route_1d_to_adam: bool = True) -> Any:
+    """``"adam"`` for leaves whose path matches ``param_regex`` (or ndim < 2), else ``"celo2"``."""
+    pattern = re.compile(param_regex) if param_regex else None
+
+    def label(path, x):
+        to_adam = bool(pattern and pattern.search(path_string(path)))
+        to_adam |= route_1d_to_adam and jnp.ndim(x) < 2
+        return "adam" if to_adam else "celo2"
+
+    return jax.tree_util.tree_map_with_path(label, params)
+
+
+def celo2(
+    theta: dict,
+    learning_rate: optax.ScalarOrSchedule = 1e-3,
+    weight_decay: float = 0.0,
+    adam_lr_mult: float = 20.0,
+    param_regex: str = DEFAULT_PARAM_REGEX,
+    orthogonalize: bool = True,
+    route_1d_to_adam: bool = True,
+    exp_mult: float = 0.0,
+    adam_b1: float = 0.9,
+    adam_b2: float = 0.999,
+    adam_eps: float = 1e-8,
+    adam_bias_correction: bool = False,
+) -> optax.GradientTransformationExtraArgs:
+    """Celo2 as a full optax optimizer (updates are added to params).
+
+    Leaves whose ``/``-joined path matches ``param_regex`` (default: biases and
+    embeddings, the authors' choice), and with ``route_1d_to_adam`` every leaf with
+    ndim < 2 (LayerNorm/BatchNorm scales, scalars), get Adam:
+    ``p <- p - adam_lr_mult lr (m / sqrt(v + eps) + wd p)``. All others get the
+    learned rule: ``p <- p - lr (step + wd p)``. Gradients are clipped to
+    [-1000, 1000] first, for both groups.
+    """
+    lr_adam: optax.ScalarOrSchedule
+    if callable(learning_rate):
+        lr_adam = lambda count: adam_lr_mult * learning_rate(count)  # noqa: E731
+    else:
+        lr_adam = adam_lr_mult * learning_rate
+    learned = optax.chain(
+        scale_by_celo2(theta, orthogonalize, exp_mult),
+        optax.add_decayed_weights(weight_decay),
+        optax.scale_by_learning_rate(learning_rate),
+    )
+    adam = optax.chain(
+        optax.clip(1000.0),
+        scale_by_adam_no_bias_correction(adam_b1, adam_b2, adam_eps, adam_bias_correction),
+        optax.add_decayed_weights(weight_decay),
+        optax.scale_by_learning_rate(lr_adam),
+    )
+    labels: Callable[[Any], Any] = lambda params: adam_labels(params, param_regex, route_1d_to_adam)  # noqa: E731
+    return optax.multi_transform({"celo2": learned, "adam": adam}, labels)
+
+
+def _factory(name: str, orthogonalize: bool, hparams: dict[str, Any]) -> LearnedOptimizer:
+    def make(theta: dict, **kw: Any) -> optax.GradientTransformationExtraArgs:
+        return celo2(theta, orthogonalize=orthogonalize, **kw)
+
+    return LearnedOptimizer(name=name, init_theta=init_theta, make=make, hparams=hparams)
+
+
+@register_arch("celo2")
+def celo2_arch(
+    *,
+    learning_rate: float = 1e-3,
+    weight_decay: float = 0.0,
+    adam_lr_mult: float = 20.0,
+    param_regex: str = DEFAULT_PARAM_REGEX,
+    route_1d_to_adam: bool = True,
+    exp_mult: float = 0.0,
+) -> LearnedOptimizer:
+    """Celo2 (Moudgil et al. 2026): 30 features -> MLP(8, 8) -> Newton-Schulz; Adam for 1-D."""
+    return _factory("celo2", True, dict(locals()))
+
+
+@register_arch("celo2_base")
+def celo2_base_arch(
+    *,
+    learning_rate: float = 1e-3,
+    weight_decay: float = 0.0,
+    adam_lr_mult: float = 20.0,
+    param_regex: str = "",
+    route_1d_to_adam: bool = False,
+    exp_mult: float = 0.0,
+) -> LearnedOptimizer:
+    """Celo2-base: no orthogonalisation, and (as the authors) the learned rule for every leaf."""
+    return _factory("celo2_base", False, dict(locals()))

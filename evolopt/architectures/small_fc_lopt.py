@@ -1,0 +1,120 @@
+"""small_fc_lopt: the AdafacMLP learned optimizer.
+
+Metz et al. 2022, "Practical tradeoffs between memory, compute, and performance in
+learned optimizers" (arXiv 2203.11860); the rule of learned_optimization's
+``AdafacMLPLOpt``, which we follow where the paper is silent.
+
+Per parameter tensor ``p`` with gradient ``g`` (NaNs zeroed) and step ``t``:
+
+  * decays are learned: ``b = clip(1 - (1 - b0) exp(10 theta_b), 0, 1)`` with
+    b0 = (0.9, 0.99, 0.999) for momentum and the Adafactor moments, 0.999 for RMS;
+  * 28 features (g, p, m[3], v, m rsqrt(v+1e-6)[3], rsqrt(v+1e-6), fac_g[3],
+    row[3], col[3], rsqrt(row+1e-8)[3], rsqrt(col+1e-8)[3], m row_f col_f[3];
+    for ndim < 2 the last five groups are vd, vd, rsqrt(vd+1e-8) x2,
+    m (vd+1e-6)^-1/2), each channel normalised over all elements:
+    ``x rsqrt(1e-5 + mean x^2)``;
+  * 11 time features ``tanh(t / tau - 1)``, tau in {1, 3, 10, ..., 1e5}, unnormalised;
+  * MLP 39 -> 4 -> 4 -> 2 (ReLU) gives (d, m);
+  * ``p <- p - lr * d * exp(exp_mult * m)`` with lr = exp_mult = 1e-3 by default.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from evolopt.architectures import features as F
+from evolopt.architectures.base import LearnedOptimizer
+from evolopt.registry import register_arch
+
+TIME_SCALES = np.array([1, 3, 10, 30, 100, 300, 1e3, 3e3, 1e4, 3e4, 1e5], np.float32)
+MOMENTUM_DECAYS = jnp.array([0.9, 0.99, 0.999])
+RMS_DECAY = jnp.array(0.999)
+FACTORED_DECAYS = jnp.array([0.9, 0.99, 0.999])
+NUM_INPUTS = 28 + len(TIME_SCALES)
+
+
+def _decay(base: jax.Array, raw: jax.Array) -> jax.Array:
+    return 1.0 - (1.0 - base) * jnp.exp(10.0 * raw)
+
+
+def init_theta(key: jax.Array, hidden_size: int = 4, hidden_layers: int = 2) -> dict:
+    return {
+        "mlp": F.init_mlp(key, [NUM_INPUTS] + [hidden_size] * hidden_layers + [2]),
+        "decays": {"momentum": jnp.zeros(3), "rms": jnp.zeros(()), "factored": jnp.zeros(3)},
+    }
+
+
+def _features(p, g, acc, step) -> jax.Array:
+    """[*p.shape, 39] inputs of the MLP for one tensor."""
+    fac = F.factored_terms(acc, g)
+    m, v = acc["m"], acc["v"]
+    rsqrt_v = jax.lax.rsqrt(v + 1e-6)
+    groups = [g[None], p[None], m, v[None], m * rsqrt_v[None], rsqrt_v[None], fac["fac_g"]]
+    if "row" in fac:
+        groups += [
+            fac["row"],
+            fac["col"],
+            jax.lax.rsqrt(fac["row"] + 1e-8),
+            jax.lax.rsqrt(fac["col"] + 1e-8),
+            m * fac["factor"],
+        ]
+    else:
+        vd = fac["vd"]
+        groups += [vd, vd, jax.lax.rsqrt(vd + 1e-8), jax.lax.rsqrt(vd + 1e-8), m * jax.lax.rsqrt(vd + 1e-6)]
+    x = F.channels_last(jnp.concatenate(groups, axis=0))
+    x = F.rms_normalize(x, tuple(range(p.ndim)), 1e-5)
+    time = jnp.tanh(step.astype(jnp.float32) / TIME_SCALES - 1.0)
+    return jnp.concatenate([x, jnp.broadcast_to(time, p.shape + time.shape)], axis=-1)
+
+
+def scale_by_small_fc_lopt(theta: dict, exp_mult: float = 1e-3) -> optax.GradientTransformationExtraArgs:
+    """The bare learned rule: updates are ``-d exp(exp_mult m)`` (to be scaled by lr)."""
+    decays = theta["decays"]
+    momentum = jnp.clip(_decay(MOMENTUM_DECAYS, decays["momentum"]), 0.0, 1.0)
+    rms = jnp.clip(_decay(RMS_DECAY, decays["rms"]), 0.0, 1.0)
+    factored = jnp.clip(_decay(FACTORED_DECAYS, decays["factored"]), 0.0, 1.0)
+
+    def init_fn(params):
+        return {"count": jnp.zeros((), jnp.int32), "acc": jax.tree.map(F.init_accumulators, params)}
+
+    def update_fn(grads, state, params, **extra_args):
+        del extra_args
+        grads = jax.tree.map(jnp.nan_to_num, grads)
+
+        def one(g, acc, p):
+            acc = F.update_accumulators(acc, g, momentum, rms, factored)
+            out = F.apply_mlp(theta["mlp"], _features(p, g, acc, state["count"]))
+            return -out[..., 0] * jnp.exp(exp_mult * out[..., 1]), acc
+
+        flat_g, treedef = jax.tree.flatten(grads)
+        flat_acc = treedef.flatten_up_to(state["acc"])
+        flat_p = treedef.flatten_up_to(params)
+        results = [one(g, a, p) for g, a, p in zip(flat_g, flat_acc, flat_p)]
+        updates = treedef.unflatten([r[0] for r in results])
+        acc = treedef.unflatten([r[1] for r in results])
+        return updates, {"count": state["count"] + 1, "acc": acc}
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def small_fc_lopt_optimizer(
+    theta: dict, learning_rate: float = 1e-3, exp_mult: float = 1e-3
+) -> optax.GradientTransformationExtraArgs:
+    """AdafacMLP as a full optimizer: the learned step times ``learning_rate``."""
+    return optax.chain(scale_by_small_fc_lopt(theta, exp_mult), optax.scale(learning_rate))
+
+
+@register_arch("small_fc_lopt")
+def small_fc_lopt(
+    *, learning_rate: float = 1e-3, exp_mult: float = 1e-3, hidden_size: int = 4, hidden_layers: int = 2
+) -> LearnedOptimizer:
+    """AdafacMLP (Metz et al. 2022): 39 features -> MLP(4, 4) -> (direction, magnitude)."""
+    return LearnedOptimizer(
+        name="small_fc_lopt",
+        init_theta=lambda key: init_theta(key, hidden_size, hidden_layers),
+        make=small_fc_lopt_optimizer,
+        hparams={"learning_rate": learning_rate, "exp_mult": exp_mult},
+    )

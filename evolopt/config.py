@@ -1,0 +1,135 @@
+"""Hydra composition of the run config, with one-line errors for bad input.
+
+Group options are generated from the registries (a factory's keyword-only
+arguments are its options), so built-in and plug-in strategies, architectures
+and task families are configured the same way and need no YAML.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.resources
+from importlib.metadata import entry_points
+from typing import Any
+
+from hydra import compose, initialize_config_module
+from hydra.core.config_store import ConfigStore
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, OmegaConf
+
+from evolopt.registry import ARCHITECTURES, STRATEGIES, TASK_FAMILIES, ConfigError, Registry
+
+GROUPS: dict[str, Registry] = {"strategy": STRATEGIES, "arch": ARCHITECTURES, "task_family": TASK_FAMILIES}
+ENTRY_POINT_GROUP = "evolopt.plugins"
+
+
+def import_builtins() -> None:
+    import evolopt.architectures  # noqa: F401
+    import strategies  # noqa: F401
+    import task_families  # noqa: F401
+
+
+def import_plugins(modules: list[str]) -> None:
+    """Import plug-in modules named in the config and those declared as entry points."""
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        ep.load()
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError as e:
+            raise ConfigError(f"cannot import plugin '{name}': {e}") from None
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def store_group_options() -> None:
+    cs = ConfigStore.instance()
+    for group, registry in GROUPS.items():
+        for name in registry.names():
+            node = {"name": name, **{k: _plain(v) for k, v in registry.defaults(name).items()}}
+            cs.store(group=group, name=name, node=node)
+
+
+def _plugins_from(overrides: list[str]) -> list[str]:
+    for ov in OverridesParser.create().parse_overrides(overrides):
+        if ov.key_or_group == "plugins":
+            value = ov.value()
+            return [str(v) for v in (value if isinstance(value, list) else [value])]
+    return []
+
+
+def _valid_keys(node: Any) -> list[str]:
+    return sorted(str(k) for k in node.keys()) if isinstance(node, DictConfig) else []
+
+
+def load_config(overrides: list[str]) -> DictConfig:
+    """Compose the run config from command-line overrides; ConfigError on bad input."""
+    import_builtins()
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception as e:  # Hydra's grammar errors
+        raise ConfigError(f"cannot parse overrides {overrides}: {str(e).splitlines()[0]}") from None
+    import_plugins(_plugins_from(overrides))
+    store_group_options()
+
+    groups = []
+    for ov in parsed:
+        key = ov.key_or_group.lstrip("+~")
+        if key in GROUPS:
+            GROUPS[key].get(str(ov.value()))  # raises: unknown <group> '<value>'; valid choices: ...
+            groups.append(ov.input_line)
+    GlobalHydra.instance().clear()
+    with initialize_config_module(config_module="evolopt.conf", version_base=None):
+        base = compose(config_name="config", overrides=groups)
+        for ov in parsed:
+            key = ov.key_or_group
+            if key in GROUPS or key.startswith(("hydra", "+")):
+                continue
+            *parents, leaf = key.lstrip("~").split(".")
+            node = base
+            for i, p in enumerate(parents):
+                if not isinstance(node, DictConfig) or p not in node:
+                    where = ".".join(parents[:i]) or "the config"
+                    raise ConfigError(f"unknown key '{key}': no '{p}' in {where}; valid: {', '.join(_valid_keys(node))}")
+                node = node[p]
+            if not isinstance(node, DictConfig) or leaf not in node:
+                where = ".".join(parents) or "the top level"
+                raise ConfigError(f"unknown key '{key}'; valid keys at {where}: {', '.join(_valid_keys(node))}")
+        try:
+            cfg = compose(config_name="config", overrides=overrides)
+        except Exception as e:
+            raise ConfigError(f"bad override: {str(e).splitlines()[0]}") from None
+    GlobalHydra.instance().clear()
+    return cfg
+
+
+def group_config(cfg: DictConfig, group: str) -> tuple[str, dict]:
+    """``(name, options)`` of a group in a composed config."""
+    node = OmegaConf.to_container(cfg[group], resolve=True)
+    return node.pop("name"), node
+
+
+def help_text() -> str:
+    import_builtins()
+    import_plugins([])
+    lines = [
+        "usage: python -m evolopt.train [KEY=VALUE ...]",
+        "",
+        "Meta-train a learned optimizer with an evolution strategy (Hydra overrides).",
+        "Example: python -m evolopt.train strategy=open_es arch=small_fc_lopt population_size=32 run_dir=runs/x",
+        "",
+        "Config groups (pick with GROUP=NAME, set options with GROUP.OPTION=VALUE):",
+    ]
+    for group, registry in GROUPS.items():
+        lines.append(f"  {group}:")
+        for name in registry.names():
+            opts = ", ".join(f"{k}={_plain(v)}" for k, v in registry.defaults(name).items())
+            lines.append(f"    {name:<16} {opts}")
+    with open(importlib.resources.files("evolopt.conf") / "config.yaml") as f:
+        lines += ["", "Other keys (evolopt/conf/config.yaml):", ""]
+        lines += ["  " + line for line in f.read().splitlines() if line and not line.startswith(("#", "defaults", "  -"))]
+    lines += ["", "Plug-ins: plugins=[my_pkg.my_tasks] imports modules that register their own entries."]
+    return "\n".join(lines)

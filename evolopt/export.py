@@ -1,0 +1,140 @@
+"""Portable theta files, and turning one into an optax optimizer.
+
+A theta file is a NumPy ``.npz`` (read with ``allow_pickle=False``: data, never
+code) holding one array per theta leaf, keyed by its '/'-joined dict path, and a
+JSON header under ``__evolopt__``: format version, architecture name, the
+architecture's configuration and hyperparameters, and provenance. Using a file
+needs jax, numpy and optax only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+import optax
+
+FORMAT = "evolopt.theta"
+VERSION = 1
+HEADER = "__evolopt__"
+
+
+class ThetaFileError(ValueError):
+    """A theta file that is missing, truncated, malformed or of the wrong architecture."""
+
+
+def _flatten(theta: Any, prefix: str = "") -> dict[str, np.ndarray]:
+    if isinstance(theta, dict):
+        out = {}
+        for k, v in theta.items():
+            if "/" in str(k):
+                raise ValueError(f"theta key '{k}' contains '/'")
+            out.update(_flatten(v, f"{prefix}{k}/"))
+        return out
+    return {prefix.rstrip("/"): np.asarray(theta)}
+
+
+def _unflatten(flat: dict[str, np.ndarray]) -> dict:
+    out: dict = {}
+    for path, value in flat.items():
+        node = out
+        *parents, leaf = path.split("/")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return out
+
+
+def save_theta_file(path: str | os.PathLike, theta: Any, arch: str, arch_config: dict, **info: Any) -> Path:
+    """Write ``theta`` (a nested dict of arrays) atomically to ``path`` (.npz)."""
+    path = Path(path)
+    header = {"format": FORMAT, "version": VERSION, "arch": arch, "arch_config": arch_config, **info}
+    arrays = _flatten(jax.device_get(theta))
+    arrays[HEADER] = np.frombuffer(json.dumps(header).encode(), np.uint8)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+    os.replace(tmp, path)  # never leave a half-written file under the real name
+    return path
+
+
+def load_theta_file(path: str | os.PathLike) -> tuple[dict, dict]:
+    """``(theta, header)`` from a theta file; :class:`ThetaFileError` if it is not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise ThetaFileError(f"theta file '{path}' does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
+        raise ThetaFileError(f"'{path}' is not a readable evolopt theta file (truncated or corrupt): {e}") from None
+    if HEADER not in arrays:
+        raise ThetaFileError(f"'{path}' has no evolopt header; is it an evolopt theta file?")
+    try:
+        header = json.loads(arrays.pop(HEADER).tobytes().decode())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ThetaFileError(f"'{path}' has a malformed header: {e}") from None
+    if header.get("format") != FORMAT or header.get("version") != VERSION:
+        raise ThetaFileError(
+            f"'{path}' has format {header.get('format')!r} version {header.get('version')!r}; "
+            f"expected {FORMAT!r} version {VERSION}"
+        )
+    return _unflatten(arrays), header
+
+
+def _check_structure(path: Path, arch: str, theta: dict, template: Any) -> None:
+    got = {k: v.shape for k, v in _flatten(theta).items()}
+    want = {k: tuple(v.shape) for k, v in _flatten(jax.tree.map(lambda s: np.empty(s.shape), template)).items()}
+    if got != want:
+        missing = sorted(set(want) - set(got))
+        extra = sorted(set(got) - set(want))
+        wrong = sorted(k for k in set(got) & set(want) if got[k] != want[k])
+        raise ThetaFileError(
+            f"'{path}' does not fit arch '{arch}': missing {missing[:3]}, unexpected {extra[:3]}, "
+            f"wrong shapes {[(k, got[k], want[k]) for k in wrong[:3]]}"
+        )
+
+
+def load_optimizer(
+    path: str | os.PathLike, learning_rate: float | None = None, arch: str | None = None, **overrides: Any
+) -> optax.GradientTransformationExtraArgs:
+    """An optax optimizer from a theta file written by evolopt (or a published Celo2 ``theta.state``).
+
+    Args:
+      path: a ``.npz`` theta file (e.g. ``runs/x/theta.npz``), or with ``arch="celo2"``
+        or ``"celo2_base"`` the authors' published ``theta.state``.
+      learning_rate: overrides the file's learning rate (the architecture's step size).
+      arch: if given, the file must hold this architecture.
+      **overrides: other hyperparameters of the architecture (e.g. ``weight_decay``).
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs``; pass ``loss=`` to ``update`` for
+      architectures that use it (it is ignored by the others).
+    """
+    import evolopt.architectures  # noqa: F401  (registers the built-in architectures)
+    from evolopt.registry import ARCHITECTURES
+
+    path = Path(path)
+    if learning_rate is not None:
+        overrides["learning_rate"] = learning_rate
+    if arch in ("celo2", "celo2_base") and path.suffix != ".npz":
+        from evolopt.architectures import celo2 as celo2_module
+
+        theta, header = celo2_module.load_theta(path), {"arch": arch, "arch_config": {}}
+    else:
+        theta, header = load_theta_file(path)
+    if arch is not None and header["arch"] != arch:
+        raise ThetaFileError(f"'{path}' holds a '{header['arch']}' optimizer, not '{arch}'")
+    if header["arch"] not in ARCHITECTURES:
+        raise ThetaFileError(
+            f"'{path}' holds unknown arch '{header['arch']}'; known: {', '.join(ARCHITECTURES.names())}"
+        )
+    lopt = ARCHITECTURES.build(header["arch"], **header["arch_config"])
+    _check_structure(path, header["arch"], theta, jax.eval_shape(lopt.init_theta, jax.random.key(0)))
+    theta = jax.tree.map(lambda x: np.asarray(x, np.float32), theta)
+    return lopt.optimizer(theta, **overrides)

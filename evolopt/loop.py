@@ -1,0 +1,163 @@
+"""The host side of meta-training: build from config, run generations, log, checkpoint, export.
+
+The numerics live in :mod:`evolopt.meta` (one jitted generation step); this file
+only orchestrates it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from omegaconf import DictConfig, OmegaConf
+
+from evolopt.architectures.baselines import baseline
+from evolopt.checkpoint import Checkpointer, has_checkpoint
+from evolopt.config import group_config
+from evolopt.export import save_theta_file
+from evolopt.logger import RunLogger, plot_run
+from evolopt.meta import MetaTrainer, make_evaluator, population_mesh
+from evolopt.registry import ARCHITECTURES, STRATEGIES, TASK_FAMILIES, ConfigError
+from evolopt.unroll import UnrollConfig
+
+# Keys that may change when a run is resumed.
+RESUMABLE_CHANGES = {"generations", "resume", "progress", "run_dir", "plugins", "checkpoint_every", "keep_checkpoints"}
+
+
+def build(cfg: DictConfig) -> tuple[MetaTrainer, Any]:
+    """The trainer and the initial theta that a config describes."""
+    arch_name, arch_cfg = group_config(cfg, "arch")
+    fam_name, fam_cfg = group_config(cfg, "task_family")
+    strat_name, strat_cfg = group_config(cfg, "strategy")
+    lopt = ARCHITECTURES.build(arch_name, **arch_cfg)
+    family = TASK_FAMILIES.build(fam_name, **fam_cfg)
+    k_theta = jax.random.fold_in(jax.random.key(cfg.seed), 0)
+    theta0 = lopt.init_theta(k_theta)
+    strategy = STRATEGIES.build(strat_name, cfg.population_size, theta0, cfg.generations, **strat_cfg)
+    try:
+        unroll_cfg = UnrollConfig(**OmegaConf.to_container(cfg.unroll))
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"bad unroll config: {e}") from None
+    trainer = MetaTrainer(strategy, family, lopt, unroll_cfg, cfg.tasks_per_member, population_mesh())
+    return trainer, theta0
+
+
+def _check_resumable(run_dir: Path, cfg: DictConfig) -> None:
+    saved = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"))
+    now = OmegaConf.to_container(cfg)
+    for key in sorted(set(saved) | set(now)):
+        if key not in RESUMABLE_CHANGES and saved.get(key) != now.get(key):
+            raise ConfigError(
+                f"run_dir '{run_dir}' holds a run with {key}={saved.get(key)}, not {now.get(key)}; "
+                "resume it with its own config or choose a new run_dir"
+            )
+
+
+def prepare_run_dir(cfg: DictConfig) -> tuple[Path, bool]:
+    """``(run_dir, resuming)``, refusing anything that would overwrite another run."""
+    run_dir = Path(cfg.run_dir)
+    resume = str(cfg.resume).lower()
+    if resume not in ("auto", "true", "false"):
+        raise ConfigError(f"bad resume '{cfg.resume}'; valid choices: auto, true, false")
+    exists = has_checkpoint(run_dir / "checkpoints")
+    if resume == "true" and not exists:
+        raise ConfigError(f"resume=true but run_dir '{run_dir}' holds no checkpoint")
+    if exists and resume == "false":
+        raise ConfigError(f"run_dir '{run_dir}' already holds a run; pass resume=true or choose a new run_dir")
+    if not exists and run_dir.exists() and any(run_dir.iterdir()):
+        raise ConfigError(f"run_dir '{run_dir}' exists and is not an evolopt run; choose a new run_dir")
+    if exists:
+        _check_resumable(run_dir, cfg)
+    return run_dir, exists
+
+
+def meta_train(cfg: DictConfig) -> Path:
+    """Run (or resume) the meta-training a config describes; return the run directory."""
+    trainer, theta0 = build(cfg)
+    run_dir, resuming = prepare_run_dir(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not resuming:
+        OmegaConf.save(cfg, run_dir / "config.yaml")
+    else:  # record a changed horizon, keep everything else as it was
+        saved = OmegaConf.load(run_dir / "config.yaml")
+        saved.generations = cfg.generations
+        OmegaConf.save(saved, run_dir / "config.yaml")
+
+    state = trainer.init(jax.random.fold_in(jax.random.key(cfg.seed), 1), theta0)
+    ckpt = Checkpointer(run_dir / "checkpoints", cfg.keep_checkpoints)
+    if resuming:
+        state = ckpt.restore(state)
+    start = int(state.generation)
+
+    ev = cfg.evaluation
+    lopt_eval = make_evaluator(trainer.family, trainer.lopt, ev.num_tasks, ev.steps, cfg.unroll.loss_clip)
+    adam = baseline("adam", ev.adam_lr)
+    adam_eval = make_evaluator(trainer.family, adam, ev.num_tasks, ev.steps, cfg.unroll.loss_clip)
+    eval_key = jax.random.fold_in(jax.random.key(cfg.seed), 2)  # the same validation tasks every time
+    adam_curves, adam_valid = jax.device_get(adam_eval({}, eval_key))
+    step = jax.jit(trainer.step, donate_argnums=0)
+
+    logger = RunLogger(run_dir, cfg.generations, start, cfg.progress)
+    logger.scalars(start, {"meta_loss/adam": float(adam_curves.mean())})
+    arch_name, arch_cfg = group_config(cfg, "arch")
+
+    def export(generation: int) -> None:
+        theta = trainer.strategy.mean(state.strategy)
+        save_theta_file(run_dir / "theta.npz", theta, arch_name, arch_cfg, generation=generation, run_dir=str(run_dir))
+
+    def evaluate(generation: int, curves_too: bool) -> dict[str, float]:
+        curves, valid = jax.device_get(lopt_eval(trainer.strategy.mean(state.strategy), eval_key))
+        out = {"meta_loss/mean_theta": float(curves.mean()), "meta_loss/adam": float(adam_curves.mean())}
+        if curves_too:
+            out |= {
+                "eval/final_train_loss": float(curves[:, -1].mean()),
+                "eval/adam_final_train_loss": float(adam_curves[:, -1].mean()),
+                "eval/valid_loss": float(valid.mean()),
+                "eval/adam_valid_loss": float(adam_valid.mean()),
+            }
+            logger.curves(generation, {"learned": curves.mean(0), "adam": adam_curves.mean(0)})
+        return out
+
+    if start == 0:
+        logger.record(0, evaluate(0, curves_too=True))
+    tick = time.perf_counter()
+    for gen in range(start, cfg.generations):
+        state, metrics = step(state)
+        metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        now = time.perf_counter()
+        metrics["speed/generations_per_s"] = 1.0 / (now - tick)
+        metrics["speed/member_steps_per_s"] = trainer.member_steps_per_generation / (now - tick)
+        done = gen + 1
+        if done % ev.meta_loss_every == 0 or done == cfg.generations:
+            metrics |= evaluate(done, curves_too=done % ev.every == 0 or done == cfg.generations)
+        if metrics["fitness/nonfinite_steps"] > 0:
+            logger.bar.write(f"generation {done}: {int(metrics['fitness/nonfinite_steps'])} inner steps diverged (NaN/inf), scored as worst")
+        logger.generation(done, metrics)
+        if done % cfg.checkpoint_every == 0 or done == cfg.generations:
+            ckpt.save(done, state)
+            export(done)
+        tick = time.perf_counter()
+    logger.close()
+    ckpt.close()
+    if start >= cfg.generations:
+        export(start)
+    plot_run(run_dir)
+    return run_dir
+
+
+def summarize(run_dir: Path) -> str:
+    from evolopt.logger import read_jsonl
+
+    rows = [r for r in read_jsonl(run_dir / "metrics.jsonl") if not math.isnan(r.get("meta_loss/mean_theta", math.nan))]
+    if not rows:
+        return f"run saved to {run_dir}"
+    first, last = rows[0], rows[-1]
+    return (
+        f"run saved to {run_dir}: meta-loss of mean theta {first['meta_loss/mean_theta']:.4f} "
+        f"(gen {first['generation']}) -> {last['meta_loss/mean_theta']:.4f} (gen {last['generation']}); "
+        f"Adam on the same tasks: {last['meta_loss/adam']:.4f}"
+    )

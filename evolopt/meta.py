@@ -1,0 +1,145 @@
+"""The generation step: ask -> train every member on its tasks -> tell, in one jit.
+
+    population  = strategy.ask(key)                       # [N] thetas, sharded over devices
+    inner, loss = vmap_N vmap_K unroll(theta_i, inner_ik)  # K tasks per member, lax.scan inside
+    strategy    = strategy.tell(population, loss)
+
+Inner states persist across generations (truncated / persistent unrolls); with
+``truncation_length == min_length == max_length`` and no stagger every generation
+trains fresh tasks for the full horizon. Member ``i`` and ``i + N/2`` are
+antithetic partners (evosax's layout) and share their tasks' keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+from jax.flatten_util import ravel_pytree
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from evolopt.architectures.base import LearnedOptimizer
+from evolopt.unroll import InnerState, TruncationLoss, UnrollConfig, init_inner_state, train_curve, unroll
+from strategies.base import Strategy
+from task_families.base import TaskFamily
+
+POP_AXIS = "pop"
+
+
+@struct.dataclass
+class MetaState:
+    strategy: Any
+    inner: InnerState  # leaves [N, K, ...]
+    key: jax.Array
+    generation: jax.Array
+
+
+def population_mesh(devices: list | None = None) -> Mesh:
+    """A 1-D mesh over all devices (every process's, under jax.distributed)."""
+    devices = jax.devices() if devices is None else devices
+    return Mesh(devices, (POP_AXIS,))
+
+
+def strong_types(tree: Any) -> Any:
+    """Drop weak types (evosax inits counters from Python scalars), so that the state
+    a step returns has the type it was given and the jitted step compiles once."""
+
+    def strong(x):
+        x = jnp.asarray(x)
+        return jax.lax.convert_element_type(x, x.dtype) if getattr(x, "weak_type", False) else x
+
+    return jax.tree.map(strong, tree)
+
+
+@dataclasses.dataclass(frozen=True)
+class MetaTrainer:
+    strategy: Strategy
+    family: TaskFamily
+    lopt: LearnedOptimizer
+    unroll_cfg: UnrollConfig
+    tasks_per_member: int
+    mesh: Mesh
+
+    def __post_init__(self):
+        n, d = self.strategy.population_size, self.mesh.size
+        if n % (2 * d):
+            raise ValueError(
+                f"population_size {n} must be divisible by 2 x devices = {2 * d} "
+                "(antithetic pairs, equal shards)"
+            )
+
+    @property
+    def member_sharding(self) -> NamedSharding:
+        return NamedSharding(self.mesh, PartitionSpec(POP_AXIS))
+
+    def _shard(self, tree: Any) -> Any:
+        return jax.lax.with_sharding_constraint(tree, self.member_sharding)
+
+    def init(self, key: jax.Array, theta0: Any) -> MetaState:
+        """Strategy state, and K trajectories per antithetic pair (shared by both partners)."""
+        n, k = self.strategy.population_size, self.tasks_per_member
+        if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+            key = jax.random.key_data(key)  # raw uint32 keys: plain arrays for checkpoints
+        k_strategy, k_inner, k_loop = jax.random.split(key, 3)
+        pair_keys = jax.random.split(k_inner, (n // 2, k))
+        member_keys = jnp.concatenate([pair_keys, pair_keys])
+        init_one = lambda key: init_inner_state(key, theta0, self.family, self.lopt, self.unroll_cfg)  # noqa: E731
+        inner = jax.jit(jax.vmap(jax.vmap(init_one)), out_shardings=self.member_sharding)(member_keys)
+        state = MetaState(self.strategy.init(k_strategy, theta0), inner, k_loop, jnp.zeros((), jnp.int32))
+        return jax.device_put(strong_types(state), self.state_sharding(state))
+
+    def state_sharding(self, state: MetaState) -> MetaState:
+        """Inner states split over the population axis; everything else replicated."""
+        replicated = NamedSharding(self.mesh, PartitionSpec())
+        return MetaState(
+            jax.tree.map(lambda _: replicated, state.strategy),
+            jax.tree.map(lambda _: self.member_sharding, state.inner),
+            replicated,
+            replicated,
+        )
+
+    def train_members(self, population: Any, inner: InnerState) -> tuple[InnerState, TruncationLoss]:
+        """Every member's truncation on each of its K tasks: vmap over members, then tasks."""
+        one = lambda theta, st: unroll(theta, st, self.family, self.lopt, self.unroll_cfg)  # noqa: E731
+        per_member = jax.vmap(one, in_axes=(None, 0))
+        return jax.vmap(per_member)(self._shard(population), self._shard(inner))
+
+    def step(self, state: MetaState) -> tuple[MetaState, dict]:
+        """One generation (pure; jit it)."""
+        key, k_ask, k_tell = jax.random.split(state.key, 3)
+        old_mean = ravel_pytree(self.strategy.mean(state.strategy))[0]
+        population, sstate = self.strategy.ask(k_ask, state.strategy)
+        inner, losses = self.train_members(population, state.inner)
+        sstate, _ = self.strategy.tell(k_tell, population, losses, sstate)
+        new_mean = ravel_pytree(self.strategy.mean(sstate))[0]
+        fitness = self.strategy.fitness(losses)
+        metrics = {
+            "fitness/mean": jnp.mean(fitness),
+            "fitness/min": jnp.min(fitness),
+            "fitness/max": jnp.max(fitness),
+            "fitness/nonfinite_steps": jnp.sum(losses.nonfinite),
+            "fitness/resets": jnp.sum(losses.reset),
+            "theta/norm": jnp.linalg.norm(new_mean),
+            "theta/update_norm": jnp.linalg.norm(new_mean - old_mean),
+        }
+        return MetaState(strong_types(sstate), self._shard(inner), key, state.generation + 1), metrics
+
+    @property
+    def member_steps_per_generation(self) -> int:
+        return self.strategy.population_size * self.tasks_per_member * self.unroll_cfg.truncation_length
+
+
+def make_evaluator(
+    family: TaskFamily, lopt: LearnedOptimizer, num_tasks: int, num_steps: int, loss_clip: float = 1.5
+) -> Callable[[Any, jax.Array], tuple[jax.Array, jax.Array]]:
+    """``(theta, key) -> (train curves [E, steps], final valid losses [E])`` on E fresh tasks."""
+
+    def evaluate(theta, key):
+        keys = jax.random.split(key, num_tasks)
+        return jax.vmap(lambda k: train_curve(theta, k, family, lopt, num_steps, loss_clip))(keys)
+
+    return jax.jit(evaluate)

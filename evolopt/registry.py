@@ -1,0 +1,93 @@
+"""Name -> factory registries for strategies, architectures and task families.
+
+A registry is a plain dict filled by a decorator at import time. A factory's
+keyword-only arguments (with their defaults) are its configuration: the CLI
+turns them into the Hydra config group option of the same name, so a plug-in
+needs no YAML.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """Bad user input: the message is one line naming the value and the valid choices."""
+
+
+class Registry:
+    """A named collection of factories, e.g. ``TASK_FAMILIES``."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._factories: dict[str, Callable[..., Any]] = {}
+
+    def register(self, name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Decorator: ``@TASK_FAMILIES.register("my_family")`` on a factory."""
+
+        def decorator(factory: Callable[..., Any]) -> Callable[..., Any]:
+            previous = self._factories.get(name)
+            if previous is not None and previous is not factory:
+                same_origin = (previous.__module__, previous.__qualname__) == (
+                    factory.__module__,
+                    factory.__qualname__,
+                )
+                if not same_origin:  # re-importing a module is fine; a clash is not
+                    raise ConfigError(
+                        f"{self.kind} '{name}' is already registered by "
+                        f"{previous.__module__}.{previous.__qualname__}"
+                    )
+            self._factories[name] = factory
+            return factory
+
+        return decorator
+
+    def names(self) -> list[str]:
+        return sorted(self._factories)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._factories
+
+    def get(self, name: str) -> Callable[..., Any]:
+        try:
+            return self._factories[name]
+        except KeyError:
+            raise ConfigError(
+                f"unknown {self.kind} '{name}'; valid choices: {', '.join(self.names())}"
+            ) from None
+
+    def defaults(self, name: str) -> dict[str, Any]:
+        """The factory's keyword-only arguments and their defaults: its config."""
+        return factory_defaults(self.get(name))
+
+    def build(self, name: str, *args: Any, **config: Any) -> Any:
+        """Call the factory, rejecting keys it does not take with the valid ones."""
+        valid = self.defaults(name)
+        unknown = sorted(set(config) - set(valid))
+        if unknown:
+            raise ConfigError(
+                f"unknown option '{unknown[0]}' for {self.kind} '{name}'; "
+                f"valid options: {', '.join(sorted(valid)) or '(none)'}"
+            )
+        return self.get(name)(*args, **config)
+
+
+def factory_defaults(factory: Callable[..., Any]) -> dict[str, Any]:
+    out = {}
+    for p in inspect.signature(factory).parameters.values():
+        if p.kind is inspect.Parameter.KEYWORD_ONLY:
+            if p.default is inspect.Parameter.empty:
+                raise TypeError(f"{factory.__qualname__}: option '{p.name}' needs a default")
+            out[p.name] = p.default
+    return out
+
+
+STRATEGIES = Registry("strategy")
+ARCHITECTURES = Registry("arch")
+TASK_FAMILIES = Registry("task_family")
+
+register_strategy = STRATEGIES.register
+register_arch = ARCHITECTURES.register
+register_task_family = TASK_FAMILIES.register

@@ -1,0 +1,37 @@
+"""``python -m evolopt.train [KEY=VALUE ...]``: meta-train a learned optimizer.
+
+    python -m evolopt.train strategy=open_es arch=small_fc_lopt task_family=image_mlp \\
+        population_size=32 generations=200 seed=0 run_dir=runs/x
+
+Bad input prints one line naming the bad value and the valid choices, exits 2,
+and creates nothing.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from evolopt.registry import ConfigError
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    from evolopt.config import help_text, load_config
+
+    if any(a in ("-h", "--help") for a in argv):
+        print(help_text())
+        return 0
+    try:
+        cfg = load_config(argv)
+        from evolopt.loop import meta_train, summarize
+
+        run_dir = meta_train(cfg)
+    except ConfigError as e:
+        print(f"evolopt.train: error: {e}", file=sys.stderr)
+        return 2
+    print(summarize(run_dir))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,180 @@
+"""Inner training: one member trains one sampled task for a truncation of K steps.
+
+An :class:`InnerState` is one trajectory in progress: the model's params, the
+optimizer's state, the task, the step counter and the trajectory's planned
+length ``T``. When ``step == T`` the trajectory ends and a new one starts (new
+task, new init, new ``T``) *inside* the truncation; the losses of the K steps
+are then split into the part before and the part after that reset, which the
+persistent estimators need (PES credits the part before to every perturbation
+since the old trajectory began, the part after only to the current one).
+
+All randomness of a trajectory comes from its ``key``, which antithetic partners
+share: they see the same task, init, length and batches (common random numbers).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from evolopt.architectures.base import LearnedOptimizer, Theta
+from task_families.base import TaskFamily, normalized_loss
+
+
+@dataclasses.dataclass(frozen=True)
+class UnrollConfig:
+    """Trajectory lengths are log-uniform in ``[min_length, max_length]``."""
+
+    truncation_length: int = 50
+    min_length: int = 50
+    max_length: int = 50
+    stagger: bool = False  # start trajectories at random steps so a generation sees all phases
+    loss_clip: float = 1.5  # normalised losses above this (and NaN/inf) score this
+
+    def __post_init__(self):
+        if not 1 <= self.truncation_length <= self.min_length <= self.max_length:
+            raise ValueError(
+                "need 1 <= truncation_length <= min_length <= max_length, got "
+                f"{self.truncation_length}, {self.min_length}, {self.max_length}"
+            )
+
+
+@struct.dataclass
+class InnerState:
+    params: Any
+    opt_state: Any
+    task: Any
+    step: jax.Array  # int32: steps taken in this trajectory
+    length: jax.Array  # int32: this trajectory's planned length T
+    key: jax.Array  # trajectory key, shared by antithetic partners
+
+
+@struct.dataclass
+class TruncationLoss:
+    """Normalised meta-loss of one truncation, split at a reset.
+
+    ``before + after`` is the mean normalised loss over the K steps; ``reset`` says
+    whether a new trajectory started during them; ``nonfinite`` counts steps
+    whose loss was NaN/inf (scored as the clip value).
+    """
+
+    before: jax.Array
+    after: jax.Array
+    reset: jax.Array
+    nonfinite: jax.Array
+
+    @property
+    def total(self) -> jax.Array:
+        return self.before + self.after
+
+
+def sample_length(key: jax.Array, cfg: UnrollConfig) -> jax.Array:
+    lo, hi = jnp.log(cfg.min_length), jnp.log(cfg.max_length + 1)
+    t = jnp.exp(jax.random.uniform(key, (), minval=lo, maxval=hi)).astype(jnp.int32)
+    return jnp.clip(t, cfg.min_length, cfg.max_length)
+
+
+def new_trajectory(
+    key: jax.Array, theta: Theta, family: TaskFamily, lopt: LearnedOptimizer, cfg: UnrollConfig
+) -> InnerState:
+    k_task, k_init, k_len, k_next = jax.random.split(key, 4)
+    task = family.sample_task(k_task)
+    params = family.init_params(k_init, task)
+    opt_state = lopt.optimizer(theta).init(params)
+    return InnerState(params, opt_state, task, jnp.zeros((), jnp.int32), sample_length(k_len, cfg), k_next)
+
+
+def init_inner_state(
+    key: jax.Array, theta: Theta, family: TaskFamily, lopt: LearnedOptimizer, cfg: UnrollConfig
+) -> InnerState:
+    """A first trajectory; staggered ones start at a step drawn uniformly in [0, T)."""
+    state = new_trajectory(key, theta, family, lopt, cfg)
+    if cfg.stagger:
+        offset = jax.random.randint(jax.random.fold_in(key, 7), (), 0, state.length)
+    else:  # start "finished", so the first step begins a fresh trajectory
+        offset = state.length
+    return state.replace(step=offset)
+
+
+def _where(pred: jax.Array, a: Any, b: Any) -> Any:
+    return jax.tree.map(lambda x, y: jnp.where(pred, x, y), a, b)
+
+
+def train_step(
+    opt: optax.GradientTransformationExtraArgs, family: TaskFamily, st: InnerState
+) -> tuple[InnerState, jax.Array]:
+    """One optimizer step on a minibatch keyed by (trajectory key, step); returns the loss before it."""
+    batch = family.sample_batch(jax.random.fold_in(st.key, st.step), st.task)
+    loss, grads = jax.value_and_grad(family.loss)(st.params, st.task, batch)
+    updates, opt_state = opt.update(grads, st.opt_state, st.params, loss=loss, num_steps=st.length)
+    params = optax.apply_updates(st.params, updates)
+    return st.replace(params=params, opt_state=opt_state, step=st.step + 1), loss
+
+
+def unroll(
+    theta: Theta,
+    state: InnerState,
+    family: TaskFamily,
+    lopt: LearnedOptimizer,
+    cfg: UnrollConfig,
+    num_steps: int | None = None,
+) -> tuple[InnerState, TruncationLoss]:
+    """Train ``num_steps`` (default: the truncation length) steps with the optimizer of ``theta``.
+
+    The meta-loss of a step is the normalised loss of the minibatch the gradient
+    is taken on, before the update (as in learned_optimization's PES). Since
+    ``T >= K``, at most one reset happens per truncation, so the fresh trajectory
+    is built once, outside the scan.
+    """
+    k = cfg.truncation_length if num_steps is None else num_steps
+    opt = lopt.optimizer(theta)
+    fresh = new_trajectory(state.key, theta, family, lopt, cfg)
+
+    def step(carry, _):
+        st, after = carry
+        reset_now = st.step >= st.length
+        st = _where(reset_now, fresh, st)
+        after = after | reset_now
+        st, loss = train_step(opt, family, st)
+        meta = normalized_loss(loss, family.loss_scale, cfg.loss_clip)
+        return (st, after), (meta, after, ~jnp.isfinite(loss))
+
+    (state, _), (meta, after, bad) = jax.lax.scan(step, (state, jnp.zeros((), bool)), length=k)
+    result = TruncationLoss(
+        before=jnp.sum(jnp.where(after, 0.0, meta)) / k,
+        after=jnp.sum(jnp.where(after, meta, 0.0)) / k,
+        reset=jnp.any(after),
+        nonfinite=jnp.sum(bad),
+    )
+    return state, result
+
+
+def train_curve(
+    theta: Theta,
+    key: jax.Array,
+    family: TaskFamily,
+    lopt: LearnedOptimizer,
+    num_steps: int,
+    loss_clip: float = 1.5,
+) -> tuple[jax.Array, jax.Array]:
+    """Train one fresh task for ``num_steps``; return (train curve, final valid loss), normalised."""
+    cfg = UnrollConfig(num_steps, num_steps, num_steps, False, loss_clip)
+    state = new_trajectory(key, theta, family, lopt, cfg)
+    opt = lopt.optimizer(theta)
+
+    def step(st, _):
+        st, loss = train_step(opt, family, st)
+        return st, normalized_loss(loss, family.loss_scale, loss_clip)
+
+    state, curve = jax.lax.scan(step, state, length=num_steps)
+    if family.valid_batch is None:
+        valid = curve[-1]
+    else:
+        batch = family.valid_batch(jax.random.fold_in(state.key, 2**31 - 1), state.task)
+        valid = normalized_loss(family.loss(state.params, state.task, batch), family.loss_scale, loss_clip)
+    return curve, valid
