@@ -30,6 +30,7 @@ RESUMABLE_CHANGES = {"generations", "resume", "progress", "run_dir", "plugins", 
 
 def build(cfg: DictConfig) -> tuple[MetaTrainer, Any]:
     """The trainer and the initial theta that a config describes."""
+    _check_counts(cfg)
     arch_name, arch_cfg = group_config(cfg, "arch")
     fam_name, fam_cfg = group_config(cfg, "task_family")
     strat_name, strat_cfg = group_config(cfg, "strategy")
@@ -42,8 +43,20 @@ def build(cfg: DictConfig) -> tuple[MetaTrainer, Any]:
         unroll_cfg = UnrollConfig(**OmegaConf.to_container(cfg.unroll))
     except (TypeError, ValueError) as e:
         raise ConfigError(f"bad unroll config: {e}") from None
-    trainer = MetaTrainer(strategy, family, lopt, unroll_cfg, cfg.tasks_per_member, population_mesh())
+    try:
+        trainer = MetaTrainer(strategy, family, lopt, unroll_cfg, cfg.tasks_per_member, population_mesh())
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     return trainer, theta0
+
+
+def _check_counts(cfg: DictConfig) -> None:
+    for key in ("generations", "population_size", "tasks_per_member", "checkpoint_every", "keep_checkpoints"):
+        if not isinstance(cfg[key], int) or cfg[key] < 1:
+            raise ConfigError(f"{key}={cfg[key]!r} must be a positive integer")
+    for key in ("meta_loss_every", "every", "num_tasks", "steps"):
+        if not isinstance(cfg.evaluation[key], int) or cfg.evaluation[key] < 1:
+            raise ConfigError(f"evaluation.{key}={cfg.evaluation[key]!r} must be a positive integer")
 
 
 def _check_resumable(run_dir: Path, cfg: DictConfig) -> None:
@@ -79,6 +92,18 @@ def meta_train(cfg: DictConfig) -> Path:
     """Run (or resume) the meta-training a config describes; return the run directory."""
     trainer, theta0 = build(cfg)
     run_dir, resuming = prepare_run_dir(cfg)
+    state = trainer.init(jax.random.fold_in(jax.random.key(cfg.seed), 1), theta0)
+    ev = cfg.evaluation
+    lopt_eval = make_evaluator(trainer.family, trainer.lopt, ev.num_tasks, ev.steps, cfg.unroll.loss_clip)
+    adam = baseline("adam", ev.adam_lr)
+    adam_eval = make_evaluator(trainer.family, adam, ev.num_tasks, ev.steps, cfg.unroll.loss_clip)
+    eval_key = jax.random.fold_in(jax.random.key(cfg.seed), 2)  # the same validation tasks every time
+    try:  # trace everything once before touching the disk: a bad option fails here, cleanly
+        jax.eval_shape(trainer.step, state)
+        jax.eval_shape(lopt_eval, theta0, eval_key)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"the config does not give a valid training step: {str(e).splitlines()[0]}") from None
+
     run_dir.mkdir(parents=True, exist_ok=True)
     if not resuming:
         OmegaConf.save(cfg, run_dir / "config.yaml")
@@ -86,18 +111,10 @@ def meta_train(cfg: DictConfig) -> Path:
         saved = OmegaConf.load(run_dir / "config.yaml")
         saved.generations = cfg.generations
         OmegaConf.save(saved, run_dir / "config.yaml")
-
-    state = trainer.init(jax.random.fold_in(jax.random.key(cfg.seed), 1), theta0)
     ckpt = Checkpointer(run_dir / "checkpoints", cfg.keep_checkpoints)
     if resuming:
         state = ckpt.restore(state)
     start = int(state.generation)
-
-    ev = cfg.evaluation
-    lopt_eval = make_evaluator(trainer.family, trainer.lopt, ev.num_tasks, ev.steps, cfg.unroll.loss_clip)
-    adam = baseline("adam", ev.adam_lr)
-    adam_eval = make_evaluator(trainer.family, adam, ev.num_tasks, ev.steps, cfg.unroll.loss_clip)
-    eval_key = jax.random.fold_in(jax.random.key(cfg.seed), 2)  # the same validation tasks every time
     adam_curves, adam_valid = jax.device_get(adam_eval({}, eval_key))
     step = jax.jit(trainer.step, donate_argnums=0)
 
@@ -161,3 +178,26 @@ def summarize(run_dir: Path) -> str:
         f"(gen {first['generation']}) -> {last['meta_loss/mean_theta']:.4f} (gen {last['generation']}); "
         f"Adam on the same tasks: {last['meta_loss/adam']:.4f}"
     )
+
+
+def export_run(run_dir: str | Path, out: str | Path | None = None, generation: int | None = None) -> Path:
+    """Write the mean theta of a run's checkpoint (latest, or ``generation``) as a theta file."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file() or not has_checkpoint(run_dir / "checkpoints"):
+        raise ConfigError(f"'{run_dir}' is not an evolopt run directory (no config.yaml or checkpoints)")
+    cfg = OmegaConf.load(run_dir / "config.yaml")
+    from evolopt.config import import_builtins, import_plugins
+
+    import_builtins()
+    import_plugins(list(cfg.plugins))
+    trainer, theta0 = build(cfg)
+    ckpt = Checkpointer(run_dir / "checkpoints", cfg.keep_checkpoints)
+    steps = ckpt.manager.all_steps()
+    if generation is not None and generation not in steps:
+        raise ConfigError(f"no checkpoint for generation {generation} in '{run_dir}'; available: {sorted(steps)}")
+    state = ckpt.restore(trainer.init(jax.random.key(0), theta0), generation)
+    ckpt.close()
+    arch_name, arch_cfg = group_config(cfg, "arch")
+    out = run_dir / "theta.npz" if out is None else Path(out)
+    gen = int(state.generation)
+    return save_theta_file(out, trainer.strategy.mean(state.strategy), arch_name, arch_cfg, generation=gen, run_dir=str(run_dir))

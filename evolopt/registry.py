@@ -71,7 +71,22 @@ class Registry:
                 f"unknown option '{unknown[0]}' for {self.kind} '{name}'; "
                 f"valid options: {', '.join(sorted(valid)) or '(none)'}"
             )
+        for key, value in config.items():
+            check_type(f"{self.kind}.{key}", value, valid[key])
         return self.get(name)(*args, **config)
+
+
+def check_type(key: str, value: Any, default: Any) -> None:
+    """Reject a value whose type does not match the option's default (int is fine for float)."""
+    if default is None or value is None:
+        return
+    kinds = {bool: (bool,), int: (int,), float: (int, float), str: (str,), list: (list, tuple), tuple: (list, tuple)}
+    want = kinds.get(type(default))
+    if want is None:
+        return
+    ok = isinstance(value, want) and not (isinstance(value, bool) and bool not in want)
+    if not ok:
+        raise ConfigError(f"{key}={value!r} must be of type {type(default).__name__} (default {default!r})")
 
 
 def factory_defaults(factory: Callable[..., Any]) -> dict[str, Any]:

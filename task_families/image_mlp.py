@@ -76,6 +76,9 @@ def image_mlp(
     """MLP classifiers ``image_size**2 -> hidden -> classes`` over the listed data sets."""
     if activation not in ACTIVATIONS:
         raise ConfigError(f"unknown activation '{activation}'; valid choices: {', '.join(ACTIVATIONS)}")
+    for key, value in (("batch_size", batch_size), ("image_size", image_size), *(("hidden", h) for h in hidden)):
+        if int(value) < 1:
+            raise ConfigError(f"task_family.{key}={value} must be >= 1")
     data = stack_datasets(list(datasets), image_size)
     act = ACTIVATIONS[activation]
     sizes = [image_size * image_size] + [int(h) for h in hidden] + [data["num_classes"]]

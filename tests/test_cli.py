@@ -1,0 +1,61 @@
+"""The train CLI: Hydra overrides, --help, one-line errors that create nothing."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import TINY, run_cli
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("strategy=nope", "unknown strategy 'nope'; valid choices: "),
+        ("arch=nope", "unknown arch 'nope'; valid choices: "),
+        ("task_family=nope", "unknown task_family 'nope'; valid choices: "),
+        ("strategy.sgma=0.1", "unknown key 'strategy.sgma'; valid keys at strategy: "),
+        ("bogus=1", "unknown key 'bogus'; valid keys at the top level: "),
+        ("task_family.batch_size=abc", "task_family.batch_size='abc' must be of type int"),
+        ("population_size=0", "population_size=0 must be a positive integer"),
+        ("strategy.fitness_shaping=wrong", "unknown fitness shaping 'wrong'; valid choices: "),
+        ("plugins=[no_such_module_xyz]", "cannot import plugin 'no_such_module_xyz'"),
+        ("resume=maybe", "bad resume 'maybe'; valid choices: auto, true, false"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_no_run_dir(tmp_path, override, message):
+    run_dir = tmp_path / "run"
+    result = run_cli(override, f"run_dir={run_dir}", "generations=1")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert message in lines[0]
+    assert not run_dir.exists()
+
+
+def test_help_lists_groups_and_their_options():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for text in ("strategy:", "arch:", "task_family:", "open_es", "small_fc_lopt", "image_mlp", "sigma=", "population_size"):
+        assert text in result.stdout
+
+
+def test_existing_run_is_never_overwritten(tiny_run):
+    before = (tiny_run / "metrics.jsonl").read_text()
+    result = run_cli(*TINY, "generations=4", f"run_dir={tiny_run}", "resume=false")
+    assert result.returncode == 2 and "already holds a run" in result.stderr
+    result = run_cli(*TINY, "generations=4", "seed=1", f"run_dir={tiny_run}")
+    assert result.returncode == 2 and "holds a run with seed=0, not 1" in result.stderr
+    assert (tiny_run / "metrics.jsonl").read_text() == before
+
+
+def test_tiny_run_writes_everything(tiny_run):
+    rows = [json.loads(line) for line in (tiny_run / "metrics.jsonl").read_text().splitlines()]
+    gens = [r["generation"] for r in rows if "fitness/mean" in r]
+    assert gens == [1, 2, 3, 4]
+    assert {"fitness/min", "fitness/max", "theta/norm", "theta/update_norm", "speed/member_steps_per_s"} <= set(rows[-1])
+    assert rows[0]["generation"] == 0 and "meta_loss/mean_theta" in rows[0]
+    for name in ("config.yaml", "theta.npz", "meta_training.png"):
+        assert (tiny_run / name).is_file()
+    assert sorted(p.name for p in (tiny_run / "checkpoints").iterdir() if p.name.isdigit()) == ["2", "4"]

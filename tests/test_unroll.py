@@ -1,0 +1,93 @@
+"""The fitness of a member is the mean normalised loss of its truncation, split at resets.
+
+References are closed forms: SGD on a noiseless quadratic
+``f(x) = 0.5 sum h (x - c)^2`` from ``x0 = 0`` has ``x_t - c = (1 - lr h)^t (-c)``, so
+``f_t = 0.5 sum h c^2 (1 - lr h)^(2t)``.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import evolopt.architectures  # noqa: F401
+import strategies  # noqa: F401
+import task_families  # noqa: F401
+from evolopt.architectures.baselines import baseline
+from evolopt.meta import MetaTrainer, population_mesh
+from evolopt.registry import STRATEGIES, TASK_FAMILIES
+from evolopt.unroll import UnrollConfig, init_inner_state, unroll
+
+LR = 0.5
+
+
+def closed_form_losses(task, steps, lr=LR):
+    h, c = np.asarray(task["h"], np.float64), np.asarray(task["c"], np.float64)
+    t = np.arange(steps)[:, None]
+    return 0.5 * np.sum(h * c**2 * (1 - lr * h) ** (2 * t), axis=1)
+
+
+@pytest.fixture(scope="module")
+def family():
+    return TASK_FAMILIES.build("quadratic", dim=6, condition=10.0)
+
+
+def test_truncation_loss_equals_closed_form_and_splits_at_reset(family):
+    """T = 7, K = 5: truncation 1 starts a trajectory at its first step (all 'after');
+    truncation 2 has 2 steps of it ('before') then a new trajectory for 3 steps ('after')."""
+    sgd = baseline("sgd", LR)
+    cfg = UnrollConfig(truncation_length=5, min_length=7, max_length=7, stagger=False, loss_clip=1e9)
+    state = init_inner_state(jax.random.key(3), {}, family, sgd, cfg)
+    run = jax.jit(lambda s: unroll({}, s, family, sgd, cfg))
+
+    s1, loss1 = run(state)
+    first = closed_form_losses(s1.task, 7) / family.loss_scale
+    assert bool(loss1.reset)
+    np.testing.assert_allclose(loss1.before, 0.0)
+    np.testing.assert_allclose(loss1.after, first[:5].sum() / 5, rtol=1e-5)
+    assert int(s1.step) == 5
+
+    s2, loss2 = run(s1)
+    second = closed_form_losses(s2.task, 3) / family.loss_scale
+    assert bool(loss2.reset) and int(s2.step) == 3
+    assert not np.allclose(np.asarray(s1.task["c"]), np.asarray(s2.task["c"])), "a reset samples a new task"
+    np.testing.assert_allclose(loss2.before, first[5:7].sum() / 5, rtol=1e-5)
+    np.testing.assert_allclose(loss2.after, second.sum() / 5, rtol=1e-5)
+
+    _, loss3 = run(s2)  # steps 3..7 of the second trajectory: 4 before, then a reset at its step 7
+    assert bool(loss3.reset)
+    np.testing.assert_allclose(loss3.before, closed_form_losses(s2.task, 7)[3:7].sum() / 5 / family.loss_scale, rtol=1e-5)
+
+
+def test_diverging_inner_run_scores_worst_and_is_counted(family):
+    sgd = baseline("sgd", 50.0)  # lr * h up to 50: |1 - lr h| > 1 blows up to inf, then NaN
+    cfg = UnrollConfig(truncation_length=60, min_length=60, max_length=60, stagger=False, loss_clip=1.5)
+    state = init_inner_state(jax.random.key(0), {}, family, sgd, cfg)
+    _, loss = jax.jit(lambda s: unroll({}, s, family, sgd, cfg))(state)
+    assert int(loss.nonfinite) > 0
+    assert np.isfinite(float(loss.total))
+    assert float(loss.total) > 1.4  # clipped at 1.5 almost everywhere: the worst fitness
+
+
+def test_generation_fitness_matches_closed_form_and_partners_share_tasks(family):
+    """Full-horizon mode with a theta-free SGD 'architecture': every member's fitness is the
+    closed-form mean loss of its tasks, and antithetic partners (i, i + N/2) train the same tasks."""
+    sgd = baseline("sgd", LR)
+    theta0 = {"unused": jnp.zeros(3)}  # ES needs a vector; SGD ignores it
+    strategy = STRATEGIES.build("open_es", 8, theta0, 10)
+    cfg = UnrollConfig(8, 8, 8, False, 1e9)
+    trainer = MetaTrainer(strategy, family, sgd, cfg, 3, population_mesh())
+    state = trainer.init(jax.random.key(0), theta0)
+    population, _ = strategy.ask(jax.random.key(1), state.strategy)
+    inner, losses = jax.jit(trainer.train_members)(population, state.inner)
+    tasks = jax.device_get(inner.task)
+    for i in range(8):
+        for k in range(3):
+            task = jax.tree.map(lambda x: x[i, k], tasks)
+            expected = closed_form_losses(task, 8).mean() / family.loss_scale
+            np.testing.assert_allclose(losses.total[i, k], expected, rtol=1e-5)
+    np.testing.assert_array_equal(tasks["c"][:4], tasks["c"][4:])
+    assert not np.allclose(tasks["c"][0, 0], tasks["c"][1, 0])
+    np.testing.assert_allclose(strategy.fitness(losses), np.asarray(losses.total).mean(axis=1), rtol=1e-6)
