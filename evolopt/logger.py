@@ -20,7 +20,7 @@ class RunLogger:
         self.run_dir = run_dir
         self.writer = SummaryWriter(str(run_dir / "tb"), flush_secs=5)
         self.jsonl = run_dir / "metrics.jsonl"
-        _truncate_jsonl(self.jsonl, start)  # a resumed run rewrites generations after its checkpoint
+        _truncate_jsonl(self.jsonl, start)  # a resumed run rewrites the generations after its checkpoint
         show = sys.stderr.isatty() if progress == "auto" else bool(progress)
         self.bar = tqdm(total=total, initial=start, desc="meta-train", unit="gen", disable=not show, dynamic_ncols=True)
         self.last_time = time.perf_counter()
@@ -54,7 +54,7 @@ class RunLogger:
 def _truncate_jsonl(path: Path, start: int) -> None:
     if not path.exists():
         return
-    keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["generation"] < start]
+    keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["generation"] <= start]
     path.write_text("".join(line + "\n" for line in keep))
 
 

@@ -419,3 +419,18 @@ def test_arch_jits_and_vmaps_over_stacked_theta(name):
         assert bool(jnp.all(jnp.isfinite(out[k])))
         assert not bool(jnp.allclose(out[k], v[None]))  # it moved
     assert not bool(jnp.allclose(out["mat"][0], out["mat"][1]))  # members differ
+
+
+@pytest.mark.parametrize("shape", [(), (5,), (6, 4), (2, 3, 4, 5)])
+def test_small_fc_lopt_fused_first_layer_equals_reference_features(shape):
+    """The fast path (first layer accumulated channel by channel) equals the MLP applied to the
+    materialised, normalised [*shape, 39] feature tensor."""
+    theta = sfl.init_theta(jax.random.key(0))
+    p = jax.random.normal(jax.random.key(1), shape)
+    g = jax.random.normal(jax.random.key(2), shape)
+    acc = sfl.F.update_accumulators(
+        sfl.F.init_accumulators(p), g, sfl.MOMENTUM_DECAYS, sfl.RMS_DECAY, sfl.FACTORED_DECAYS
+    )
+    reference = sfl.F.apply_mlp(theta["mlp"], sfl._features(p, g, acc, jnp.array(3)))
+    fast = sfl._mlp_output(theta["mlp"], p, g, acc, jnp.array(3))
+    np.testing.assert_allclose(fast, reference, rtol=1e-5, atol=1e-6)

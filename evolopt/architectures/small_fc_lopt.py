@@ -47,8 +47,44 @@ def init_theta(key: jax.Array, hidden_size: int = 4, hidden_layers: int = 2) -> 
     }
 
 
+def _channels(p, g, acc) -> list[jax.Array]:
+    """The 28 gradient-statistic channels of one tensor, in input order, each of p's shape."""
+    fac = F.factored_terms(acc, g)
+    m, v = acc["m"], acc["v"]
+    rsqrt_v = jax.lax.rsqrt(v + 1e-6)
+    if "row" in fac:
+        row, col, factor = fac["row"], fac["col"], fac["factor"]
+        tail = [row, col, jax.lax.rsqrt(row + 1e-8), jax.lax.rsqrt(col + 1e-8), m * factor]
+    else:
+        vd = fac["vd"]
+        tail = [vd, vd, jax.lax.rsqrt(vd + 1e-8), jax.lax.rsqrt(vd + 1e-8), m * jax.lax.rsqrt(vd + 1e-6)]
+    groups = [g[None], p[None], m, v[None], m * rsqrt_v[None], rsqrt_v[None], fac["fac_g"], *tail]
+    return [channel for group in groups for channel in group]
+
+
+def _mlp_output(mlp: dict, p, g, acc, step) -> jax.Array:
+    """MLP outputs [*p.shape, 2] without materialising the [*p.shape, 39] input.
+
+    The first layer is linear, so ``normalize(x) @ w0 = sum_c (x_c / rms_c) w0[c]``:
+    each channel is scaled by a scalar and accumulated into the hidden units,
+    which XLA fuses into one pass over the accumulators; the 11 time features
+    are the same for every element and fold into the bias.
+    """
+    time = jnp.tanh(step.astype(jnp.float32) / TIME_SCALES - 1.0)
+    w0 = mlp["w0"]
+    h = mlp["b0"] + time @ w0[28:]
+    for c, x in enumerate(_channels(p, g, acc)):
+        scale = jax.lax.rsqrt(1e-5 + jnp.mean(jnp.square(x)))
+        h = h + (x * scale)[..., None] * w0[c]
+    rest = {k: v for k, v in mlp.items() if k not in ("w0", "b0")}
+    n = len(rest) // 2
+    for i in range(1, n + 1):
+        h = jax.nn.relu(h) @ mlp[f"w{i}"] + mlp[f"b{i}"]
+    return h
+
+
 def _features(p, g, acc, step) -> jax.Array:
-    """[*p.shape, 39] inputs of the MLP for one tensor."""
+    """[*p.shape, 39] inputs of the MLP for one tensor (the reference form of ``_mlp_output``)."""
     fac = F.factored_terms(acc, g)
     m, v = acc["m"], acc["v"]
     rsqrt_v = jax.lax.rsqrt(v + 1e-6)
@@ -86,7 +122,7 @@ def scale_by_small_fc_lopt(theta: dict, exp_mult: float = 1e-3) -> optax.Gradien
 
         def one(g, acc, p):
             acc = F.update_accumulators(acc, g, momentum, rms, factored)
-            out = F.apply_mlp(theta["mlp"], _features(p, g, acc, state["count"]))
+            out = _mlp_output(theta["mlp"], p, g, acc, state["count"])
             return -out[..., 0] * jnp.exp(exp_mult * out[..., 1]), acc
 
         flat_g, treedef = jax.tree.flatten(grads)

@@ -1,0 +1,84 @@
+"""Inner member-steps per second of the jitted generation step, measured side by side.
+
+    python benchmarks/member_steps.py [--arch small_fc_lopt] [--task image_mlp] [--population 32]
+
+Prints (1) learned-optimizer members vs Adam members in the same harness, one device,
+and (2) the learned optimizer at 1 vs 2 forced CPU devices (each in a fresh
+subprocess, since the device count is fixed when jax starts). A member-step is one
+inner training step of one member on one task.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+
+def measure(arch: str, task: str, population: int, tasks: int, truncation: int, repeats: int) -> float:
+    import jax
+    import jax.numpy as jnp
+
+    import evolopt.architectures  # noqa: F401
+    import strategies  # noqa: F401
+    import task_families  # noqa: F401
+    from evolopt.architectures.baselines import OPTAX_BASELINES, baseline
+    from evolopt.meta import MetaTrainer, population_mesh
+    from evolopt.registry import ARCHITECTURES, STRATEGIES, TASK_FAMILIES
+    from evolopt.unroll import UnrollConfig
+
+    lopt = baseline(arch, 1e-3) if arch in OPTAX_BASELINES else ARCHITECTURES.build(arch)
+    theta0 = lopt.init_theta(jax.random.key(0)) or {"unused": jnp.zeros(2)}
+    strategy = STRATEGIES.build("open_es", population, theta0, 100)
+    cfg = UnrollConfig(truncation, truncation, truncation, False)
+    trainer = MetaTrainer(strategy, TASK_FAMILIES.build(task), lopt, cfg, tasks, population_mesh())
+    state = trainer.init(jax.random.key(1), theta0)
+    step = jax.jit(trainer.step, donate_argnums=0)
+    for _ in range(2):  # compile, then one warm step
+        state, m = step(state)
+    jax.block_until_ready(m)
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        state, m = step(state)
+    jax.block_until_ready(m)
+    return trainer.member_steps_per_generation * repeats / (time.perf_counter() - t0)
+
+
+def in_subprocess(devices: int, args: argparse.Namespace) -> float:
+    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+    cmd = [sys.executable, __file__, "--worker", "--arch", args.arch, "--task", args.task,
+           "--population", str(args.population), "--tasks", str(args.tasks),
+           "--truncation", str(args.truncation), "--repeats", str(args.repeats)]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])["member_steps_per_s"]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--arch", default="small_fc_lopt")
+    p.add_argument("--task", default="image_mlp")
+    p.add_argument("--population", type=int, default=32)
+    p.add_argument("--tasks", type=int, default=4)
+    p.add_argument("--truncation", type=int, default=50)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker:
+        rate = measure(args.arch, args.task, args.population, args.tasks, args.truncation, args.repeats)
+        print(json.dumps({"member_steps_per_s": rate}))
+        return
+    print(f"task={args.task} population={args.population} tasks/member={args.tasks} truncation={args.truncation}")
+    lopt = in_subprocess(1, args)
+    adam = in_subprocess(1, argparse.Namespace(**{**vars(args), "arch": "adam"}))
+    print(f"{'members':<28}{'member-steps/s':>16}{'ratio':>10}")
+    print(f"{'adam (1 device)':<28}{adam:>16.0f}{1.0:>10.2f}")
+    print(f"{args.arch + ' (1 device)':<28}{lopt:>16.0f}{lopt / adam:>10.2f}   (learned / adam)")
+    two = in_subprocess(2, args)
+    print(f"{args.arch + ' (2 devices)':<28}{two:>16.0f}{two / lopt:>10.2f}   (2 devices / 1 device)")
+
+
+if __name__ == "__main__":
+    main()
