@@ -100,6 +100,30 @@ def _check_structure(path: Path, arch: str, theta: dict, template: Any) -> None:
         )
 
 
+def load_learned_optimizer(path: str | os.PathLike, arch: str | None = None) -> tuple[Any, dict]:
+    """``(LearnedOptimizer, theta)`` from a theta file (or, with ``arch="celo2"``/``"celo2_base"``,
+    a published Celo2 ``theta.state``), checked against the architecture's theta structure."""
+    import evolopt.architectures  # noqa: F401  (registers the built-in architectures)
+    from evolopt.registry import ARCHITECTURES
+
+    path = Path(path)
+    if arch in ("celo2", "celo2_base") and path.suffix != ".npz":
+        from evolopt.architectures import celo2 as celo2_module
+
+        theta, header = celo2_module.load_theta(path), {"arch": arch, "arch_config": {}}
+    else:
+        theta, header = load_theta_file(path)
+    if arch is not None and header["arch"] != arch:
+        raise ThetaFileError(f"'{path}' holds a '{header['arch']}' optimizer, not '{arch}'")
+    if header["arch"] not in ARCHITECTURES:
+        raise ThetaFileError(
+            f"'{path}' holds unknown arch '{header['arch']}'; known: {', '.join(ARCHITECTURES.names())}"
+        )
+    lopt = ARCHITECTURES.build(header["arch"], **header["arch_config"])
+    _check_structure(path, header["arch"], theta, jax.eval_shape(lopt.init_theta, jax.random.key(0)))
+    return lopt, jax.tree.map(lambda x: np.asarray(x, np.float32), theta)
+
+
 def load_optimizer(
     path: str | os.PathLike, learning_rate: float | None = None, arch: str | None = None, **overrides: Any
 ) -> optax.GradientTransformationExtraArgs:
@@ -116,27 +140,9 @@ def load_optimizer(
       An ``optax.GradientTransformationExtraArgs``; pass ``loss=`` to ``update`` for
       architectures that use it (it is ignored by the others).
     """
-    import evolopt.architectures  # noqa: F401  (registers the built-in architectures)
-    from evolopt.registry import ARCHITECTURES
-
-    path = Path(path)
     if learning_rate is not None:
         overrides["learning_rate"] = learning_rate
-    if arch in ("celo2", "celo2_base") and path.suffix != ".npz":
-        from evolopt.architectures import celo2 as celo2_module
-
-        theta, header = celo2_module.load_theta(path), {"arch": arch, "arch_config": {}}
-    else:
-        theta, header = load_theta_file(path)
-    if arch is not None and header["arch"] != arch:
-        raise ThetaFileError(f"'{path}' holds a '{header['arch']}' optimizer, not '{arch}'")
-    if header["arch"] not in ARCHITECTURES:
-        raise ThetaFileError(
-            f"'{path}' holds unknown arch '{header['arch']}'; known: {', '.join(ARCHITECTURES.names())}"
-        )
-    lopt = ARCHITECTURES.build(header["arch"], **header["arch_config"])
-    _check_structure(path, header["arch"], theta, jax.eval_shape(lopt.init_theta, jax.random.key(0)))
-    theta = jax.tree.map(lambda x: np.asarray(x, np.float32), theta)
+    lopt, theta = load_learned_optimizer(path, arch)
     return lopt.optimizer(theta, **overrides)
 
 
