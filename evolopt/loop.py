@@ -25,7 +25,9 @@ from evolopt.registry import ARCHITECTURES, STRATEGIES, TASK_FAMILIES, ConfigErr
 from evolopt.unroll import UnrollConfig
 
 # Keys that may change when a run is resumed.
-RESUMABLE_CHANGES = {"generations", "resume", "progress", "run_dir", "plugins", "checkpoint_every", "keep_checkpoints"}
+RESUMABLE_CHANGES = {
+    "generations", "resume", "progress", "run_dir", "plugins", "checkpoint_every", "keep_checkpoints", "time_budget_minutes",
+}
 
 
 def build(cfg: DictConfig) -> tuple[MetaTrainer, Any]:
@@ -36,6 +38,10 @@ def build(cfg: DictConfig) -> tuple[MetaTrainer, Any]:
     strat_name, strat_cfg = group_config(cfg, "strategy")
     lopt = ARCHITECTURES.build(arch_name, **arch_cfg)
     family = TASK_FAMILIES.build(fam_name, **fam_cfg)
+    # task augmentation (task_families/augment.py): the `augmentation:` config section
+    from task_families.augment import from_config as augment_from_config
+
+    family = augment_from_config(family, cfg.get("augmentation"))
     k_theta = jax.random.fold_in(jax.random.key(cfg.seed), 0)
     theta0 = lopt.init_theta(k_theta)
     strategy = STRATEGIES.build(strat_name, cfg.population_size, theta0, cfg.generations, **strat_cfg)
@@ -141,7 +147,8 @@ def meta_train(cfg: DictConfig) -> Path:
 
     if start == 0:
         logger.record(0, evaluate(0, curves_too=True))
-    tick = time.perf_counter()
+    tick = began = time.perf_counter()
+    budget_s = 60.0 * float(cfg.get("time_budget_minutes", 0) or 0)
     for gen in range(start, cfg.generations):
         state, metrics = step(state)
         metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
@@ -154,9 +161,14 @@ def meta_train(cfg: DictConfig) -> Path:
         if metrics["fitness/nonfinite_steps"] > 0:
             logger.bar.write(f"generation {done}: {int(metrics['fitness/nonfinite_steps'])} inner steps diverged (NaN/inf), scored as worst")
         logger.generation(done, metrics)
-        if done % cfg.checkpoint_every == 0 or done == cfg.generations:
+        out_of_time = budget_s > 0 and time.perf_counter() - began > budget_s
+        if done % cfg.checkpoint_every == 0 or done == cfg.generations or out_of_time:
             ckpt.save(done, state)
             export(done)
+        if out_of_time:
+            logger.bar.write(f"time budget of {cfg.time_budget_minutes} min spent at generation {done}; "
+                             "run the same command again to continue")
+            break
         tick = time.perf_counter()
     logger.close()
     ckpt.close()

@@ -20,6 +20,12 @@ Per parameter tensor ``p`` with gradient ``g`` (first clipped to [-1000, 1000]):
 ``celo2`` is the full optimizer: ``p <- p - lr (step + wd p)`` for matrices and
 ``p <- p - 20 lr (adam + wd p)`` for biases/embeddings/1-D leaves.
 
+Choices where the authors' code and the spec leave room: the Adam group's gradients
+are clipped too (spec; the authors clip only the learned group's); leaves with
+ndim < 2 go to Adam by default even if the regex misses them (``route_1d_to_adam``);
+``row_factor`` uses ``mean + 1e-9`` as the authors' code; Newton-Schulz runs at the
+default matmul precision, as the authors'.
+
 Speed: the first layer is linear, so each channel's normalisation is folded into
 its weight row (a per-tensor scalar), and the 12 row/column channels, which are
 constant along one axis, are mixed on their small vectors and broadcast. No
@@ -29,7 +35,6 @@ constant along one axis, are mixed on their small vectors and broadcast. No
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -71,7 +76,7 @@ def init_theta(key: jax.Array, hidden_size: int = 8, hidden_layers: int = 2) -> 
 def _expected_shapes(leaf: dict) -> dict[str, tuple[int, ...]]:
     """Shapes a theta leaf dict must have; hidden width and depth read from its keys."""
     hidden = int(np.shape(leaf["b0"])[0]) if "b0" in leaf else 8
-    depth = 1 + max([int(k[1:]) for k in leaf if re.fullmatch(r"w\d+", k)] or [2])
+    depth = 1 + max([int(k[1:]) for k in leaf if re.fullmatch(r"[wb]\d+", k)] or [2])
     want = {f"w0__{i}": (c, hidden) for i, c in enumerate(BLOCK_SIZES)}
     for i in range(depth):
         fan_out = 3 if i == depth - 1 else hidden
@@ -85,12 +90,9 @@ def validate_theta(theta: Any, source: str = "theta") -> dict:
     """Check ``theta`` has the published structure and shapes; one-line ValueError if not."""
     if not isinstance(theta, dict) or set(theta) != {"ff_mod_stack"}:
         raise ValueError(f"{source}: expected a single top-level key 'ff_mod_stack'")
-    stack = theta["ff_mod_stack"]
-    if not isinstance(stack, dict) or set(stack) != {"~"}:
-        raise ValueError(f"{source}: expected 'ff_mod_stack' to hold exactly the key '~'")
-    leaf = stack["~"]
-    if not isinstance(leaf, dict):
-        raise ValueError(f"{source}: 'ff_mod_stack/~' is not a dict of arrays")
+    leaf = theta["ff_mod_stack"].get("~") if isinstance(theta["ff_mod_stack"], dict) else None
+    if not isinstance(leaf, dict) or set(theta["ff_mod_stack"]) != {"~"}:
+        raise ValueError(f"{source}: expected 'ff_mod_stack' to hold exactly a dict '~' of arrays")
     want = _expected_shapes(leaf)
     for name, shape in want.items():
         if name not in leaf:
@@ -169,34 +171,26 @@ def newton_schulz(x: jax.Array, steps: int = NS_STEPS) -> jax.Array:
     wide = x.shape[-2] <= x.shape[-1]
     x = x if wide else jnp.swapaxes(x, -1, -2)
     x = x / (jnp.sqrt(jnp.sum(jnp.square(x), axis=(-2, -1), keepdims=True)) + 1e-8)
-    hi = jax.lax.Precision.HIGHEST  # full float32 matmuls on every backend
+    # Default matmul precision, as the authors (float32 on CPU; TF32 allowed on GPU).
     for _ in range(steps):
-        gram = jnp.matmul(x, jnp.swapaxes(x, -1, -2), precision=hi)
-        poly = b * gram + c * jnp.matmul(gram, gram, precision=hi)
-        x = a * x + jnp.matmul(poly, x, precision=hi)
+        gram = jnp.matmul(x, jnp.swapaxes(x, -1, -2))
+        poly = b * gram + c * jnp.matmul(gram, gram)
+        x = a * x + jnp.matmul(poly, x)
     return x if wide else jnp.swapaxes(x, -1, -2)
 
 
-def _init_acc(p: jax.Array) -> dict:
-    return F.init_accumulators(jnp.zeros(p.shape, jnp.float32))
-
-
-def _mlp_tail(mlp: dict, h: list[jax.Array], exp_mult: Any) -> jax.Array:
-    """Hidden layers and output of the MLP on channel lists (one array per unit)."""
-    depth = 1 + max(int(k[1:]) for k in mlp if re.fullmatch(r"w\d+", k))
-    for i in range(1, depth):
-        w, b = mlp[f"w{i}"], mlp[f"b{i}"]
-        h = [jax.nn.relu(x) for x in h]
-        # Only the outputs we use: the direction, and the magnitude when it matters.
-        outs = range(w.shape[1]) if i < depth - 1 else ([0] if _is_zero(exp_mult) else [0, 1])
-        h = [sum(w[j, o] * h[j] for j in range(len(h))) + b[o] for o in outs]
-    if len(h) == 1:
-        return h[0]
-    return h[0] * jnp.exp(exp_mult * h[1])
-
-
-def _is_zero(x: Any) -> bool:
-    return isinstance(x, (int, float)) and x == 0
+def _mean_squares(xs: list[jax.Array], axes: tuple[int, ...]) -> list[jax.Array]:
+    """``mean(x^2 over axes)`` (kept dims) of every x in one variadic reduce: one pass
+    over memory instead of len(xs) (the separate reductions were bandwidth-bound)."""
+    last = xs[0].ndim - 1
+    sq = tuple(jnp.square(x) for x in xs)
+    zero = tuple(jnp.zeros((), x.dtype) for x in xs)
+    sums = jax.lax.reduce(sq, zero, lambda u, v: tuple(a + b for a, b in zip(u, v)), (last,))
+    out = []
+    for s in sums:
+        s = jnp.expand_dims(s, last) / xs[0].shape[last]
+        out.append(jnp.mean(s, axis=axes, keepdims=True) if len(axes) > 1 else s)
+    return out
 
 
 def _rms_scale(x: jax.Array, axes: tuple[int, ...]) -> jax.Array:
@@ -204,67 +198,73 @@ def _rms_scale(x: jax.Array, axes: tuple[int, ...]) -> jax.Array:
     return jax.lax.rsqrt(1e-9 + jnp.mean(jnp.square(x), axis=axes, keepdims=True))
 
 
-def _learned_step(
-    mlp: dict, p: jax.Array, g: jax.Array, acc: dict, orthogonalize: bool, exp_mult: Any
-) -> jax.Array:
-    """The unit-RMS step (to subtract) for one tensor, from its updated accumulators."""
-    shape = p.shape
-    if p.ndim == 0:  # scalars behave as 1-element vectors
-        p, g = p.reshape(1), g.reshape(1)
-        acc = jax.tree.map(lambda a: a.reshape(a.shape + (1,)), acc)
-    p, g = p.astype(jnp.float32), g.astype(jnp.float32)
+def _col(w: jax.Array, ndim: int) -> jax.Array:
+    """[H] -> [H, 1, ..., 1] to broadcast against [H, *shape]."""
+    return w[(slice(None),) + (None,) * ndim] if w.ndim == 1 else w
+
+
+def _layer(ws: list[jax.Array], xs: list[jax.Array], b: jax.Array, ndim: int) -> jax.Array:
+    """``[H, *shape]`` = ``b + sum_c ws[c] * xs[c]`` with ``ws[c]`` of shape [H] or [H, ...]."""
+    out = _col(b, ndim)
+    for w, x in zip(ws, xs):
+        out = out + _col(w, ndim) * x[None]
+    return out
+
+
+def _direction(mlp: dict, p: jax.Array, g: jax.Array, acc: dict, exp_mult: Any) -> jax.Array:
+    """MLP output ``d = o_0 exp(exp_mult o_1)`` for one tensor (ndim >= 1), float32."""
     axes = tuple(range(max(p.ndim - 2, 0), p.ndim))
     m, v = acc["m"], acc["v"]
     rs = jax.lax.rsqrt(v + 1e-8)
     dims = F.factored_dims(p.shape)
     if dims is None:
+        rfcf = None
         fac = [g * F.safe_rsqrt(acc["vd"][k] + 1e-9) for k in range(3)]
     else:
         d1, d0 = dims
         row, col = acc["row"], acc["col"]
         reduced_d1 = d1 - 1 if d1 > d0 else d1
         rf = F.safe_rsqrt(row / (jnp.mean(row, axis=1 + reduced_d1, keepdims=True) + 1e-9))
-        rf = jnp.expand_dims(rf, 1 + d0)
-        cf = jnp.expand_dims(F.safe_rsqrt(col), 1 + d1)
-        fac = [g * (rf[k] * cf[k]) for k in range(3)]
-    # Per-element channels of blocks 0..8 (and 13), each paired with its w0 row.
-    per_elem = [g, jnp.clip(g, -0.1, 0.1), p, m[0], m[1], m[2], v]
-    per_elem += [m[k] * rs for k in range(3)] + [rs] + fac + [g * rs]
-    w0 = mlp
-    rows = [w0["w0__0"][0], w0["w0__1"][0], w0["w0__2"][0]] + list(w0["w0__3"]) + [w0["w0__4"][0]]
-    rows += list(w0["w0__5"]) + [w0["w0__6"][0]] + list(w0["w0__7"]) + [w0["w0__8"][0]]
-    if dims is not None:
-        per_elem += [m[k] * (rf[k] * cf[k]) for k in range(3)]
-        rows += list(w0["w0__13"])
-    # All channel RMS scales in one fused reduction pass.
-    scales = _rms_scale(jnp.stack(per_elem), tuple(1 + a for a in axes))
-    hidden = w0["b0"].shape[0]
-    # coef[c, j] = s_c * w0[c, j]: the normalisation folded into the first layer.
-    h = []
-    coefs = [[scales[c] * rows[c][j] for c in range(len(rows))] for j in range(hidden)]
-    small = None
-    if dims is not None:
-        # Blocks 9..12 are constant along d0 (rows) or d1 (cols): mix on the vectors.
+        rf, cf = jnp.expand_dims(rf, 1 + d0), jnp.expand_dims(F.safe_rsqrt(col), 1 + d1)
+        rfcf = [rf[k] * cf[k] for k in range(3)]  # rank-1, cheap to broadcast
+        fac = [g * rfcf[k] for k in range(3)]
+    # Per-element channels paired with their first-layer rows, in the spec's order.
+    xs = [g, jnp.clip(g, -0.1, 0.1), p, m[0], m[1], m[2], v]
+    xs += [m[k] * rs for k in range(3)] + [rs] + fac + [g * rs]
+    blocks = [0, 1, 2, 3, 4, 5, 6, 7, 8]
+    if rfcf is not None:
+        xs += [m[k] * rfcf[k] for k in range(3)]
+        blocks.append(13)
+    rows = [w for i in blocks for w in mlp[f"w0__{i}"]]  # each [H]
+    scales = [jax.lax.rsqrt(1e-9 + s) for s in _mean_squares(xs, axes)]
+    # Normalisation folded into the first layer: (s_c w_c) x_c, s_c a per-slice scalar.
+    ws = [_col(w, p.ndim) * s[None] for w, s in zip(rows, scales)]
+    b0 = mlp["b0"]
+    if rfcf is not None:
+        # Blocks 9..12 are constant along d0 (row moments) or d1 (column moments): mix
+        # them on the small vectors and broadcast, instead of 12 full-size channels.
         rowx, colx = jnp.expand_dims(acc["row"], 1 + d0), jnp.expand_dims(acc["col"], 1 + d1)
-        r_ch = [rowx[k] for k in range(3)] + [jax.lax.rsqrt(rowx[k] + 1e-8) for k in range(3)]
-        c_ch = [colx[k] for k in range(3)] + [jax.lax.rsqrt(colx[k] + 1e-8) for k in range(3)]
-        r_w = list(w0["w0__9"]) + list(w0["w0__11"])
-        c_w = list(w0["w0__10"]) + list(w0["w0__12"])
-        r_s = [_rms_scale(x, axes) for x in r_ch]
-        c_s = [_rms_scale(x, axes) for x in c_ch]
-        small = [
-            sum(r_s[c] * r_w[c][j] * r_ch[c] for c in range(6))
-            + sum(c_s[c] * c_w[c][j] * c_ch[c] for c in range(6))
-            for j in range(hidden)
-        ]
-    for j in range(hidden):
-        acc_j = sum(coefs[j][c] * per_elem[c] for c in range(len(rows))) + w0["b0"][j]
-        h.append(acc_j if small is None else acc_j + small[j])
-    direction = _mlp_tail(mlp, h, exp_mult)
-    if orthogonalize and direction.ndim >= 2:
-        direction = newton_schulz(direction)
-    step = direction * _rms_scale(direction, axes)
-    return step.reshape(shape)
+        small = [rowx[k] for k in range(3)] + [colx[k] for k in range(3)]
+        small += [jax.lax.rsqrt(x + 1e-8) for x in small]
+        srows = [w for i in (9, 10, 11, 12) for w in mlp[f"w0__{i}"]]
+        sws = [_col(w, p.ndim) * _rms_scale(x, axes)[None] for w, x in zip(srows, small)]
+        b0 = _layer(sws, small, b0, p.ndim)  # [H, *shape with a 1 at d0 or d1]
+    h = _layer(ws, xs, b0, p.ndim)
+    # Barriers keep XLA from fusing the next layer into this one, which would
+    # recompute every hidden unit once per unit of the next layer.
+    h = jax.lax.optimization_barrier(jax.nn.relu(h))
+    depth = 1 + max(int(k[1:]) for k in mlp if re.fullmatch(r"w\d+", k))
+    for i in range(1, depth - 1):
+        w = mlp[f"w{i}"]
+        h = jax.nn.relu(_layer([w[j] for j in range(w.shape[0])], list(h), mlp[f"b{i}"], p.ndim))
+        if i < depth - 2:  # the last hidden layer fuses into the 1-unit head at no cost
+            h = jax.lax.optimization_barrier(h)
+    w, b = mlp[f"w{depth - 1}"], mlp[f"b{depth - 1}"]
+    direction = sum(w[j, 0] * h[j] for j in range(w.shape[0])) + b[0]
+    if isinstance(exp_mult, (int, float)) and exp_mult == 0:  # exp(0 o_1) = 1: skip that head
+        return direction
+    magnitude = sum(w[j, 1] * h[j] for j in range(w.shape[0])) + b[1]
+    return direction * jnp.exp(exp_mult * magnitude)
 
 
 def scale_by_celo2(
@@ -277,12 +277,11 @@ def scale_by_celo2(
     (``loss``, ``num_steps``) are ignored. ``theta`` may be traced.
     """
     mlp = theta["ff_mod_stack"]["~"]
-    mom = jnp.asarray(MOMENTUM_DECAYS)
-    rms = jnp.asarray(RMS_DECAY)
-    fact = jnp.asarray(FACTORED_DECAYS)
+    decays = (jnp.asarray(MOMENTUM_DECAYS), jnp.asarray(RMS_DECAY), jnp.asarray(FACTORED_DECAYS))
 
     def init_fn(params):
-        return {"acc": jax.tree.map(_init_acc, params)}
+        zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
+        return {"acc": jax.tree.map(F.init_accumulators, zeros)}
 
     def update_fn(updates, state, params=None, **extra_args):
         del extra_args
@@ -291,24 +290,32 @@ def scale_by_celo2(
         flat_g, treedef = jax.tree.flatten(updates)
         flat_acc = treedef.flatten_up_to(state["acc"])
         flat_p = treedef.flatten_up_to(params)
-        steps, accs = [], []
+        dirs, accs = [], []
         for g, acc, p in zip(flat_g, flat_acc, flat_p):
             g32 = jnp.clip(g.astype(jnp.float32), -1000.0, 1000.0)
-            acc = F.update_accumulators(acc, g32, mom, rms, fact)
-            step = _learned_step(mlp, p, g32, acc, orthogonalize, exp_mult)
-            steps.append(step.astype(g.dtype))
+            acc = F.update_accumulators(acc, g32, *decays)
             accs.append(acc)
+            if p.ndim == 0:  # scalars behave as 1-element vectors
+                acc = jax.tree.map(lambda a: a.reshape(a.shape + (1,)), acc)
+            p32 = p.astype(jnp.float32).reshape(p.shape or (1,))
+            dirs.append(_direction(mlp, p32, g32.reshape(p32.shape), acc, exp_mult))
+        if orthogonalize:  # per tensor: XLA CPU runs batched matmuls on one thread
+            dirs = [newton_schulz(d) if d.ndim >= 2 else d for d in dirs]
+        steps = []
+        for d, g in zip(dirs, flat_g):
+            axes = tuple(range(max(d.ndim - 2, 0), d.ndim))
+            steps.append((d * _rms_scale(d, axes)).reshape(g.shape).astype(g.dtype))
         return treedef.unflatten(steps), {"acc": treedef.unflatten(accs)}
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def scale_by_adam_no_bias_correction(
+def scale_by_celo2_adam(
     b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, bias_correction: bool = False
 ) -> optax.GradientTransformation:
     """Adam as Celo2 uses it: ``m / sqrt(v + eps)``, eps inside the root.
 
-    ``m <- b1 m + (1-b1) g``, ``v <- b2 v + (1-b2) g^2``; bias correction optional.
+    ``m <- b1 m + (1-b1) g``, ``v <- b2 v + (1-b2) g^2``; no bias correction by default.
     """
 
     def init_fn(params):
@@ -324,8 +331,8 @@ def scale_by_adam_no_bias_correction(
         if bias_correction:
             mh = optax.tree.bias_correction(m, b1, count)
             vh = optax.tree.bias_correction(v, b2, count)
-        out = jax.tree.map(lambda a, b, g: (a * jax.lax.rsqrt(b + eps)).astype(g.dtype), mh, vh, updates)
-        return out, {"count": count, "m": m, "v": v}
+        step = jax.tree.map(lambda a, b, g: (a * jax.lax.rsqrt(b + eps)).astype(g.dtype), mh, vh, updates)
+        return step, {"count": count, "m": m, "v": v}
 
     return optax.GradientTransformation(init_fn, update_fn)
 
@@ -382,11 +389,14 @@ def celo2(
     )
     adam = optax.chain(
         optax.clip(1000.0),
-        scale_by_adam_no_bias_correction(adam_b1, adam_b2, adam_eps, adam_bias_correction),
+        scale_by_celo2_adam(adam_b1, adam_b2, adam_eps, adam_bias_correction),
         optax.add_decayed_weights(weight_decay),
         optax.scale_by_learning_rate(lr_adam),
     )
-    labels: Callable[[Any], Any] = lambda params: adam_labels(params, param_regex, route_1d_to_adam)  # noqa: E731
+
+    def labels(params: Any) -> Any:
+        return adam_labels(params, param_regex, route_1d_to_adam)
+
     return optax.multi_transform({"celo2": learned, "adam": adam}, labels)
 
 
