@@ -44,7 +44,8 @@ def build(cfg: DictConfig) -> tuple[MetaTrainer, Any]:
     family = augment_from_config(family, cfg.get("augmentation"))
     k_theta = jax.random.fold_in(jax.random.key(cfg.seed), 0)
     theta0 = lopt.init_theta(k_theta)
-    strategy = STRATEGIES.build(strat_name, cfg.population_size, theta0, cfg.generations, **strat_cfg)
+    context = {"tasks_per_member": cfg.tasks_per_member}
+    strategy = STRATEGIES.build(strat_name, cfg.population_size, theta0, cfg.generations, context=context, **strat_cfg)
     try:
         unroll_cfg = UnrollConfig(**OmegaConf.to_container(cfg.unroll))
     except (TypeError, ValueError) as e:

@@ -13,6 +13,11 @@ from collections.abc import Callable
 from typing import Any
 
 
+# Keyword-only factory arguments that are not user options: the trainer passes them
+# (e.g. a per-particle strategy's accumulators are shaped by tasks_per_member).
+CONTEXT_ARGS = frozenset({"tasks_per_member"})
+
+
 class ConfigError(ValueError):
     """Bad user input: the message is one line naming the value and the valid choices."""
 
@@ -62,8 +67,10 @@ class Registry:
         """The factory's keyword-only arguments and their defaults: its config."""
         return factory_defaults(self.get(name))
 
-    def build(self, name: str, *args: Any, **config: Any) -> Any:
-        """Call the factory, rejecting keys it does not take with the valid ones."""
+    def build(self, name: str, *args: Any, context: dict | None = None, **config: Any) -> Any:
+        """Call the factory, rejecting keys it does not take with the valid ones.
+
+        ``context`` entries (see CONTEXT_ARGS) are passed to factories that take them."""
         valid = self.defaults(name)
         unknown = sorted(set(config) - set(valid))
         if unknown:
@@ -73,7 +80,9 @@ class Registry:
             )
         for key, value in config.items():
             check_type(f"{self.kind}.{key}", value, valid[key])
-        return self.get(name)(*args, **config)
+        accepted = inspect.signature(self.get(name)).parameters
+        extra = {k: v for k, v in (context or {}).items() if k in CONTEXT_ARGS and k in accepted}
+        return self.get(name)(*args, **config, **extra)
 
 
 def check_type(key: str, value: Any, default: Any) -> None:
@@ -92,7 +101,7 @@ def check_type(key: str, value: Any, default: Any) -> None:
 def factory_defaults(factory: Callable[..., Any]) -> dict[str, Any]:
     out = {}
     for p in inspect.signature(factory).parameters.values():
-        if p.kind is inspect.Parameter.KEYWORD_ONLY:
+        if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in CONTEXT_ARGS:
             if p.default is inspect.Parameter.empty:
                 raise TypeError(f"{factory.__qualname__}: option '{p.name}' needs a default")
             out[p.name] = p.default
