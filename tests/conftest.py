@@ -26,6 +26,7 @@ TINY = [
     "unroll.truncation_length=10",
     "unroll.min_length=10",
     "unroll.max_length=10",
+    "unroll.stagger=false",
     "evaluation.steps=10",
     "evaluation.num_tasks=2",
     "evaluation.every=2",
