@@ -27,9 +27,6 @@ from evolopt.architectures.baselines import OPTAX_BASELINES, baseline
 from evolopt.registry import TASK_FAMILIES, ConfigError
 from evolopt.unroll import train_curve
 
-PRETRAINED_DIR = Path(__file__).parent / "pretrained"
-
-
 @dataclasses.dataclass
 class Result:
     task: str
@@ -45,24 +42,18 @@ class Result:
     curves: dict
 
 
-def resolve_candidate(spec: str, lr_grid: np.ndarray) -> tuple[str, Any, Any]:
+def resolve_candidate(spec: str) -> tuple[str, Any, Any]:
     """``(label, LearnedOptimizer or None, theta)``; None means: a baseline name, tuned like the others."""
-    from evolopt.export import load_learned_optimizer
+    from evolopt.export import load_learned_optimizer, pretrained_names, resolve_path
 
     if spec in OPTAX_BASELINES:
         return spec, None, None
-    path = Path(spec)
-    if path.is_dir():
-        path = path / "theta.npz"
-    elif not path.exists() and (PRETRAINED_DIR / f"{spec}.npz").is_file():
-        path = PRETRAINED_DIR / f"{spec}.npz"
-    if not path.exists():
-        pretrained = sorted(p.stem for p in PRETRAINED_DIR.glob("*.npz"))
+    if not resolve_path(spec).exists():
         raise ConfigError(
-            f"optimizer '{spec}' is not a theta file, run dir, pretrained name ({', '.join(pretrained) or 'none'}) "
+            f"optimizer '{spec}' is not a theta file, run dir, pretrained name ({', '.join(pretrained_names()) or 'none'}) "
             f"or baseline ({', '.join(OPTAX_BASELINES)})"
         )
-    lopt, theta = load_learned_optimizer(path)
+    lopt, theta = load_learned_optimizer(spec)
     return spec, lopt, theta
 
 
@@ -236,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
             if b not in OPTAX_BASELINES:
                 raise ConfigError(f"unknown baseline '{b}'; valid choices: {', '.join(OPTAX_BASELINES)}")
         lr_grid = np.logspace(-4, 0, n_lrs) if n_lrs > 1 else np.array([1e-3])
-        candidate = resolve_candidate(args["optimizer"], lr_grid)
+        candidate = resolve_candidate(args["optimizer"])
         for task in suite:
             TASK_FAMILIES.get(task.family)
     except (ConfigError, ValueError) as e:

@@ -67,7 +67,8 @@ def load_theta_file(path: str | os.PathLike) -> tuple[dict, dict]:
     """``(theta, header)`` from a theta file; :class:`ThetaFileError` if it is not one."""
     path = Path(path)
     if not path.is_file():
-        raise ThetaFileError(f"theta file '{path}' does not exist")
+        names = ", ".join(pretrained_names()) or "none"
+        raise ThetaFileError(f"theta file '{path}' does not exist (pretrained names: {names})")
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
@@ -100,13 +101,31 @@ def _check_structure(path: Path, arch: str, theta: dict, template: Any) -> None:
         )
 
 
+PRETRAINED_DIR = Path(__file__).parent / "pretrained"
+
+
+def pretrained_names() -> list[str]:
+    """Optimizers shipped with the package, loadable by name (e.g. ``"celo2-cpu"``)."""
+    return sorted(p.stem for p in PRETRAINED_DIR.glob("*.npz"))
+
+
+def resolve_path(path: str | os.PathLike) -> Path:
+    """A theta file path, a run directory (its ``theta.npz``) or a pretrained name."""
+    p = Path(path)
+    if p.is_dir():
+        return p / "theta.npz"
+    if not p.exists() and (PRETRAINED_DIR / f"{path}.npz").is_file():
+        return PRETRAINED_DIR / f"{path}.npz"
+    return p
+
+
 def load_learned_optimizer(path: str | os.PathLike, arch: str | None = None) -> tuple[Any, dict]:
     """``(LearnedOptimizer, theta)`` from a theta file (or, with ``arch="celo2"``/``"celo2_base"``,
     a published Celo2 ``theta.state``), checked against the architecture's theta structure."""
     import evolopt.architectures  # noqa: F401  (registers the built-in architectures)
     from evolopt.registry import ARCHITECTURES
 
-    path = Path(path)
+    path = resolve_path(path)
     if arch in ("celo2", "celo2_base") and path.suffix != ".npz":
         from evolopt.architectures import celo2 as celo2_module
 
@@ -130,7 +149,8 @@ def load_optimizer(
     """An optax optimizer from a theta file written by evolopt (or a published Celo2 ``theta.state``).
 
     Args:
-      path: a ``.npz`` theta file (e.g. ``runs/x/theta.npz``), or with ``arch="celo2"``
+      path: a ``.npz`` theta file (e.g. ``runs/x/theta.npz``), a run directory, the name of a
+        pretrained optimizer shipped with evolopt (``pretrained_names()``), or with ``arch="celo2"``
         or ``"celo2_base"`` the authors' published ``theta.state``.
       learning_rate: overrides the file's learning rate (the architecture's step size).
       arch: if given, the file must hold this architecture.

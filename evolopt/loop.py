@@ -101,9 +101,10 @@ def meta_train(cfg: DictConfig) -> Path:
     run_dir, resuming = prepare_run_dir(cfg)
     state = trainer.init(jax.random.fold_in(jax.random.key(cfg.seed), 1), theta0)
     ev = cfg.evaluation
-    lopt_eval = make_evaluator(trainer.family, trainer.lopt, ev.num_tasks, ev.steps, cfg.unroll.loss_clip)
+    plain = trainer.family.unaugmented or trainer.family  # users train un-reparameterised models
+    lopt_eval = make_evaluator(plain, trainer.lopt, ev.num_tasks, ev.steps, cfg.unroll.loss_clip)
     adam = baseline("adam", ev.adam_lr)
-    adam_eval = make_evaluator(trainer.family, adam, ev.num_tasks, ev.steps, cfg.unroll.loss_clip)
+    adam_eval = make_evaluator(plain, adam, ev.num_tasks, ev.steps, cfg.unroll.loss_clip)
     eval_key = jax.random.fold_in(jax.random.key(cfg.seed), 2)  # the same validation tasks every time
     try:  # trace everything once before touching the disk: a bad option fails here, cleanly
         jax.eval_shape(trainer.step, state)

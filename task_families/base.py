@@ -33,6 +33,8 @@ class TaskFamily:
       loss_scale: the meta-loss is ``min(loss / loss_scale, clip)``; e.g. log(classes)
         for classifiers, so an untrained model scores ~1.
       valid_batch: optional ``(key, task) -> batch`` from held-out data.
+      unaugmented: for a family wrapped by :mod:`task_families.augment`, the plain
+        family it wraps (evaluate a learned optimizer on that one); else None.
     """
 
     name: str
@@ -42,6 +44,7 @@ class TaskFamily:
     loss: Callable[[Params, Task, Batch], jax.Array]
     loss_scale: float = 1.0
     valid_batch: Callable[[jax.Array, Task], Batch] | None = None
+    unaugmented: TaskFamily | None = None
 
 
 def normalized_loss(loss: jax.Array, scale: float, clip: float) -> jax.Array:

@@ -9,6 +9,7 @@ softmax cross-entropy on minibatches drawn uniformly from the training split.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import jax
@@ -22,9 +23,20 @@ from task_families.base import TaskFamily
 ACTIVATIONS = {"relu": jax.nn.relu, "tanh": jnp.tanh, "gelu": jax.nn.gelu, "silu": jax.nn.silu}
 
 
-def stack_datasets(names: list[str], image_size: int) -> dict:
-    """Pad and stack data sets so a task can pick one by index inside jit."""
-    data = [datasets.load(n, image_size) for n in names]
+def stack_datasets(names: list[str], image_size: int, data_dir: str = "", grey: bool = True) -> dict:
+    """Pad and stack data sets so a task can pick one by index inside jit.
+
+    Images are flattened to ``[datasets, n_max, h*w*c]`` (zero-padded rows past
+    ``n_<split>[d]`` are never sampled).
+    """
+    if not names:
+        raise ConfigError("task_family.datasets is empty; valid choices: " + ", ".join(sorted(datasets.LOADERS)))
+    data = [datasets.load(str(n), int(image_size), grey, str(data_dir)) for n in names]
+    channels = max(d.x_train.shape[-1] for d in data)  # colour mixed with grey: grey is repeated
+    data = [
+        d if d.x_train.shape[-1] == channels else dataclasses.replace(d, x_train=np.repeat(d.x_train, channels, -1), x_valid=np.repeat(d.x_valid, channels, -1))
+        for d in data
+    ]
     classes = max(d.num_classes for d in data)
 
     def pad(arrays):
@@ -64,31 +76,12 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     return jnp.mean(jax.nn.logsumexp(logits, axis=-1) - jnp.take_along_axis(logits, labels[:, None], axis=-1)[:, 0])
 
 
-@register_task_family("image_mlp")
-def image_mlp(
-    *,
-    datasets: list = ("digits",),
-    image_size: int = 8,
-    hidden: list = (32,),
-    activation: str = "relu",
-    batch_size: int = 64,
-) -> TaskFamily:
-    """MLP classifiers ``image_size**2 -> hidden -> classes`` over the listed data sets."""
-    if activation not in ACTIVATIONS:
-        raise ConfigError(f"unknown activation '{activation}'; valid choices: {', '.join(ACTIVATIONS)}")
-    for key, value in (("batch_size", batch_size), ("image_size", image_size), *(("hidden", h) for h in hidden)):
-        if int(value) < 1:
-            raise ConfigError(f"task_family.{key}={value} must be >= 1")
-    data = stack_datasets(list(datasets), image_size)
-    act = ACTIVATIONS[activation]
-    sizes = [image_size * image_size] + [int(h) for h in hidden] + [data["num_classes"]]
+def dataset_sampler(data: dict, num_datasets: int, batch_size: int):
+    """``(sample_task, batch_from)``: a task picks a data set uniformly; ``batch_from(split)``
+    is ``(key, task) -> {"x", "y"}``, rows drawn uniformly with replacement."""
 
     def sample_task(key):
-        return {"dataset": jax.random.randint(key, (), 0, len(datasets))}
-
-    def init_params(key, task):
-        del task
-        return init_mlp(key, sizes)
+        return {"dataset": jax.random.randint(key, (), 0, num_datasets)}
 
     def batch_from(split):
         def sample(key, task):
@@ -98,6 +91,38 @@ def image_mlp(
             return {"x": data[f"x_{split}"][d, idx], "y": data[f"y_{split}"][d, idx]}
 
         return sample
+
+    return sample_task, batch_from
+
+
+@register_task_family("image_mlp")
+def image_mlp(
+    *,
+    datasets: list = ("digits",),
+    image_size: int = 8,
+    hidden: list = (32,),
+    activation: str = "relu",
+    batch_size: int = 64,
+    data_dir: str = "",
+) -> TaskFamily:
+    """MLP classifiers ``image_size**2 -> hidden -> classes`` over the listed data sets.
+
+    ``data_dir`` is where the local-file data sets (mnist, fashion_mnist, cifar10, svhn) live.
+    """
+    if activation not in ACTIVATIONS:
+        raise ConfigError(f"unknown activation '{activation}'; valid choices: {', '.join(ACTIVATIONS)}")
+    for key, value in (("batch_size", batch_size), ("image_size", image_size), *(("hidden", h) for h in hidden)):
+        if int(value) < 1:
+            raise ConfigError(f"task_family.{key}={value} must be >= 1")
+    data = stack_datasets(list(datasets), image_size, data_dir)
+    act = ACTIVATIONS[activation]
+    sizes = [image_size * image_size] + [int(h) for h in hidden] + [data["num_classes"]]
+
+    sample_task, batch_from = dataset_sampler(data, len(datasets), batch_size)
+
+    def init_params(key, task):
+        del task
+        return init_mlp(key, sizes)
 
     def loss(params, task, batch):
         return cross_entropy(apply_mlp(params, batch["x"], act), batch["y"])

@@ -1,0 +1,99 @@
+"""A weighted mixture of task families whose models have the same parameter structure.
+
+``task_family=mixture task_family.members=[{name:quadratic,dim:8},{name:rosenbrock,dim:8}]
+task_family.weights=[3,1]``: each task first draws member ``m`` with probability
+``w_m / sum(w)``, then a task of that member. Only members whose ``init_params``
+return the same pytree (same structure, shapes and dtypes) can be mixed: the
+inner loop vmaps one params pytree over all tasks and one optimizer state is
+built for it. Members with different models (an MLP and a conv net, or MLPs of
+different widths) cannot be mixed this way; meta-train on them with separate
+runs, or make their models share a layout.
+
+Tasks and batches hold *every* member's task/batch (their pytrees differ), and
+the member's functions are chosen with ``lax.switch``; under vmap that evaluates
+all members, so a step costs the sum of the members' costs.
+
+Normalisation: each member has its own ``loss_scale`` ``c_m``. The mixture
+returns a loss whose value is ``loss_m / c_m`` and whose gradient is
+``grad loss_m`` (``loss_m - sg(loss_m) + sg(loss_m / c_m)``), with
+``loss_scale = 1``: the meta-loss of every member is normalised as it would be
+alone, and the optimizer trains on the members' own losses.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from evolopt.registry import TASK_FAMILIES, ConfigError, check_type, register_task_family
+from task_families.base import TaskFamily
+from task_families.ppo import with_meta_value
+
+
+def build_member(spec: Any, index: int) -> TaskFamily:
+    if not hasattr(spec, "keys") or "name" not in spec:
+        raise ConfigError(f"task_family.members[{index}]={spec!r} must be a mapping with a 'name', e.g. {{name: quadratic, dim: 8}}")
+    options = {str(k): v for k, v in dict(spec).items() if k != "name"}
+    if spec["name"] == "mixture":
+        raise ConfigError("task_family.members cannot contain another mixture")
+    return TASK_FAMILIES.build(str(spec["name"]), **options)
+
+
+def _signature(family: TaskFamily) -> Any:
+    shapes = jax.eval_shape(family.init_params, jax.random.key(0), jax.eval_shape(family.sample_task, jax.random.key(0)))
+    return jax.tree.structure(shapes), [(x.shape, x.dtype) for x in jax.tree.leaves(shapes)]
+
+
+@register_task_family("mixture")
+def mixture(*, members: list = (), weights: list = ()) -> TaskFamily:
+    """Tasks drawn from ``members`` (family configs) with probabilities proportional to ``weights``."""
+    if len(members) < 1:
+        raise ConfigError("task_family.members is empty; give a list like [{name: quadratic}, {name: rosenbrock}]")
+    fams = [build_member(spec, i) for i, spec in enumerate(members)]
+    weights = list(weights) or [1.0] * len(fams)
+    for w in weights:
+        check_type("task_family.weights", w, 1.0)
+    if len(weights) != len(fams) or min(weights) < 0 or sum(weights) <= 0:
+        raise ConfigError(f"task_family.weights={weights} must be {len(fams)} non-negative numbers, not all zero")
+    sig0 = _signature(fams[0])
+    for i, fam in enumerate(fams[1:], 1):
+        if _signature(fam) != sig0:
+            raise ConfigError(
+                f"task_family.members[{i}] ({fam.name}) has a different parameter structure than members[0] ({fams[0].name}); "
+                "a mixture needs the same params pytree (structure, shapes, dtypes)"
+            )
+    logits = jnp.log(jnp.asarray(weights, jnp.float32))
+
+    def sample_task(key):
+        k_m, *keys = jax.random.split(key, len(fams) + 1)
+        return {"member": jax.random.categorical(k_m, logits), "tasks": tuple(f.sample_task(k) for f, k in zip(fams, keys))}
+
+    def init_params(key, task):
+        branches = [lambda k, ts, f=f, i=i: f.init_params(k, ts[i]) for i, f in enumerate(fams)]
+        return jax.lax.switch(task["member"], branches, key, task["tasks"])
+
+    def batches(split):
+        def sample(key, task):
+            keys = jax.random.split(key, len(fams))
+            out = []
+            for f, k, t in zip(fams, keys, task["tasks"]):
+                fn = f.valid_batch if (split == "valid" and f.valid_batch is not None) else f.sample_batch
+                out.append(fn(k, t))
+            return tuple(out)
+
+        return sample
+
+    def loss(params, task, batch):
+        def branch(i, f):
+            def run(p, ts, bs):
+                value = f.loss(p, ts[i], bs[i])
+                return with_meta_value(value, value / f.loss_scale)
+
+            return run
+
+        return jax.lax.switch(task["member"], [branch(i, f) for i, f in enumerate(fams)], params, task["tasks"], batch)
+
+    name = "mixture(" + ",".join(f.name for f in fams) + ")"
+    return TaskFamily(name, sample_task, init_params, batches("train"), loss, 1.0, batches("valid"))

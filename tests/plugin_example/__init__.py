@@ -1,0 +1,1 @@
+"""An example plug-in package: see my_tasks.py."""
