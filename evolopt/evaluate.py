@@ -235,8 +235,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = Path(args.get("out", f"evaluations/{Path(args['optimizer']).stem}_{args.get('suite', 'heldout')}"))
     results = []
-    for task in tqdm(suite, desc="evaluate", unit="task", disable=not sys.stderr.isatty()):
+    bar = tqdm(suite, desc="evaluate", unit="task", disable=not sys.stderr.isatty())
+    for task in bar:
         results.append(evaluate_task(task, candidate, baselines, seeds, lr_grid))
+        if bar.disable:  # still say where we are in a log file
+            r = results[-1]
+            print(f"[{len(results)}/{len(suite)}] {r.task}: normalised loss {r.normalized_loss:.3f}", file=sys.stderr, flush=True)
     print(write_report(results, out, candidate[0], args.get("suite", "heldout")))
     print(f"wrote {out}/results.md, results.csv, curves.png, tb/")
     return 0

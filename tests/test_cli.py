@@ -19,7 +19,7 @@ from conftest import TINY, run_cli
         ("bogus=1", "unknown key 'bogus'; valid keys at the top level: "),
         ("task_family.batch_size=abc", "task_family.batch_size='abc' must be of type int"),
         ("population_size=0", "population_size=0 must be a positive integer"),
-        ("strategy.fitness_shaping=wrong", "unknown fitness shaping 'wrong'; valid choices: "),
+        ("strategy.optimizer=wrong", "unknown outer optimizer 'wrong'; valid choices: "),
         ("plugins=[no_such_module_xyz]", "cannot import plugin 'no_such_module_xyz'"),
         ("resume=maybe", "bad resume 'maybe'; valid choices: auto, true, false"),
     ],
