@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 from omegaconf import DictConfig, OmegaConf
 
 from evolopt.architectures.baselines import baseline

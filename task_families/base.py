@@ -51,3 +51,13 @@ def normalized_loss(loss: jax.Array, scale: float, clip: float) -> jax.Array:
     """``min(loss / scale, clip)``, with NaN/inf scored as ``clip`` (the worst value)."""
     value = loss / scale
     return jnp.where(jnp.isfinite(value), jnp.minimum(value, clip), clip)
+
+
+def require_positive(**sizes: int | list) -> None:
+    """One-line ConfigError for any size (or entry of a list of sizes) below 1."""
+    from evolopt.registry import ConfigError
+
+    for key, value in sizes.items():
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            if int(v) < 1:
+                raise ConfigError(f"task_family.{key}={v} must be >= 1")

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 
 from evolopt.registry import ConfigError, register_task_family
 from task_families import datasets as datasets_mod
-from task_families.base import TaskFamily
+from task_families.base import TaskFamily, require_positive
 from task_families.image_mlp import cross_entropy, dataset_sampler, stack_datasets
 
 
@@ -81,9 +81,7 @@ def image_conv(
     channels, strides = [int(c) for c in channels], [int(s) for s in strides]
     if not channels or len(channels) != len(strides):
         raise ConfigError(f"task_family.channels={channels} and strides={strides} must be non-empty and equally long")
-    for key, value in (("batch_size", batch_size), ("image_size", image_size), *(("channels", c) for c in channels), *(("strides", s) for s in strides)):
-        if value < 1:
-            raise ConfigError(f"task_family.{key}={value} must be >= 1")
+    require_positive(batch_size=batch_size, image_size=image_size, channels=channels, strides=strides)
     one_d = sorted(set(map(str, datasets)) & datasets_mod.ONE_D)
     if one_d:
         raise ConfigError(f"dataset '{one_d[0]}' is 1-D and has no image layout for image_conv; use image_mlp")

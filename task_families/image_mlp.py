@@ -18,7 +18,7 @@ import numpy as np
 
 from evolopt.registry import ConfigError, register_task_family
 from task_families import datasets
-from task_families.base import TaskFamily
+from task_families.base import TaskFamily, require_positive
 
 ACTIVATIONS = {"relu": jax.nn.relu, "tanh": jnp.tanh, "gelu": jax.nn.gelu, "silu": jax.nn.silu}
 
@@ -111,9 +111,7 @@ def image_mlp(
     """
     if activation not in ACTIVATIONS:
         raise ConfigError(f"unknown activation '{activation}'; valid choices: {', '.join(ACTIVATIONS)}")
-    for key, value in (("batch_size", batch_size), ("image_size", image_size), *(("hidden", h) for h in hidden)):
-        if int(value) < 1:
-            raise ConfigError(f"task_family.{key}={value} must be >= 1")
+    require_positive(batch_size=batch_size, image_size=image_size, hidden=hidden)
     data = stack_datasets(list(datasets), image_size, data_dir)
     act = ACTIVATIONS[activation]
     sizes = [image_size * image_size] + [int(h) for h in hidden] + [data["num_classes"]]

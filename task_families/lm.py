@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from evolopt.registry import ConfigError, register_task_family
-from task_families.base import TaskFamily
+from task_families.base import TaskFamily, require_positive
 
 VOCAB = 256
 CORPORA = ("python_docs",)
@@ -134,9 +134,8 @@ def lm(
     mlp_ratio: int = 4,
 ) -> TaskFamily:
     """Byte-level transformer LMs on ``corpus`` (or ``text_file``); windows of ``seq_len`` bytes."""
-    for key, value in (("seq_len", seq_len), ("batch_size", batch_size), ("d_model", d_model), ("num_heads", num_heads), ("num_layers", num_layers), ("mlp_ratio", mlp_ratio)):
-        if value < 1:
-            raise ConfigError(f"task_family.{key}={value} must be >= 1")
+    require_positive(seq_len=seq_len, batch_size=batch_size, d_model=d_model, num_heads=num_heads,
+                     num_layers=num_layers, mlp_ratio=mlp_ratio)
     if d_model % num_heads:
         raise ConfigError(f"task_family.d_model={d_model} must be divisible by num_heads={num_heads}")
     data = corpus_bytes(corpus, text_file)

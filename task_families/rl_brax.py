@@ -26,7 +26,7 @@ import jax.numpy as jnp
 
 from evolopt.registry import ConfigError, register_task_family
 from task_families import ppo
-from task_families.base import TaskFamily
+from task_families.base import TaskFamily, require_positive
 
 DEFAULT_RANGES = {"inverted_pendulum": lambda n: (0.0, float(n))}
 BACKENDS = ("spring", "positional", "generalized")
@@ -82,9 +82,7 @@ def rl_brax(
     return_range: list = (),
 ) -> TaskFamily:
     """PPO on a brax env; one inner step = one rollout + one PPO update."""
-    for key, value in (("num_envs", num_envs), ("rollout_steps", rollout_steps), *(("hidden", h) for h in hidden)):
-        if int(value) < 1:
-            raise ConfigError(f"task_family.{key}={value} must be >= 1")
+    require_positive(num_envs=num_envs, rollout_steps=rollout_steps, hidden=hidden)
     brax_env = make_env(env, backend)
     if return_range:
         if len(return_range) != 2 or not float(return_range[0]) < float(return_range[1]):

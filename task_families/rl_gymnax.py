@@ -38,7 +38,7 @@ import jax.numpy as jnp
 
 from evolopt.registry import ConfigError, register_task_family
 from task_families import ppo
-from task_families.base import TaskFamily
+from task_families.base import TaskFamily, require_positive
 
 DEFAULT_RANGES = {
     "CartPole-v1": lambda n: (0.0, float(n)),
@@ -116,9 +116,7 @@ def rl_gymnax(
     return_range: list = (),
 ) -> TaskFamily:
     """PPO on a gymnax env; one inner step = one rollout + one PPO update (see module docstring)."""
-    for key, value in (("num_envs", num_envs), ("rollout_steps", rollout_steps), *(("hidden", h) for h in hidden)):
-        if int(value) < 1:
-            raise ConfigError(f"task_family.{key}={value} must be >= 1")
+    require_positive(num_envs=num_envs, rollout_steps=rollout_steps, hidden=hidden)
     gym_env, env_params, obs_dim, num_actions = make_env(env)
     low, high = resolve_return_range(env, rollout_steps, list(return_range))
     hidden = [int(h) for h in hidden]
