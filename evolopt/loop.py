@@ -26,6 +26,7 @@ from evolopt.unroll import UnrollConfig
 # Keys that may change when a run is resumed.
 RESUMABLE_CHANGES = {
     "generations", "resume", "progress", "run_dir", "plugins", "checkpoint_every", "keep_checkpoints", "time_budget_minutes",
+    "member_chunks",  # same numbers, different memory use
 }
 
 
@@ -50,14 +51,15 @@ def build(cfg: DictConfig) -> tuple[MetaTrainer, Any]:
     except (TypeError, ValueError) as e:
         raise ConfigError(f"bad unroll config: {e}") from None
     try:
-        trainer = MetaTrainer(strategy, family, lopt, unroll_cfg, cfg.tasks_per_member, population_mesh())
+        mesh = population_mesh()
+        trainer = MetaTrainer(strategy, family, lopt, unroll_cfg, cfg.tasks_per_member, mesh, cfg.member_chunks)
     except ValueError as e:
         raise ConfigError(str(e)) from None
     return trainer, theta0
 
 
 def _check_counts(cfg: DictConfig) -> None:
-    for key in ("generations", "population_size", "tasks_per_member", "checkpoint_every", "keep_checkpoints"):
+    for key in ("generations", "population_size", "tasks_per_member", "member_chunks", "checkpoint_every", "keep_checkpoints"):
         if not isinstance(cfg[key], int) or cfg[key] < 1:
             raise ConfigError(f"{key}={cfg[key]!r} must be a positive integer")
     for key in ("meta_loss_every", "every", "num_tasks", "steps"):

@@ -63,6 +63,7 @@ class MetaTrainer:
     unroll_cfg: UnrollConfig
     tasks_per_member: int
     mesh: Mesh
+    member_chunks: int = 1  # > 1: train each device's members in this many sequential chunks (less memory)
 
     def __post_init__(self):
         n, d = self.strategy.population_size, self.mesh.size
@@ -70,6 +71,10 @@ class MetaTrainer:
             raise ValueError(
                 f"population_size {n} must be divisible by 2 x devices = {2 * d} "
                 "(antithetic pairs, equal shards)"
+            )
+        if self.member_chunks < 1 or (n // d) % self.member_chunks:
+            raise ValueError(
+                f"member_chunks={self.member_chunks} must be >= 1 and divide the {n // d} members per device"
             )
 
     @property
@@ -105,8 +110,24 @@ class MetaTrainer:
     def train_members(self, population: Any, inner: InnerState) -> tuple[InnerState, TruncationLoss]:
         """Every member's truncation on each of its K tasks: vmap over members, then tasks."""
         one = lambda theta, st: unroll(theta, st, self.family, self.lopt, self.unroll_cfg)  # noqa: E731
-        per_member = jax.vmap(one, in_axes=(None, 0))
-        return jax.vmap(per_member)(self._shard(population), self._shard(inner))
+        members = jax.vmap(jax.vmap(one, in_axes=(None, 0)))
+        population, inner = self._shard(population), self._shard(inner)
+        c, d = self.member_chunks, self.mesh.size
+        if c == 1:
+            return members(population, inner)
+
+        # [N, ...] -> [c, d, N/(c d), ...]: chunk j holds the j-th slice of every device's block,
+        # so each sequential chunk still runs on all devices.
+        def split(x):
+            return jnp.swapaxes(x.reshape((d, c, -1) + x.shape[1:]), 0, 1)
+
+        def merge(x):
+            return jnp.swapaxes(x, 0, 1).reshape((-1,) + x.shape[3:])
+
+        chunked = NamedSharding(self.mesh, PartitionSpec(None, POP_AXIS))
+        xs = jax.lax.with_sharding_constraint(jax.tree.map(split, (population, inner)), chunked)
+        out = jax.lax.map(lambda pi: jax.vmap(members)(*pi), xs)
+        return jax.tree.map(merge, out)
 
     def step(self, state: MetaState) -> tuple[MetaState, dict]:
         """One generation (pure; jit it)."""

@@ -23,6 +23,10 @@ def test_four_devices_match_one_device(tmp_path):
     assert r4.returncode == 0, r4.stderr[-2000:]
     # Same numbers to float tolerance (reductions may associate differently across shards).
     np.testing.assert_allclose(fitness(four), fitness(one), rtol=1e-5, atol=1e-6)
+    chunked = tmp_path / "four_chunked"  # 2 members per device, trained one at a time
+    rc = run_cli(*args, "member_chunks=2", f"run_dir={chunked}", env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
+    assert rc.returncode == 0, rc.stderr[-2000:]
+    np.testing.assert_allclose(fitness(chunked), fitness(one), rtol=1e-5, atol=1e-6)
 
 
 def test_population_must_split_evenly_over_devices(tmp_path):

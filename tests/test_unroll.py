@@ -91,3 +91,22 @@ def test_generation_fitness_matches_closed_form_and_partners_share_tasks(family)
     np.testing.assert_array_equal(tasks["c"][:4], tasks["c"][4:])
     assert not np.allclose(tasks["c"][0, 0], tasks["c"][1, 0])
     np.testing.assert_allclose(strategy.fitness(losses), np.asarray(losses.total).mean(axis=1), rtol=1e-6)
+
+
+def test_chunked_member_training_equals_all_at_once(family):
+    """member_chunks trades memory for time: the same losses and inner states, member by member."""
+    sgd = baseline("sgd", LR)
+    theta0 = {"unused": jnp.zeros(3)}
+    strategy = STRATEGIES.build("open_es", 8, theta0, 10)
+    cfg = UnrollConfig(6, 6, 9, True, 1e9)
+    results = []
+    for chunks in (1, 2, 4):
+        trainer = MetaTrainer(strategy, family, sgd, cfg, 2, population_mesh(), member_chunks=chunks)
+        state = trainer.init(jax.random.key(0), theta0)
+        population, _ = strategy.ask(jax.random.key(1), state.strategy)
+        results.append(jax.jit(trainer.train_members)(population, state.inner))
+    for inner, losses in results[1:]:
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), losses, results[0][1])
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), inner.params, results[0][0].params)
+    with pytest.raises(ValueError, match="member_chunks=3"):
+        MetaTrainer(strategy, family, sgd, cfg, 2, population_mesh(), member_chunks=3)
