@@ -108,3 +108,18 @@ def with_meta_value(train_loss: jax.Array, meta_value: jax.Array) -> jax.Array:
     learned optimizer's loss input see) while the optimizer descends the PPO loss.
     """
     return train_loss - jax.lax.stop_gradient(train_loss) + jax.lax.stop_gradient(meta_value)
+
+
+def resolve_return_range(env_name: str, rollout_steps: int, given: list, default) -> tuple[float, float]:
+    """``[low, high]`` of the return that normalises the meta-loss: ``given``, else
+    ``default(env_name, rollout_steps)`` (None when the env has no default)."""
+    from evolopt.registry import ConfigError
+
+    if given:
+        if len(given) != 2 or not float(given[0]) < float(given[1]):
+            raise ConfigError(f"task_family.return_range={list(given)} must be [low, high] with low < high")
+        return float(given[0]), float(given[1])
+    found = default(env_name, rollout_steps)
+    if found is None:
+        raise ConfigError(f"no default return range for env '{env_name}'; set task_family.return_range=[low,high]")
+    return found

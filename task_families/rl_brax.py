@@ -84,14 +84,8 @@ def rl_brax(
     """PPO on a brax env; one inner step = one rollout + one PPO update."""
     require_positive(num_envs=num_envs, rollout_steps=rollout_steps, hidden=hidden)
     brax_env = make_env(env, backend)
-    if return_range:
-        if len(return_range) != 2 or not float(return_range[0]) < float(return_range[1]):
-            raise ConfigError(f"task_family.return_range={list(return_range)} must be [low, high] with low < high")
-        low, high = float(return_range[0]), float(return_range[1])
-    elif env in DEFAULT_RANGES:
-        low, high = DEFAULT_RANGES[env](rollout_steps)
-    else:
-        raise ConfigError(f"no default return range for env '{env}'; set task_family.return_range=[low,high]")
+    default = lambda name, steps: DEFAULT_RANGES[name](steps) if name in DEFAULT_RANGES else None  # noqa: E731
+    low, high = ppo.resolve_return_range(env, rollout_steps, list(return_range), default)
     obs_dim, act_dim = brax_env.observation_size, brax_env.action_size
     hidden = [int(h) for h in hidden]
 

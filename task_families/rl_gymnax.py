@@ -47,16 +47,12 @@ DEFAULT_RANGES = {
 }
 
 
-def resolve_return_range(env_name: str, rollout_steps: int, given: list) -> tuple[float, float]:
-    if given:
-        if len(given) != 2 or not float(given[0]) < float(given[1]):
-            raise ConfigError(f"task_family.return_range={list(given)} must be [low, high] with low < high")
-        return float(given[0]), float(given[1])
+def default_return_range(env_name: str, rollout_steps: int) -> tuple[float, float] | None:
     if env_name in DEFAULT_RANGES:
         return DEFAULT_RANGES[env_name](rollout_steps)
     if env_name.endswith("-MinAtar"):
         return 0.0, max(1.0, rollout_steps / 10)
-    raise ConfigError(f"no default return range for env '{env_name}'; set task_family.return_range=[low,high]")
+    return None
 
 
 def make_env(env_name: str):
@@ -118,7 +114,7 @@ def rl_gymnax(
     """PPO on a gymnax env; one inner step = one rollout + one PPO update (see module docstring)."""
     require_positive(num_envs=num_envs, rollout_steps=rollout_steps, hidden=hidden)
     gym_env, env_params, obs_dim, num_actions = make_env(env)
-    low, high = resolve_return_range(env, rollout_steps, list(return_range))
+    low, high = ppo.resolve_return_range(env, rollout_steps, list(return_range), default_return_range)
     hidden = [int(h) for h in hidden]
 
     def sample_task(key):
