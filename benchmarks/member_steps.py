@@ -3,9 +3,10 @@
     python benchmarks/member_steps.py [--arch small_fc_lopt] [--task image_mlp] [--population 32]
 
 Prints (1) learned-optimizer members vs Adam members in the same harness, one device,
-and (2) the learned optimizer at 1 vs 2 forced CPU devices (each in a fresh
-subprocess, since the device count is fixed when jax starts). A member-step is one
-inner training step of one member on one task.
+(2) the learned optimizer at 1 vs 2 forced CPU devices, and (3) at 2 processes x 1
+device joined by jax.distributed (gloo collectives), each in fresh subprocesses,
+since the device count is fixed when jax starts. A member-step is one inner
+training step of one member on one task.
 """
 
 from __future__ import annotations
@@ -47,13 +48,34 @@ def measure(arch: str, task: str, population: int, tasks: int, truncation: int, 
     return trainer.member_steps_per_generation * repeats / (time.perf_counter() - t0)
 
 
+def _worker_cmd(args: argparse.Namespace) -> list[str]:
+    return [sys.executable, __file__, "--worker", "--arch", args.arch, "--task", args.task,
+            "--population", str(args.population), "--tasks", str(args.tasks),
+            "--truncation", str(args.truncation), "--repeats", str(args.repeats)]
+
+
 def in_subprocess(devices: int, args: argparse.Namespace) -> float:
     env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
-    cmd = [sys.executable, __file__, "--worker", "--arch", args.arch, "--task", args.task,
-           "--population", str(args.population), "--tasks", str(args.tasks),
-           "--truncation", str(args.truncation), "--repeats", str(args.repeats)]
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run(_worker_cmd(args), env=env, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])["member_steps_per_s"]
+
+
+def in_processes(processes: int, args: argparse.Namespace) -> float:
+    """The same measurement over ``processes`` jax.distributed processes of one CPU device each."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+    procs = [subprocess.Popen([*_worker_cmd(args), "--coordinator", f"127.0.0.1:{port}", "--num-processes",
+                               str(processes), "--process-id", str(i)], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(processes)]
+    outs = [p.communicate() for p in procs]
+    for p, (_, err) in zip(procs, outs):
+        if p.returncode:
+            raise RuntimeError(f"worker failed: {err[-2000:]}")
+    return json.loads(outs[0][0].strip().splitlines()[-1])["member_steps_per_s"]
 
 
 def main() -> None:
@@ -65,8 +87,16 @@ def main() -> None:
     p.add_argument("--truncation", type=int, default=50)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--coordinator", help=argparse.SUPPRESS)
+    p.add_argument("--num-processes", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--process-id", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
+        if args.coordinator:  # before anything starts a JAX backend
+            from evolopt import distributed
+
+            distributed.initialize({"coordinator": args.coordinator, "num_processes": args.num_processes,
+                                    "process_id": args.process_id})
         rate = measure(args.arch, args.task, args.population, args.tasks, args.truncation, args.repeats)
         print(json.dumps({"member_steps_per_s": rate}))
         return
@@ -78,6 +108,8 @@ def main() -> None:
     print(f"{args.arch + ' (1 device)':<28}{lopt:>16.0f}{lopt / adam:>10.2f}   (learned / adam)")
     two = in_subprocess(2, args)
     print(f"{args.arch + ' (2 devices)':<28}{two:>16.0f}{two / lopt:>10.2f}   (2 devices / 1 device)")
+    procs = in_processes(2, args)
+    print(f"{args.arch + ' (2 processes x 1)':<28}{procs:>16.0f}{procs / lopt:>10.2f}   (2 processes / 1 device)")
 
 
 if __name__ == "__main__":

@@ -14,23 +14,36 @@ from tqdm import tqdm
 
 
 class RunLogger:
-    """Scalars to TensorBoard and to ``metrics.jsonl`` (one JSON object per generation)."""
+    """Scalars to TensorBoard and to ``metrics.jsonl`` (one JSON object per generation).
 
-    def __init__(self, run_dir: Path, total: int, start: int, progress: str | bool = "auto"):
-        self.run_dir = run_dir
-        self.writer = SummaryWriter(str(run_dir / "tb"), flush_secs=5)
+    ``write=False`` (every process but 0 of a distributed run) keeps the interface and writes nothing.
+    """
+
+    def __init__(self, run_dir: Path, total: int, start: int, progress: str | bool = "auto", write: bool = True):
+        self.run_dir, self.write = run_dir, write
+        self.writer = SummaryWriter(str(run_dir / "tb"), flush_secs=5) if write else None
         self.jsonl = run_dir / "metrics.jsonl"
-        _truncate_jsonl(self.jsonl, start)  # a resumed run rewrites the generations after its checkpoint
-        show = sys.stderr.isatty() if progress == "auto" else bool(progress)
+        if write:
+            _truncate_jsonl(self.jsonl, start)  # a resumed run rewrites the generations after its checkpoint
+        show = write and (sys.stderr.isatty() if progress == "auto" else bool(progress))
         self.bar = tqdm(total=total, initial=start, desc="meta-train", unit="gen", disable=not show, dynamic_ncols=True)
         self.last_time = time.perf_counter()
 
+    def note(self, message: str) -> None:
+        """A line for the person watching (above the bar)."""
+        if self.write:
+            self.bar.write(message, file=sys.stderr)
+
     def scalars(self, generation: int, values: dict[str, float]) -> None:
+        if not self.write:
+            return
         for tag, v in values.items():
             self.writer.add_scalar(tag, v, generation)
 
     def record(self, generation: int, metrics: dict[str, float]) -> None:
         """To TensorBoard and as one line of metrics.jsonl."""
+        if not self.write:
+            return
         self.scalars(generation, metrics)
         with open(self.jsonl, "a") as f:
             f.write(json.dumps({"generation": generation, **metrics}) + "\n")
@@ -42,13 +55,16 @@ class RunLogger:
 
     def curves(self, generation: int, curves: dict[str, np.ndarray]) -> None:
         """Loss-vs-inner-step curves of one evaluation, overlaid in one TensorBoard chart."""
+        if not self.write:
+            return
         length = len(next(iter(curves.values())))
         for step in range(length):
             self.writer.add_scalars(f"eval_curve/gen_{generation:06d}", {k: float(v[step]) for k, v in curves.items()}, step)
 
     def close(self) -> None:
         self.bar.close()
-        self.writer.close()
+        if self.writer is not None:
+            self.writer.close()
 
 
 def _truncate_jsonl(path: Path, start: int) -> None:

@@ -6,20 +6,23 @@ only orchestrates it.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from pathlib import Path
 from typing import Any
 
 import jax
+from jax.sharding import NamedSharding, PartitionSpec
 from omegaconf import DictConfig, OmegaConf
 
+from evolopt import distributed
 from evolopt.architectures.baselines import baseline
 from evolopt.checkpoint import Checkpointer, has_checkpoint
 from evolopt.config import group_config
 from evolopt.export import save_theta_file
 from evolopt.logger import RunLogger, plot_run
-from evolopt.meta import MetaTrainer, make_evaluator, population_mesh
+from evolopt.meta import MetaTrainer, choose_member_chunks, free_device_memory, make_evaluator, population_mesh
 from evolopt.registry import ARCHITECTURES, STRATEGIES, TASK_FAMILIES, ConfigError
 from evolopt.unroll import UnrollConfig
 
@@ -27,7 +30,11 @@ from evolopt.unroll import UnrollConfig
 RESUMABLE_CHANGES = {
     "generations", "resume", "progress", "run_dir", "plugins", "checkpoint_every", "keep_checkpoints", "time_budget_minutes",
     "member_chunks",  # same numbers, different memory use
+    "distributed",  # the population splits over any number of processes with the same numbers
 }
+
+
+MEMORY_FRACTION = 0.6  # member_chunks=auto: share of free device memory the step may plan to use
 
 
 def build(cfg: DictConfig) -> tuple[MetaTrainer, Any]:
@@ -50,18 +57,27 @@ def build(cfg: DictConfig) -> tuple[MetaTrainer, Any]:
         unroll_cfg = UnrollConfig(**OmegaConf.to_container(cfg.unroll))
     except (TypeError, ValueError) as e:
         raise ConfigError(f"bad unroll config: {e}") from None
+    chunks = 1 if cfg.member_chunks == "auto" else cfg.member_chunks  # auto: chosen in meta_train
     try:
         mesh = population_mesh()
-        trainer = MetaTrainer(strategy, family, lopt, unroll_cfg, cfg.tasks_per_member, mesh, cfg.member_chunks)
+        trainer = MetaTrainer(strategy, family, lopt, unroll_cfg, cfg.tasks_per_member, mesh, chunks)
     except ValueError as e:
         raise ConfigError(str(e)) from None
     return trainer, theta0
 
 
+def _jit_step(trainer: MetaTrainer, state: Any):
+    """The generation step, jitted: state donated, metrics replicated (readable on every process)."""
+    replicated = NamedSharding(trainer.mesh, PartitionSpec())
+    return jax.jit(trainer.step, donate_argnums=0, out_shardings=(trainer.state_sharding(state), replicated))
+
+
 def _check_counts(cfg: DictConfig) -> None:
     for key in ("generations", "population_size", "tasks_per_member", "member_chunks", "checkpoint_every", "keep_checkpoints"):
+        if key == "member_chunks" and cfg[key] == "auto":
+            continue
         if not isinstance(cfg[key], int) or cfg[key] < 1:
-            raise ConfigError(f"{key}={cfg[key]!r} must be a positive integer")
+            raise ConfigError(f"{key}={cfg[key]!r} must be a positive integer" + (" or auto" if key == "member_chunks" else ""))
     for key in ("meta_loss_every", "every", "num_tasks", "steps"):
         if not isinstance(cfg.evaluation[key], int) or cfg.evaluation[key] < 1:
             raise ConfigError(f"evaluation.{key}={cfg.evaluation[key]!r} must be a positive integer")
@@ -97,7 +113,13 @@ def prepare_run_dir(cfg: DictConfig) -> tuple[Path, bool]:
 
 
 def meta_train(cfg: DictConfig) -> Path:
-    """Run (or resume) the meta-training a config describes; return the run directory."""
+    """Run (or resume) the meta-training a config describes; return the run directory.
+
+    Under ``jax.distributed`` every process calls this with the same config; the
+    decisions about the run directory are taken by all before process 0 writes.
+    """
+    distributed.initialize(cfg.get("distributed"))  # before anything touches a device
+    main = distributed.is_main_process()
     trainer, theta0 = build(cfg)
     run_dir, resuming = prepare_run_dir(cfg)
     state = trainer.init(jax.random.fold_in(jax.random.key(cfg.seed), 1), theta0)
@@ -112,27 +134,46 @@ def meta_train(cfg: DictConfig) -> Path:
         jax.eval_shape(lopt_eval, theta0, eval_key)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"the config does not give a valid training step: {str(e).splitlines()[0]}") from None
+    step = _jit_step(trainer, state)
+    if cfg.member_chunks == "auto":  # compile all-at-once; split the members only if that would not fit
+        step = step.lower(state).compile()
+        use = step.memory_analysis()
+        if use is not None:
+            fixed = use.argument_size_in_bytes + use.output_size_in_bytes
+            members = trainer.strategy.population_size // trainer.mesh.size
+            chunks = choose_member_chunks(fixed, use.temp_size_in_bytes, members, MEMORY_FRACTION * free_device_memory())
+            if chunks > 1:
+                trainer = dataclasses.replace(trainer, member_chunks=chunks)
+                step = _jit_step(trainer, state)
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if not resuming:
-        OmegaConf.save(cfg, run_dir / "config.yaml")
-    else:  # record a changed horizon, keep everything else as it was
-        saved = OmegaConf.load(run_dir / "config.yaml")
-        saved.generations = cfg.generations
-        OmegaConf.save(saved, run_dir / "config.yaml")
+    distributed.barrier("evolopt:run-dir-checked")  # nobody writes before every process has looked
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not resuming:
+            OmegaConf.save(cfg, run_dir / "config.yaml")
+        else:  # record a changed horizon, keep everything else as it was
+            saved = OmegaConf.load(run_dir / "config.yaml")
+            saved.generations = cfg.generations
+            OmegaConf.save(saved, run_dir / "config.yaml")
+    distributed.barrier("evolopt:run-dir-ready")
     ckpt = Checkpointer(run_dir / "checkpoints", cfg.keep_checkpoints)
     if resuming:
         state = ckpt.restore(state)
     start = int(state.generation)
     adam_curves, adam_valid = jax.device_get(adam_eval({}, eval_key))
-    step = jax.jit(trainer.step, donate_argnums=0)
 
-    logger = RunLogger(run_dir, cfg.generations, start, cfg.progress)
+    logger = RunLogger(run_dir, cfg.generations, start, cfg.progress, write=main)
+    if jax.process_count() > 1:
+        logger.note(f"distributed run: {distributed.describe()}")
+    if trainer.member_chunks > 1:
+        logger.note(f"training each device's members in {trainer.member_chunks} sequential chunks (member_chunks)")
     logger.scalars(start, {"meta_loss/adam": float(adam_curves.mean())})
     arch_name, arch_cfg = group_config(cfg, "arch")
 
     def export(generation: int) -> None:
         theta = trainer.strategy.mean(state.strategy)
+        if not main:
+            return
         save_theta_file(run_dir / "theta.npz", theta, arch_name, arch_cfg, generation=generation, run_dir=str(run_dir))
 
     def evaluate(generation: int, curves_too: bool) -> dict[str, float]:
@@ -162,14 +203,14 @@ def meta_train(cfg: DictConfig) -> Path:
         if done % ev.meta_loss_every == 0 or done == cfg.generations:
             metrics |= evaluate(done, curves_too=done % ev.every == 0 or done == cfg.generations)
         if metrics["fitness/nonfinite_steps"] > 0:
-            logger.bar.write(f"generation {done}: {int(metrics['fitness/nonfinite_steps'])} inner steps diverged (NaN/inf), scored as worst")
+            logger.note(f"generation {done}: {int(metrics['fitness/nonfinite_steps'])} inner steps diverged (NaN/inf), scored as worst")
         logger.generation(done, metrics)
-        out_of_time = budget_s > 0 and time.perf_counter() - began > budget_s
+        out_of_time = budget_s > 0 and distributed.agree(time.perf_counter() - began > budget_s)  # same on all
         if done % cfg.checkpoint_every == 0 or done == cfg.generations or out_of_time:
             ckpt.save(done, state)
             export(done)
         if out_of_time:
-            logger.bar.write(f"time budget of {cfg.time_budget_minutes} min spent at generation {done}; "
+            logger.note(f"time budget of {cfg.time_budget_minutes} min spent at generation {done}; "
                              "run the same command again to continue")
             break
         tick = time.perf_counter()
@@ -177,7 +218,8 @@ def meta_train(cfg: DictConfig) -> Path:
     ckpt.close()
     if start >= cfg.generations:
         export(start)
-    plot_run(run_dir)
+    if main:
+        plot_run(run_dir)
     return run_dir
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 from jax.flatten_util import ravel_pytree
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
@@ -89,13 +90,19 @@ class MetaTrainer:
         n, k = self.strategy.population_size, self.tasks_per_member
         if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
             key = jax.random.key_data(key)  # raw uint32 keys: plain arrays for checkpoints
-        k_strategy, k_inner, k_loop = jax.random.split(key, 3)
-        pair_keys = jax.random.split(k_inner, (n // 2, k))
-        member_keys = jnp.concatenate([pair_keys, pair_keys])
         init_one = lambda key: init_inner_state(key, theta0, self.family, self.lopt, self.unroll_cfg)  # noqa: E731
-        inner = jax.jit(jax.vmap(jax.vmap(init_one)), out_shardings=self.member_sharding)(member_keys)
-        state = MetaState(self.strategy.init(k_strategy, theta0), inner, k_loop, jnp.zeros((), jnp.int32))
-        return jax.device_put(strong_types(state), self.state_sharding(state))
+
+        def make(key):
+            k_strategy, k_inner, k_loop = jax.random.split(key, 3)
+            pair_keys = jax.random.split(k_inner, (n // 2, k))
+            inner = jax.vmap(jax.vmap(init_one))(jnp.concatenate([pair_keys, pair_keys]))
+            return MetaState(self.strategy.init(k_strategy, theta0), inner, k_loop, jnp.zeros((), jnp.int32))
+
+        # Built inside one jit straight into its shardings: under jax.distributed every
+        # process computes the same replicated values, and no host array is copied around.
+        key = np.asarray(jax.device_get(key))
+        shardings = self.state_sharding(jax.eval_shape(make, key))
+        return strong_types(jax.jit(make, out_shardings=shardings)(key))
 
     def state_sharding(self, state: MetaState) -> MetaState:
         """Inner states split over the population axis; everything else replicated."""
@@ -164,3 +171,29 @@ def make_evaluator(
         return jax.vmap(lambda k: train_curve(theta, k, family, lopt, num_steps, loss_clip))(keys)
 
     return jax.jit(evaluate)
+
+
+def free_device_memory(device: jax.Device | None = None) -> int:
+    """Bytes a step may use on ``device``: an accelerator's limit minus what is in use; for
+    CPU devices (which report no limit) an equal share of the host's available RAM."""
+    device = jax.local_devices()[0] if device is None else device
+    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+    if stats and "bytes_limit" in stats:
+        return int(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
+    import psutil
+
+    return int(psutil.virtual_memory().available // max(1, jax.local_device_count()))
+
+
+def choose_member_chunks(fixed_bytes: int, temp_bytes: int, members_per_device: int, budget_bytes: float) -> int:
+    """The fewest sequential chunks ``C`` (a divisor of the members per device) that fit.
+
+    ``fixed_bytes`` (arguments + outputs) and ``temp_bytes`` (XLA's temporaries) come
+    from the memory analysis of the all-at-once step; the temporaries are the members'
+    inner training and scale as ``1/C``, so we want the smallest divisor with
+    ``fixed + temp / C <= budget``. If none fits, one member at a time (``C = members``).
+    """
+    for c in range(1, members_per_device + 1):
+        if members_per_device % c == 0 and fixed_bytes + temp_bytes / c <= budget_bytes:
+            return c
+    return members_per_device

@@ -22,6 +22,9 @@ def main(argv: list[str] | None = None) -> int:
         print(help_text())
         return 0
     try:
+        from evolopt import distributed
+
+        distributed.initialize_from_overrides(argv)  # before any import that touches a device
         cfg = load_config(argv)
         from evolopt.loop import meta_train, summarize
 
@@ -29,7 +32,17 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"evolopt.train: error: {e}", file=sys.stderr)
         return 2
-    print(summarize(run_dir))
+    except Exception as e:  # a broken collective: say so in one line, not only in a traceback
+        import jax
+
+        if not jax.distributed.is_initialized() or "Runtime" not in type(e).__name__:
+            raise
+        print(f"evolopt.train: error: process {jax.process_index()} of {jax.process_count()} lost contact with "
+              f"the others ({str(e).splitlines()[0][:200]}); restart every process with the same command to "
+              "resume from the last checkpoint", file=sys.stderr)
+        return 3
+    if distributed.is_main_process():
+        print(summarize(run_dir))
     return 0
 
 

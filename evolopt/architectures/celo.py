@@ -69,9 +69,9 @@ from evolopt.architectures import features as F
 from evolopt.architectures.base import LearnedOptimizer
 from evolopt.registry import ConfigError, register_arch
 
-MOMENTUM_DECAYS = jnp.array([0.9, 0.99, 0.999])
-RMS_DECAY = jnp.array(0.999)
-FACTORED_DECAYS = jnp.array([0.9, 0.99, 0.999])
+MOMENTUM_DECAYS = np.array([0.9, 0.99, 0.999], np.float32)  # numpy: importing must not start a JAX backend
+RMS_DECAY = np.array(0.999, np.float32)  # numpy: importing must not start a JAX backend
+FACTORED_DECAYS = np.array([0.9, 0.99, 0.999], np.float32)  # numpy: importing must not start a JAX backend
 NUM_FEATURES = 30
 FRACTION_SCALES = np.array([0.03, 0.1, 0.2, 0.4, 0.6, 0.8, 0.9, 1.0, 1.1], np.float32)
 NUM_LOSS_EMAS = 10

@@ -30,9 +30,9 @@ from evolopt.architectures.base import LearnedOptimizer
 from evolopt.registry import register_arch
 
 TIME_SCALES = np.array([1, 3, 10, 30, 100, 300, 1e3, 3e3, 1e4, 3e4, 1e5], np.float32)
-MOMENTUM_DECAYS = jnp.array([0.9, 0.99, 0.999])
-RMS_DECAY = jnp.array(0.999)
-FACTORED_DECAYS = jnp.array([0.9, 0.99, 0.999])
+MOMENTUM_DECAYS = np.array([0.9, 0.99, 0.999], np.float32)  # numpy: importing must not start a JAX backend
+RMS_DECAY = np.array(0.999, np.float32)  # numpy: importing must not start a JAX backend
+FACTORED_DECAYS = np.array([0.9, 0.99, 0.999], np.float32)  # numpy: importing must not start a JAX backend
 NUM_INPUTS = 28 + len(TIME_SCALES)
 
 
