@@ -1,12 +1,14 @@
 """Inner member-steps per second of the jitted generation step, measured side by side.
 
     python benchmarks/member_steps.py [--arch small_fc_lopt] [--task image_mlp] [--population 32]
+    python benchmarks/member_steps.py --arch celo2 --populations 64,256,1024,4096   # on a GPU
 
 Prints (1) learned-optimizer members vs Adam members in the same harness, one device,
 (2) the learned optimizer at 1 vs 2 forced CPU devices, and (3) at 2 processes x 1
 device joined by jax.distributed (gloo collectives), each in fresh subprocesses,
 since the device count is fixed when jax starts. A member-step is one inner
-training step of one member on one task.
+training step of one member on one task. ``--populations`` instead measures how the
+rate grows with population size on the default devices (e.g. a GPU), in this process.
 """
 
 from __future__ import annotations
@@ -86,6 +88,7 @@ def main() -> None:
     p.add_argument("--tasks", type=int, default=4)
     p.add_argument("--truncation", type=int, default=50)
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--populations", help="comma-separated sizes: rate vs population on the default devices")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--coordinator", help=argparse.SUPPRESS)
     p.add_argument("--num-processes", type=int, help=argparse.SUPPRESS)
@@ -99,6 +102,18 @@ def main() -> None:
                                     "process_id": args.process_id})
         rate = measure(args.arch, args.task, args.population, args.tasks, args.truncation, args.repeats)
         print(json.dumps({"member_steps_per_s": rate}))
+        return
+    if args.populations:
+        import jax
+
+        print(f"task={args.task} arch={args.arch} tasks/member={args.tasks} truncation={args.truncation} "
+              f"devices={jax.devices()}")
+        print(f"{'population':>10}{'member-steps/s':>16}{'vs smallest':>13}")
+        first = None
+        for n in (int(x) for x in args.populations.split(",")):
+            rate = measure(args.arch, args.task, n, args.tasks, args.truncation, args.repeats)
+            first = first or rate
+            print(f"{n:>10}{rate:>16.0f}{rate / first:>13.2f}", flush=True)
         return
     print(f"task={args.task} population={args.population} tasks/member={args.tasks} truncation={args.truncation}")
     lopt = in_subprocess(1, args)
