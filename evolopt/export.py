@@ -119,9 +119,16 @@ def resolve_path(path: str | os.PathLike) -> Path:
     return p
 
 
+def _published(reader: Any, path: Path) -> Any:
+    try:
+        return reader(str(path))
+    except (OSError, ValueError) as e:
+        raise ThetaFileError(str(e).splitlines()[0]) from None
+
+
 def load_learned_optimizer(path: str | os.PathLike, arch: str | None = None) -> tuple[Any, dict]:
-    """``(LearnedOptimizer, theta)`` from a theta file (or, with ``arch="celo2"``/``"celo2_base"``,
-    a published Celo2 ``theta.state``), checked against the architecture's theta structure."""
+    """``(LearnedOptimizer, theta)`` from a theta file (or, with ``arch="celo2"``/``"celo2_base"``/``"celo"``,
+    the authors' published ``theta.state``), checked against the architecture's theta structure."""
     import evolopt.architectures  # noqa: F401  (registers the built-in architectures)
     from evolopt.registry import ARCHITECTURES
 
@@ -129,7 +136,12 @@ def load_learned_optimizer(path: str | os.PathLike, arch: str | None = None) -> 
     if arch in ("celo2", "celo2_base") and path.suffix != ".npz":
         from evolopt.architectures import celo2 as celo2_module
 
-        theta, header = celo2_module.load_theta(path), {"arch": arch, "arch_config": {}}
+        theta, header = _published(celo2_module.load_theta, path), {"arch": arch, "arch_config": {}}
+    elif arch == "celo" and path.suffix != ".npz":
+        from evolopt.architectures import celo as celo_module
+
+        theta = _published(celo_module.load_theta, path)
+        header = {"arch": arch, "arch_config": celo_module.theta_sizes(theta)}
     else:
         theta, header = load_theta_file(path)
     if arch is not None and header["arch"] != arch:
@@ -146,12 +158,12 @@ def load_learned_optimizer(path: str | os.PathLike, arch: str | None = None) -> 
 def load_optimizer(
     path: str | os.PathLike, learning_rate: float | None = None, arch: str | None = None, **overrides: Any
 ) -> optax.GradientTransformationExtraArgs:
-    """An optax optimizer from a theta file written by evolopt (or a published Celo2 ``theta.state``).
+    """An optax optimizer from a theta file written by evolopt (or the authors' published ``theta.state``).
 
     Args:
       path: a ``.npz`` theta file (e.g. ``runs/x/theta.npz``), a run directory, the name of a
-        pretrained optimizer shipped with evolopt (``pretrained_names()``), or with ``arch="celo2"``
-        or ``"celo2_base"`` the authors' published ``theta.state``.
+        pretrained optimizer shipped with evolopt (``pretrained_names()``), or with ``arch="celo2"``,
+        ``"celo2_base"`` or ``"celo"`` the authors' published ``theta.state``.
       learning_rate: overrides the file's learning rate (the architecture's step size).
       arch: if given, the file must hold this architecture.
       **overrides: other hyperparameters of the architecture (e.g. ``weight_decay``).

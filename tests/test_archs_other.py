@@ -434,3 +434,70 @@ def test_small_fc_lopt_fused_first_layer_equals_reference_features(shape):
     reference = sfl.F.apply_mlp(theta["mlp"], sfl._features(p, g, acc, jnp.array(3)))
     fast = sfl._mlp_output(theta["mlp"], p, g, acc, jnp.array(3))
     np.testing.assert_allclose(fast, reference, rtol=1e-5, atol=1e-6)
+
+
+def _published_celo_tree(key, hidden=4, lstm=64) -> dict:
+    """A random tree in the layout of the authors' Celo theta.state (haiku names, stacked MLP)."""
+    sizes = [1, 1, 1, 3, 1, 3, 1, 3, 1, 3, 3, 3, 3, 3]
+    ks = iter(jax.random.split(key, 64))
+    rnd = lambda *shape: np.asarray(jax.random.normal(next(ks), shape), np.float32)  # noqa: E731
+    ff = {f"w0__{i}": rnd(1, c, hidden) for i, c in enumerate(sizes)}
+    ff |= {"b0": rnd(1, hidden), "w1": rnd(1, hidden, hidden), "b1": rnd(1, hidden), "w2": rnd(1, hidden, 3), "b2": rnd(1, 3)}
+    dense = lambda n_in, n_out: {"w": rnd(n_in, n_out), "b": rnd(n_out)}  # noqa: E731
+    rnn = {"linear": dense(18, lstm), "linear_1": dense(18, lstm), "linear_2": dense(18, lstm),
+           "rnn/linear": dense(2 * lstm, 4 * lstm), "rnn_to_controls": dense(lstm, 1), "step_size": dense(lstm, 1)}
+    return {"ff_mod_stack": {"~": ff}, "lstm_init_state": {"hidden": rnd(1, lstm), "cell": rnd(1, lstm)}, "rnn_params": rnn}
+
+
+def test_celo_loads_the_published_theta_state(tmp_path):
+    """The authors' layout (written by flax.serialization) maps onto our theta: the MLP and the
+    scheduler step equal a plain numpy evaluation written from the haiku names."""
+    from flax import serialization
+
+    import evolopt
+    from evolopt.export import ThetaFileError
+
+    tree = _published_celo_tree(jax.random.key(3))
+    path = tmp_path / "theta.state"
+    path.write_bytes(serialization.to_bytes(tree))
+    theta = celo_mod.load_theta(str(path))
+    assert celo_mod.theta_sizes(theta) == {"ff_hidden_size": 4, "ff_hidden_layers": 2, "lstm_hidden_size": 64}
+
+    # the per-parameter MLP: first layer = sum_i block_i @ w0__i, ReLU, 4 -> 4, ReLU, 4 -> 3
+    ff = tree["ff_mod_stack"]["~"]
+    x = np.random.default_rng(0).normal(size=(5, 30)).astype(np.float32)
+    bounds = np.cumsum([0, 1, 1, 1, 3, 1, 3, 1, 3, 1, 3, 3, 3, 3, 3])
+    h = sum(x[:, bounds[i]:bounds[i + 1]] @ ff[f"w0__{i}"][0] for i in range(14)) + ff["b0"][0]
+    h = np.maximum(np.maximum(h, 0) @ ff["w1"][0] + ff["b1"][0], 0)
+    want = h @ ff["w2"][0] + ff["b2"][0]
+    from evolopt.architectures import features as F
+
+    np.testing.assert_allclose(F.apply_mlp(theta["mlp"], jnp.asarray(x)), want, rtol=1e-5, atol=1e-5)
+
+    # the scheduler: x' = linear_2(x) + max(relu(linear_1(x))) (one row), haiku LSTM, eta = 0.1 exp(step_size(h))
+    rnn, init = tree["rnn_params"], tree["lstm_init_state"]
+    sig = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
+    xs = np.random.default_rng(1).normal(size=18).astype(np.float32)
+    mix = xs @ rnn["linear_2"]["w"] + rnn["linear_2"]["b"] + np.maximum(xs @ rnn["linear_1"]["w"] + rnn["linear_1"]["b"], 0)
+    h0, c0 = init["hidden"][0], init["cell"][0]
+    i, g, f, o = np.split(np.concatenate([mix, h0]) @ rnn["rnn/linear"]["w"] + rnn["rnn/linear"]["b"], 4)
+    c1 = sig(f + 1) * c0 + sig(i) * np.tanh(g)
+    h1 = sig(o) * np.tanh(c1)
+    eta = 0.1 * np.exp(h1 @ rnn["step_size"]["w"] + rnn["step_size"]["b"])[0]
+    got_eta, (got_h, got_c) = celo_mod.scheduler_step(theta["scheduler"], jnp.asarray(xs), (theta["scheduler"]["init_h"], theta["scheduler"]["init_c"]))
+    np.testing.assert_allclose([got_eta], [eta], rtol=1e-4)
+    np.testing.assert_allclose(got_h, h1, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(got_c, c1, rtol=1e-4, atol=1e-6)
+
+    # and users load it like any theta file; a broken file is one clear error
+    opt = evolopt.load_optimizer(str(path), arch="celo", learning_rate=1e-3)
+    params = {"w": jnp.ones((3, 4))}
+    updates, _ = opt.update(params, opt.init(params), params, loss=jnp.asarray(1.0))
+    assert np.all(np.isfinite(updates["w"]))
+    (tmp_path / "bad.state").write_bytes(path.read_bytes()[:100])
+    with pytest.raises(ThetaFileError, match="not a readable Celo theta.state"):
+        evolopt.load_optimizer(str(tmp_path / "bad.state"), arch="celo")
+    del tree["rnn_params"]["step_size"]
+    (tmp_path / "partial.state").write_bytes(serialization.to_bytes(tree))
+    with pytest.raises(ThetaFileError, match="step_size"):
+        evolopt.load_optimizer(str(tmp_path / "partial.state"), arch="celo")

@@ -102,6 +102,53 @@ def init_theta(
     }
 
 
+def load_theta(path: str) -> dict:
+    """Our theta from the authors' published Celo ``theta.state`` (flax msgpack, read as data).
+
+    The file holds ``ff_mod_stack/~`` (the per-parameter MLP: first layer split into
+    blocks ``w0__0..13`` in feature order, stacked over a leading axis of 1),
+    ``lstm_init_state/{hidden, cell}`` and haiku's ``rnn_params``: ``linear`` (the mix
+    layer whose output the code overwrites), ``linear_1`` (the ReLU-and-max branch),
+    ``linear_2`` (the linear branch), ``rnn/linear`` (the LSTM), ``step_size`` (the eta
+    head) and ``rnn_to_controls`` (unused). Sizes are read from the file.
+    """
+    from evolopt.architectures import published
+
+    tree = published.read_state(path, "Celo")
+    try:
+        ff, rnn, init = tree["ff_mod_stack"]["~"], tree["rnn_params"], tree["lstm_init_state"]
+        blocks = [ff[f"w0__{i}"][0] for i in range(14)]
+        depth = 1 + max(int(k[1:]) for k in ff if k[0] == "w" and k[1:].isdigit())
+        mlp = {"w0": np.concatenate(blocks, axis=0), "b0": ff["b0"][0]}
+        mlp |= {f"{kind}{i}": ff[f"{kind}{i}"][0] for i in range(1, depth) for kind in ("w", "b")}
+        dense = lambda d: {"w0": d["w"], "b0": d["b"]}  # noqa: E731
+        theta = {
+            "mlp": mlp,
+            "scheduler": {
+                "mix_linear": dense(rnn["linear_2"]),
+                "mix_relu": dense(rnn["linear_1"]),
+                "lstm": dense(rnn["rnn/linear"]),
+                "eta": dense(rnn["step_size"]),
+                "init_h": init["hidden"][0],
+                "init_c": init["cell"][0],
+            },
+        }
+    except (KeyError, IndexError, TypeError, ValueError) as e:
+        raise ValueError(f"{path}: not a Celo theta.state (missing or malformed {e})") from None
+    if theta["mlp"]["w0"].shape[0] != NUM_FEATURES:
+        raise ValueError(f"{path}: first layer takes {theta['mlp']['w0'].shape[0]} features, Celo has {NUM_FEATURES}")
+    return theta
+
+
+def theta_sizes(theta: dict) -> dict[str, int]:
+    """The ``arch=celo`` options (hidden sizes) a theta was built with."""
+    return {
+        "ff_hidden_size": int(theta["mlp"]["b0"].shape[0]),
+        "ff_hidden_layers": len([k for k in theta["mlp"] if k.startswith("w")]) - 1,
+        "lstm_hidden_size": int(theta["scheduler"]["init_h"].shape[0]),
+    }
+
+
 # ----------------------------------------------------------------- scheduler inputs
 
 

@@ -42,6 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from evolopt.architectures import published
 from evolopt.architectures import features as F
 from evolopt.architectures.base import LearnedOptimizer
 from evolopt.registry import register_arch
@@ -106,56 +107,15 @@ def validate_theta(theta: Any, source: str = "theta") -> dict:
     return theta
 
 
-# flax.serialization's msgpack extension codes: an ndarray (or numpy scalar) is an
-# ExtType whose payload is msgpack of (shape, dtype name, C-order bytes).
-_EXT_NDARRAY, _EXT_NPSCALAR = 1, 3
-_DTYPES = ("float16", "float32", "float64", "bfloat16", "int32", "int64")
-
-
-def _decode_ext(code: int, data: bytes) -> np.ndarray:
-    import msgpack
-
-    if code not in (_EXT_NDARRAY, _EXT_NPSCALAR):
-        raise ValueError(f"unsupported msgpack extension type {code}")
-    shape, dtype_name, buffer = msgpack.unpackb(data, raw=True)
-    name = dtype_name.decode() if isinstance(dtype_name, bytes) else str(dtype_name)
-    if name not in _DTYPES:
-        raise ValueError(f"unsupported array dtype '{name}'")
-    dtype = jnp.bfloat16 if name == "bfloat16" else np.dtype(name)
-    arr = np.frombuffer(buffer, dtype=dtype).reshape([int(s) for s in shape])
-    return arr.astype(np.float32)
-
-
 def load_theta(path: str) -> dict:
     """Read a Celo2 ``theta.state`` (flax ``to_bytes`` msgpack) without flax or pickle."""
-    import msgpack
-
-    with open(path, "rb") as f:
-        raw = f.read()
-    try:
-        tree = msgpack.unpackb(raw, ext_hook=_decode_ext, raw=False, strict_map_key=False)
-    except Exception as e:  # msgpack raises several types for truncated/garbled input
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ValueError(f"{path}: not a readable Celo2 theta.state ({reason})") from None
-    theta = validate_theta(tree, source=str(path))
+    theta = validate_theta(published.read_state(path, "Celo2"), source=str(path))
     return jax.tree.map(jnp.asarray, theta)
 
 
 def save_theta(theta: dict, path: str) -> None:
     """Write ``theta`` in the format of ``flax.serialization.to_bytes`` (readable by flax)."""
-    import msgpack
-
-    validate_theta(theta)
-
-    def encode(x: Any) -> Any:
-        if isinstance(x, np.ndarray):
-            payload = msgpack.packb((x.shape, x.dtype.name, x.tobytes("C")), use_bin_type=True)
-            return msgpack.ExtType(_EXT_NDARRAY, payload)
-        raise TypeError(f"cannot serialise {type(x).__name__}")
-
-    tree = jax.tree.map(lambda x: np.asarray(x, np.float32), theta)
-    with open(path, "wb") as f:
-        f.write(msgpack.packb(tree, default=encode, strict_types=True))
+    published.write_state(validate_theta(theta), path)
 
 
 # ----------------------------------------------------------------------------- the rule
