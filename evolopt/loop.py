@@ -83,8 +83,15 @@ def _check_counts(cfg: DictConfig) -> None:
             raise ConfigError(f"evaluation.{key}={cfg.evaluation[key]!r} must be a positive integer")
 
 
+# keys added to the config later, with the value that a run saved without them used
+ADDED_KEYS = {"augmentation": {"batch_min": 0}}
+
+
 def _check_resumable(run_dir: Path, cfg: DictConfig) -> None:
     saved = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"))
+    for section, added in ADDED_KEYS.items():
+        if isinstance(saved.get(section), dict):
+            saved[section] = {**added, **saved[section]}
     now = OmegaConf.to_container(cfg)
     for key in sorted(set(saved) | set(now)):
         if key not in RESUMABLE_CHANGES and saved.get(key) != now.get(key):

@@ -1,9 +1,11 @@
 """Inner training: one member trains one sampled task for a truncation of K steps.
 
 An :class:`InnerState` is one trajectory in progress: the model's params, the
-optimizer's state, the task, the step counter and the trajectory's planned
-length ``T``. When ``step == T`` the trajectory ends and a new one starts (new
-task, new init, new ``T``) *inside* the truncation; the losses of the K steps
+optimizer's state, the task, the step counter, the trajectory's planned length
+``T`` and the task state (e.g. an RL agent's environments; ``()`` for stateless
+families, see :mod:`task_families.base`). When ``step == T`` the trajectory ends
+and a new one starts (new task, new init, new ``T``, fresh task state) *inside*
+the truncation; the losses of the K steps
 are then split into the part before and the part after that reset, which the
 persistent estimators need (PES credits the part before to every perturbation
 since the old trajectory began, the part after only to the current one).
@@ -44,7 +46,7 @@ class UnrollConfig:
             )
 
 
-@struct.dataclass
+@dataclasses.dataclass(frozen=True)
 class InnerState:
     params: Any
     opt_state: Any
@@ -52,6 +54,37 @@ class InnerState:
     step: jax.Array  # int32: steps taken in this trajectory
     length: jax.Array  # int32: this trajectory's planned length T
     key: jax.Array  # trajectory key, shared by antithetic partners
+    task_state: Any = ()  # the family's mutable per-trajectory state (task_families.base)
+
+    def replace(self, **changes: Any) -> InnerState:
+        return dataclasses.replace(self, **changes)
+
+
+_FIELDS = ("params", "opt_state", "task", "step", "length", "key")
+
+
+def _flatten_with_keys(st: InnerState):
+    # A leafless task state (every stateless family's ``()``) is kept in the treedef, not
+    # among the children: such InnerStates then have exactly the leaves and key paths they
+    # had before task state existed, so checkpoints written back then restore as they are.
+    # (None counts as a leaf here: JAX rebuilds trees with None placeholders for leaves.)
+    names = _FIELDS + (("task_state",) if jax.tree.leaves(st.task_state, is_leaf=lambda v: v is None) else ())
+    static = None if len(names) > len(_FIELDS) else jax.tree.structure(st.task_state)
+    return tuple((jax.tree_util.GetAttrKey(n), getattr(st, n)) for n in names), static
+
+
+def _unflatten(static, children) -> InnerState:
+    if static is not None:
+        children = (*children, jax.tree.unflatten(static, []))
+    return InnerState(*children)
+
+
+def _flatten(st: InnerState):
+    keyed, static = _flatten_with_keys(st)
+    return tuple(child for _, child in keyed), static
+
+
+jax.tree_util.register_pytree_with_keys(InnerState, _flatten_with_keys, _unflatten, _flatten)
 
 
 @struct.dataclass
@@ -86,7 +119,9 @@ def new_trajectory(
     task = family.sample_task(k_task)
     params = family.init_params(k_init, task)
     opt_state = lopt.optimizer(theta).init(params)
-    return InnerState(params, opt_state, task, jnp.zeros((), jnp.int32), sample_length(k_len, cfg), k_next)
+    # its own stream (fold_in, not a 5th split): the other keys stay what they were
+    task_state = family.initial_task_state(jax.random.fold_in(k_init, 0x57A7E), task)
+    return InnerState(params, opt_state, task, jnp.zeros((), jnp.int32), sample_length(k_len, cfg), k_next, task_state)
 
 
 def init_inner_state(
@@ -108,12 +143,17 @@ def _where(pred: jax.Array, a: Any, b: Any) -> Any:
 def train_step(
     opt: optax.GradientTransformationExtraArgs, family: TaskFamily, st: InnerState
 ) -> tuple[InnerState, jax.Array]:
-    """One optimizer step on a minibatch keyed by (trajectory key, step); returns the loss before it."""
-    batch = family.sample_batch(jax.random.fold_in(st.key, st.step), st.task)
+    """One optimizer step on a minibatch keyed by (trajectory key, step); returns the loss before it.
+
+    A family with task state draws the batch from it (and the current params) and
+    hands back the next state: ``batch, s' = step_batch(key, task, params, s)``.
+    """
+    key = jax.random.fold_in(st.key, st.step)
+    batch, task_state = family.next_batch(key, st.task, st.params, st.task_state)
     loss, grads = jax.value_and_grad(family.loss)(st.params, st.task, batch)
     updates, opt_state = opt.update(grads, st.opt_state, st.params, loss=loss, num_steps=st.length)
     params = optax.apply_updates(st.params, updates)
-    return st.replace(params=params, opt_state=opt_state, step=st.step + 1), loss
+    return st.replace(params=params, opt_state=opt_state, step=st.step + 1, task_state=task_state), loss
 
 
 def unroll(

@@ -16,14 +16,24 @@ it sees. ``level`` picks how many scales: ``global`` (one per task), ``tensor``
 ``[init_scale_low, init_scale_high]`` (a different function at init; off when
 both are 1).
 
-The sampled scales live in the task pytree, which is drawn from the task key.
-Antithetic partners share that key, so they share the scales. The base task
-is drawn from the *same* key as without augmentation, so ``s = 1`` reproduces
-the plain family exactly.
+**Batch size**: each task draws an effective batch size ``b`` log-uniform in
+``[batch_min, B]`` (``B`` the family's static ``batch_size``; an integer,
+``floor(exp(U[log batch_min, log(B + 1)]))``, clipped to that range). Shapes are
+static under jit/vmap, so the family still draws ``B`` examples, and the batch
+gets weights ``w_i = [i < b]``; families whose loss honours them
+(:func:`task_families.base.example_mean`: image_mlp, image_conv, lm) then score
 
-Batch-size augmentation is not provided: batch shapes are static under jit,
-and masking a max-size batch would need every family's loss to take per-example
-weights.
+    L_b = (1/b) sum_{i<b} l_i,
+
+the mean over ``b`` i.i.d. examples, i.e. a batch of size ``b``. Off when
+``batch_min = 0``.
+
+The sampled scales and ``b`` live in the task pytree, which is drawn from the
+task key. Antithetic partners share that key, so they share them. The base task
+is drawn from the *same* key as without augmentation, so ``s = 1`` reproduces
+the plain family exactly. A family with task state
+(:mod:`task_families.base`) keeps it: the wrapper passes it through, giving
+``step_batch`` the true parameters ``s * q``.
 """
 
 from __future__ import annotations
@@ -36,6 +46,8 @@ import jax.numpy as jnp
 
 from evolopt.registry import ConfigError
 from task_families.base import TaskFamily
+
+BATCH_FAMILIES = "image_mlp, image_conv, lm"  # the built-in families whose loss takes example weights
 
 LEVELS = ("none", "global", "tensor", "parameter")
 
@@ -57,14 +69,17 @@ def augment(
     reparam_high: float = 1e3,
     init_scale_low: float = 1.0,
     init_scale_high: float = 1.0,
+    batch_min: int = 0,
 ) -> TaskFamily:
-    """``family`` with reparameterised weights and/or random init scales (identity if both are off)."""
+    """``family`` with reparameterised weights, random init scales and/or random batch
+    sizes (the family itself if all are off)."""
     if reparam not in LEVELS:
         raise ConfigError(f"unknown augmentation.reparam '{reparam}'; valid choices: {', '.join(LEVELS)}")
     _check_range("reparam", reparam_low, reparam_high)
     _check_range("init_scale", init_scale_low, init_scale_high)
+    _check_batch_min(family, batch_min)
     use_init = not init_scale_low == init_scale_high == 1.0
-    if reparam == "none" and not use_init:
+    if reparam == "none" and not use_init and batch_min == 0:
         return family
     fam = family
 
@@ -85,23 +100,34 @@ def augment(
         base = fam.sample_task(key)  # same key as the plain family: s = 1 reproduces it
         k_s, k_c = jax.random.split(jax.random.fold_in(key, 0x5CA1E))
         init = log_uniform(k_c, (), init_scale_low, init_scale_high) if use_init else jnp.ones(())
-        return {"base": base, "reparam": scales(k_s, base), "init_scale": init}
+        task = {"base": base, "reparam": scales(k_s, base), "init_scale": init}
+        if batch_min:  # only then: tasks (and checkpoints) without it keep their old layout
+            task["batch_size"] = sample_batch_size(jax.random.fold_in(key, 0xBA7C4), batch_min, fam.batch_size)
+        return task
 
     def init_params(key, task):
         params = fam.init_params(key, task["base"])
         return jax.tree.map(lambda p, s: p * task["init_scale"] / s, params, task["reparam"])
 
     def sample_batch(key, task):
-        return fam.sample_batch(key, task["base"])
+        batch = fam.sample_batch(key, task["base"])
+        if batch_min:
+            batch = {**batch, "weights": (jnp.arange(fam.batch_size) < task["batch_size"]).astype(jnp.float32)}
+        return batch
 
     def loss(params, task, batch):
-        true = jax.tree.map(lambda q, s: q * s, params, task["reparam"])
-        return fam.loss(true, task["base"], batch)
+        return fam.loss(true_params(params, task), task["base"], batch)
 
+    stateful = {}
+    if fam.stateful:
+        stateful = {
+            "init_task_state": lambda key, task: fam.init_task_state(key, task["base"]),
+            "step_batch": lambda key, task, params, state: fam.step_batch(key, task["base"], true_params(params, task), state),
+        }
     valid = None
     if fam.valid_batch is not None:
         valid = lambda key, task: fam.valid_batch(key, task["base"])  # noqa: E731
-    tags = ([f"reparam_{reparam}"] if reparam != "none" else []) + (["init_scale"] if use_init else [])
+    tags = ([f"reparam_{reparam}"] if reparam != "none" else []) + (["init_scale"] if use_init else []) + (["batch_size"] if batch_min else [])
     return dataclasses.replace(
         fam,
         name=f"{fam.name}+{'+'.join(tags)}",
@@ -111,7 +137,28 @@ def augment(
         loss=loss,
         valid_batch=valid,
         unaugmented=fam.unaugmented or fam,
+        **stateful,
     )
+
+
+def sample_batch_size(key: jax.Array, low: int, high: int) -> jax.Array:
+    """int32 ``b``: ``floor(exp(U[log low, log(high + 1)]))`` clipped to ``[low, high]``."""
+    b = jnp.exp(jax.random.uniform(key, (), minval=jnp.log(low), maxval=jnp.log(high + 1))).astype(jnp.int32)
+    return jnp.clip(b, low, high)
+
+
+def _check_batch_min(family: TaskFamily, batch_min: Any) -> None:
+    if isinstance(batch_min, bool) or not isinstance(batch_min, int) or batch_min < 0:
+        raise ConfigError(f"augmentation.batch_min={batch_min!r} must be an integer >= 0 (0: off)")
+    if batch_min == 0:
+        return
+    if family.batch_size is None:
+        raise ConfigError(
+            f"augmentation.batch_min={batch_min} needs a family whose loss takes example weights "
+            f"({BATCH_FAMILIES}); '{family.name}' has none"
+        )
+    if batch_min > family.batch_size:
+        raise ConfigError(f"augmentation.batch_min={batch_min} must be <= task_family.batch_size={family.batch_size}")
 
 
 def true_params(params: Any, task: Any) -> Any:
@@ -124,12 +171,13 @@ def from_config(family: TaskFamily, cfg: Any | None) -> TaskFamily:
     if cfg is None:
         return family
     cfg = dict(cfg)
-    valid = {"reparam", "reparam_low", "reparam_high", "init_scale_low", "init_scale_high"}
+    ranges = {"reparam_low", "reparam_high", "init_scale_low", "init_scale_high"}
+    valid = ranges | {"reparam", "batch_min"}
     unknown = sorted(set(cfg) - valid)
     if unknown:
         raise ConfigError(f"unknown key 'augmentation.{unknown[0]}'; valid keys at augmentation: {', '.join(sorted(valid))}")
     try:
-        numbers = {k: float(cfg[k]) for k in valid - {"reparam"} if k in cfg}
+        numbers = {k: float(cfg[k]) for k in ranges if k in cfg}
     except (TypeError, ValueError):
         raise ConfigError(f"augmentation ranges must be numbers, got {cfg}") from None
-    return augment(family, str(cfg.get("reparam", "none")), **numbers)
+    return augment(family, str(cfg.get("reparam", "none")), **numbers, batch_min=cfg.get("batch_min", 0))

@@ -96,7 +96,7 @@ def image_conv(
 
     def loss(params, task, batch):
         x = batch["x"].reshape(-1, image_size, image_size, in_ch)
-        return cross_entropy(apply_convnet(params, x, strides), batch["y"])
+        return cross_entropy(apply_convnet(params, x, strides), batch["y"], batch)
 
     return TaskFamily(
         "image_conv",
@@ -106,4 +106,5 @@ def image_conv(
         loss,
         loss_scale=math.log(classes),
         valid_batch=batch_from("valid"),
+        batch_size=int(batch_size),
     )

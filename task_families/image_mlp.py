@@ -18,7 +18,7 @@ import numpy as np
 
 from evolopt.registry import ConfigError, register_task_family
 from task_families import datasets
-from task_families.base import TaskFamily, require_positive
+from task_families.base import TaskFamily, example_mean, require_positive
 
 ACTIVATIONS = {"relu": jax.nn.relu, "tanh": jnp.tanh, "gelu": jax.nn.gelu, "silu": jax.nn.silu}
 
@@ -72,8 +72,10 @@ def apply_mlp(params: dict, x: jax.Array, activation) -> jax.Array:
     return x
 
 
-def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    return jnp.mean(jax.nn.logsumexp(logits, axis=-1) - jnp.take_along_axis(logits, labels[:, None], axis=-1)[:, 0])
+def cross_entropy(logits: jax.Array, labels: jax.Array, batch: dict | None = None) -> jax.Array:
+    """Mean of ``logsumexp(z_i) - z_i[y_i]`` over examples (weighted by ``batch["weights"]`` if given)."""
+    per_example = jax.nn.logsumexp(logits, axis=-1) - jnp.take_along_axis(logits, labels[:, None], axis=-1)[:, 0]
+    return example_mean(per_example, batch or {})
 
 
 def dataset_sampler(data: dict, num_datasets: int, batch_size: int):
@@ -123,7 +125,7 @@ def image_mlp(
         return init_mlp(key, sizes)
 
     def loss(params, task, batch):
-        return cross_entropy(apply_mlp(params, batch["x"], act), batch["y"])
+        return cross_entropy(apply_mlp(params, batch["x"], act), batch["y"], batch)
 
     return TaskFamily(
         "image_mlp",
@@ -133,4 +135,5 @@ def image_mlp(
         loss,
         loss_scale=math.log(data["num_classes"]),
         valid_batch=batch_from("valid"),
+        batch_size=int(batch_size),
     )

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from evolopt.registry import ConfigError, register_task_family
-from task_families.base import TaskFamily, require_positive
+from task_families.base import TaskFamily, example_mean, require_positive
 
 VOCAB = 256
 CORPORA = ("python_docs",)
@@ -115,10 +115,11 @@ def apply_transformer(params: dict, tokens: jax.Array, num_heads: int) -> jax.Ar
     return layer_norm(params["ln_f"], h) @ params["head"]["kernel"] + params["head"]["bias"]
 
 
-def next_token_loss(logits: jax.Array, targets: jax.Array) -> jax.Array:
-    """Mean cross-entropy of ``logits [..., V]`` against integer ``targets [...]``."""
+def next_token_loss(logits: jax.Array, targets: jax.Array, batch: dict | None = None) -> jax.Array:
+    """Mean cross-entropy of ``logits [B, T, V]`` against integer ``targets [B, T]``
+    (examples weighted by ``batch["weights"]`` if given, see :func:`example_mean`)."""
     logp = jax.nn.log_softmax(logits, axis=-1)
-    return -jnp.mean(jnp.take_along_axis(logp, targets[..., None], axis=-1))
+    return example_mean(-jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0], batch or {})
 
 
 @register_task_family("lm")
@@ -164,6 +165,6 @@ def lm(
 
     def loss(params, task, batch):
         tokens = batch["tokens"]
-        return next_token_loss(apply_transformer(params, tokens[:, :-1], num_heads), tokens[:, 1:])
+        return next_token_loss(apply_transformer(params, tokens[:, :-1], num_heads), tokens[:, 1:], batch)
 
-    return TaskFamily("lm", sample_task, init_params, batch_from("train"), loss, math.log(VOCAB), batch_from("valid"))
+    return TaskFamily("lm", sample_task, init_params, batch_from("train"), loss, math.log(VOCAB), batch_from("valid"), batch_size=int(batch_size))

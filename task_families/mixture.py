@@ -9,7 +9,8 @@ built for it. Members with different models (an MLP and a conv net, or MLPs of
 different widths) cannot be mixed this way; meta-train on them with separate
 runs, or make their models share a layout.
 
-Tasks and batches hold *every* member's task/batch (their pytrees differ), and
+Tasks, batches and task states (of members that keep one, e.g. RL envs) hold
+*every* member's task/batch/state (their pytrees differ), and
 the member's functions are chosen with ``lax.switch``; under vmap that evaluates
 all members, so a step costs the sum of the members' costs.
 
@@ -95,5 +96,18 @@ def mixture(*, members: list = (), weights: list = ()) -> TaskFamily:
 
         return jax.lax.switch(task["member"], [branch(i, f) for i, f in enumerate(fams)], params, task["tasks"], batch)
 
+    stateful = {}
+    if any(f.stateful for f in fams):  # every member's state (like batches, all are evaluated under vmap)
+
+        def init_task_state(key, task):
+            keys = jax.random.split(key, len(fams))
+            return tuple(f.initial_task_state(k, t) for f, k, t in zip(fams, keys, task["tasks"]))
+
+        def step_batch(key, task, params, state):
+            keys = jax.random.split(key, len(fams))  # the keys sample_batch gives each member
+            out = [f.next_batch(k, t, params, s) for f, k, t, s in zip(fams, keys, task["tasks"], state)]
+            return tuple(b for b, _ in out), tuple(s for _, s in out)
+
+        stateful = {"init_task_state": init_task_state, "step_batch": step_batch}
     name = "mixture(" + ",".join(f.name for f in fams) + ")"
-    return TaskFamily(name, sample_task, init_params, batches("train"), loss, 1.0, batches("valid"))
+    return TaskFamily(name, sample_task, init_params, batches("train"), loss, 1.0, batches("valid"), **stateful)

@@ -1,9 +1,11 @@
-"""PPO pieces shared by the RL task families: actor-critic MLPs, GAE, the clipped surrogate.
+"""PPO pieces shared by the RL task families: actor-critic MLPs, GAE, the clipped surrogate,
+episode-return tracking, and :func:`rl_family`, which builds a family with persistent envs.
 
 One inner *step* of an RL task family is one PPO update on a freshly collected
 rollout (as in OPEN, Goldie et al. 2024, where the learned optimizer trains a
-PPO agent; there the env state persists across updates, here each update starts
-from fresh resets, see :mod:`task_families.rl_gymnax`).
+PPO agent). The environments persist across updates in the family's task state
+(:mod:`task_families.base`): each rollout continues from where the previous one
+stopped, finished episodes auto-reset, so an episode can span many updates.
 
 With ``E`` environments and ``L`` steps, rewards ``r_t``, dones ``d_t``, values
 ``V_t`` and the bootstrap value ``V_L``:
@@ -18,14 +20,35 @@ With ``E`` environments and ``L`` steps, rewards ``r_t``, dones ``d_t``, values
 Every update collects new data with the current policy, so ``pi_old = pi`` and
 ``rho = 1`` at the point the gradient is taken: the clip is inactive and
 ``grad L_pi`` is the GAE policy gradient (PPO with one epoch and one minibatch).
+
+**Meta-loss.** Each env tracks the return of its episode in progress and ``G_e``,
+the return of its most recently *completed* episode (``R_low`` until one
+completes). After each rollout the family reports ``R = mean_e G_e`` and its loss
+*value* is ``R_high - R`` (the gradient stays the PPO loss's, see
+:func:`with_meta_value`), with ``loss_scale = R_high - R_low``:
+
+    meta-loss = (R_high - R) / (R_high - R_low) = 1 - normalised return.
+
+Why this estimate: only complete episodes have a return comparable to the env's
+range (a partial one is cut at an arbitrary point); taking each env's latest
+episode weighs envs equally (a mean over the episodes completed in one rollout
+would over-count short, failed episodes, and be undefined when none ends); and
+before any episode has ended there is no evidence of return, so ``R_low``, the
+pessimistic end. ``[R_low, R_high]`` bounds the return of a whole episode, from
+the env's reward definition and time limit (see the families' modules).
 """
 
 from __future__ import annotations
 
 import math
 
+from collections.abc import Callable
+from typing import Any
+
 import jax
 import jax.numpy as jnp
+
+from task_families.base import TaskFamily
 
 
 def init_mlp(key: jax.Array, sizes: list[int], last_std: float) -> dict:
@@ -91,13 +114,23 @@ def ppo_loss(
     return -jnp.mean(surrogate) + vf_coef * value_loss - ent_coef * jnp.mean(entropy)
 
 
-def first_episode_return(rewards: jax.Array, dones: jax.Array) -> jax.Array:
-    """Per-env return of the first episode in ``[L, E]`` rollouts (truncated at L if it does not end).
+def track_returns(rewards: jax.Array, dones: jax.Array, running: jax.Array, last: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Carry episode returns through time-major ``[L, E]`` rewards and dones.
 
-    A step's reward counts while no earlier step was done (the done step's own reward counts).
+    ``running`` is each env's return so far in its current episode, ``last`` the
+    return of its latest completed episode. At each step ``running += r_t``; if
+    ``d_t`` (the step ended an episode, its own reward included) then
+    ``last = running`` and ``running = 0``. Returns the new ``(running, last)``.
     """
-    before = jnp.cumsum(dones.astype(jnp.int32), axis=0) - dones.astype(jnp.int32)
-    return jnp.sum(jnp.where(before == 0, rewards, 0.0), axis=0)
+
+    def step(carry, xs):
+        run, lst = carry
+        r, d = xs
+        run = run + r
+        return (jnp.where(d, 0.0, run), jnp.where(d, run, lst)), None
+
+    (running, last), _ = jax.lax.scan(step, (running, last), (rewards, dones))
+    return running, last
 
 
 def with_meta_value(train_loss: jax.Array, meta_value: jax.Array) -> jax.Array:
@@ -110,16 +143,69 @@ def with_meta_value(train_loss: jax.Array, meta_value: jax.Array) -> jax.Array:
     return train_loss - jax.lax.stop_gradient(train_loss) + jax.lax.stop_gradient(meta_value)
 
 
-def resolve_return_range(env_name: str, rollout_steps: int, given: list, default) -> tuple[float, float]:
-    """``[low, high]`` of the return that normalises the meta-loss: ``given``, else
-    ``default(env_name, rollout_steps)`` (None when the env has no default)."""
+def resolve_return_range(env_name: str, horizon: int, given: list, default) -> tuple[float, float]:
+    """``[low, high]`` of an episode's return, which normalises the meta-loss: ``given``, else
+    ``default(env_name, horizon)`` for episodes of at most ``horizon`` steps (None: no default)."""
     from evolopt.registry import ConfigError
 
     if given:
         if len(given) != 2 or not float(given[0]) < float(given[1]):
             raise ConfigError(f"task_family.return_range={list(given)} must be [low, high] with low < high")
         return float(given[0]), float(given[1])
-    found = default(env_name, rollout_steps)
+    found = default(env_name, horizon)
     if found is None:
         raise ConfigError(f"no default return range for env '{env_name}'; set task_family.return_range=[low,high]")
     return found
+
+
+def rl_family(
+    name: str,
+    *,
+    num_envs: int,
+    reset: Callable[[jax.Array], Any],
+    rollout: Callable[[Any, Any, jax.Array], tuple[dict, Any]],
+    init_params: Callable[[jax.Array], dict],
+    train_loss: Callable[[dict, dict], jax.Array],
+    return_range: tuple[float, float],
+) -> TaskFamily:
+    """A PPO task family whose ``num_envs`` environments persist across updates.
+
+    ``reset(key) -> envs`` starts the batched envs; ``rollout(params, envs, key) ->
+    (traj, envs)`` runs them on with the policy of ``params`` (already
+    ``stop_gradient``-ed; time-major ``traj`` with ``reward`` and ``done`` ``[L, E]``);
+    ``train_loss(params, traj)`` is the PPO objective. Task state: ``{"envs", "running",
+    "last"}`` (see :func:`track_returns`). ``sample_batch`` (the stateless API) gives a
+    key, and ``loss`` on it rolls out from freshly reset envs.
+    """
+    low, high = return_range
+
+    def init_task_state(key, task):
+        del task
+        return {"envs": reset(key), "running": jnp.zeros(num_envs), "last": jnp.full(num_envs, low, jnp.float32)}
+
+    def step_batch(key, task, params, state):
+        del task
+        traj, envs = rollout(jax.lax.stop_gradient(params), state["envs"], key)
+        running, last = track_returns(traj["reward"], traj["done"], state["running"], state["last"])
+        return {"traj": traj, "return": jnp.mean(last)}, {"envs": envs, "running": running, "last": last}
+
+    def sample_batch(key, task):
+        del task
+        return {"key": key}
+
+    def loss(params, task, batch):
+        if "traj" not in batch:  # a stateless batch: roll out from fresh envs
+            k_reset, k_roll = jax.random.split(batch["key"])
+            batch, _ = step_batch(k_roll, task, params, init_task_state(k_reset, task))
+        return with_meta_value(train_loss(params, batch["traj"]), high - batch["return"])
+
+    return TaskFamily(
+        name,
+        sample_task=lambda key: {},
+        init_params=lambda key, task: init_params(key),
+        sample_batch=sample_batch,
+        loss=loss,
+        loss_scale=high - low,
+        init_task_state=init_task_state,
+        step_batch=step_batch,
+    )

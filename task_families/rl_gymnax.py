@@ -1,34 +1,37 @@
 """PPO agents on gymnax environments: the learned optimizer trains an RL agent (as in OPEN).
 
-**What one inner step is.** ``sample_batch(key, task)`` cannot see the params,
-so the batch is only a key. ``loss(params, task, batch)`` then
+**What one inner step is.** The family keeps ``num_envs`` environments (gymnax
+states and current observations) in its task state (:mod:`task_families.base`).
+``step_batch(key, task, params, state)`` rolls them on for ``rollout_steps`` steps
+with the *current* policy (``stop_gradient(params)``: sampling is not
+differentiated; gymnax auto-resets finished episodes) and returns the rollout and
+the envs where it stopped; ``loss`` is the PPO objective on that rollout
+(:mod:`task_families.ppo`), so an optimizer step is one PPO update (one epoch, one
+minibatch). The envs persist across updates, as in OPEN and purejaxrl: an episode
+can last longer than a rollout (up to the env's time limit ``T``, e.g. CartPole's
+500 steps). A new inner trajectory starts from fresh resets.
 
-1. resets ``num_envs`` environments from that key and rolls out ``rollout_steps``
-   steps with the *current* policy (``stop_gradient(params)``: sampling is not
-   differentiated; gymnax auto-resets finished episodes);
-2. computes GAE and the PPO objective on that rollout (:mod:`task_families.ppo`).
-
-The optimizer step on its gradient is one PPO update (one epoch, one minibatch).
-The env state does not persist across inner steps: every update starts from
-fresh resets (the TaskFamily contract has no place for mutable env state: params
-are rewritten by the optimizer and the task is fixed per trajectory). Episodes
-therefore count at most ``rollout_steps`` steps.
-
-**What the meta-loss is.** Let ``R`` be the mean over envs of the first episode's
-return in the rollout (truncated at ``rollout_steps``) and ``[R_low, R_high]`` a
-per-environment range (``return_range``, or the defaults below). The *value*
-``loss`` returns is ``R_high - R`` while its *gradient* is the PPO loss's
-(:func:`task_families.ppo.with_meta_value`), and ``loss_scale = R_high - R_low``,
-so the meta-loss of a step is
+**What the meta-loss is.** ``R`` is the mean over envs of each env's latest
+*completed* episode return (``R_low`` before its first ends; why: see
+:mod:`task_families.ppo`), ``[R_low, R_high]`` a range of episode returns
+(``return_range``, or the defaults below). The *value* ``loss`` returns is
+``R_high - R`` while its *gradient* is the PPO loss's, and ``loss_scale = R_high -
+R_low``, so the meta-loss of a step is
 
     loss / loss_scale = (R_high - R) / (R_high - R_low) = 1 - normalised return,
 
 0 for a policy reaching ``R_high`` and 1 at ``R_low``; meta-training minimises
 the mean over the truncation, i.e. maximises the return along the training run
 (area under the learning curve). The learned optimizer's ``loss`` input sees the
-same value. Defaults, for ``L = rollout_steps``: CartPole-v1 ``[0, L]`` (reward
-1 a step), Acrobot-v1 ``[-L, 0]`` (-1 a step until the goal), MinAtar games
-``[0, L/10]`` (points a step are rare).
+same value. Defaults, from each env's reward and time limit ``T``
+(``max_steps_in_episode``): CartPole-v1 ``[0, T]`` (reward 1 a step, T = 500),
+Acrobot-v1 and MountainCar-v0 ``[-T, 0]`` (-1 a step until the goal). Other envs
+(MinAtar games, bsuite, ...) have no bound that their reward definition makes
+tight: set ``return_range``.
+
+**Keys.** A rollout keyed ``k``: step ``t`` uses ``k_a, k_s = split(split(k, L)[t])``
+(actions from ``k_a``; env ``e`` steps with ``split(k_s, E)[e]``); fresh envs from
+``k`` reset env ``e`` with ``split(k, E)[e]``.
 """
 
 from __future__ import annotations
@@ -40,19 +43,15 @@ from evolopt.registry import ConfigError, register_task_family
 from task_families import ppo
 from task_families.base import TaskFamily, require_positive
 
-DEFAULT_RANGES = {
-    "CartPole-v1": lambda n: (0.0, float(n)),
-    "Acrobot-v1": lambda n: (-float(n), 0.0),
-    "MountainCar-v0": lambda n: (-float(n), 0.0),
+DEFAULT_RANGES = {  # episode return bounds for time limit T
+    "CartPole-v1": lambda t: (0.0, float(t)),
+    "Acrobot-v1": lambda t: (-float(t), 0.0),
+    "MountainCar-v0": lambda t: (-float(t), 0.0),
 }
 
 
-def default_return_range(env_name: str, rollout_steps: int) -> tuple[float, float] | None:
-    if env_name in DEFAULT_RANGES:
-        return DEFAULT_RANGES[env_name](rollout_steps)
-    if env_name.endswith("-MinAtar"):
-        return 0.0, max(1.0, rollout_steps / 10)
-    return None
+def default_return_range(env_name: str, horizon: int) -> tuple[float, float] | None:
+    return DEFAULT_RANGES[env_name](horizon) if env_name in DEFAULT_RANGES else None
 
 
 def make_env(env_name: str):
@@ -70,14 +69,15 @@ def make_env(env_name: str):
     return env, env_params, int(jnp.prod(jnp.asarray(obs_shape))), int(space.n)
 
 
-def rollout(env, env_params, actor, key: jax.Array, num_envs: int, steps: int) -> dict:
-    """Time-major rollout ``[steps, num_envs, ...]`` of the policy ``actor(obs) -> logits``.
+def reset(env, env_params, key: jax.Array, num_envs: int) -> tuple[jax.Array, object]:
+    """``(obs, states)`` of ``num_envs`` fresh envs; env ``e`` resets with ``split(key, E)[e]``."""
+    return jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(key, num_envs), env_params)
 
-    Keys: ``k_reset, k_steps = split(key)``; env ``e`` resets with ``split(k_reset, E)[e]``;
-    step ``t`` uses ``k_a, k_s = split(split(k_steps, steps)[t])``.
-    """
-    k_reset, k_steps = jax.random.split(key)
-    obs, state = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(k_reset, num_envs), env_params)
+
+def rollout(env, env_params, actor, envs: tuple, key: jax.Array, steps: int) -> tuple[dict, tuple]:
+    """``(traj, envs)``: ``steps`` steps of the policy ``actor(obs) -> logits`` from ``envs =
+    (obs, states)``; ``traj`` is time-major ``[steps, E, ...]``, keys as in the module docstring."""
+    num_envs = envs[0].shape[0]
 
     def step(carry, k):
         obs, state = carry
@@ -92,9 +92,9 @@ def rollout(env, env_params, actor, key: jax.Array, num_envs: int, steps: int) -
         done = jnp.logical_or(term, trunc)
         return (obs2, state2), {"obs": flat, "action": action, "logp": logp, "reward": reward.astype(jnp.float32), "done": done}
 
-    (last_obs, _), traj = jax.lax.scan(step, (obs, state), jax.random.split(k_steps, steps))
-    traj["last_obs"] = last_obs.reshape(num_envs, -1).astype(jnp.float32)
-    return traj
+    envs, traj = jax.lax.scan(step, envs, jax.random.split(key, steps))
+    traj["last_obs"] = envs[0].reshape(num_envs, -1).astype(jnp.float32)
+    return traj, envs
 
 
 @register_task_family("rl_gymnax")
@@ -111,37 +111,32 @@ def rl_gymnax(
     ent_coef: float = 0.01,
     return_range: list = (),
 ) -> TaskFamily:
-    """PPO on a gymnax env; one inner step = one rollout + one PPO update (see module docstring)."""
+    """PPO on a gymnax env; one inner step = one rollout of the persistent envs + one PPO update."""
     require_positive(num_envs=num_envs, rollout_steps=rollout_steps, hidden=hidden)
     gym_env, env_params, obs_dim, num_actions = make_env(env)
-    low, high = ppo.resolve_return_range(env, rollout_steps, list(return_range), default_return_range)
+    horizon = int(env_params.max_steps_in_episode)
+    low, high = ppo.resolve_return_range(env, horizon, list(return_range), default_return_range)
     hidden = [int(h) for h in hidden]
 
-    def sample_task(key):
-        del key
-        return {}
+    def collect(params, envs, key):
+        return rollout(gym_env, env_params, lambda o: ppo.apply_mlp(params["actor"], o), envs, key, rollout_steps)
 
-    def init_params(key, task):
-        del task
-        return ppo.init_actor_critic(key, obs_dim, hidden, num_actions)
-
-    def sample_batch(key, task):
-        del task
-        return {"key": key}
-
-    def loss(params, task, batch):
-        frozen = jax.lax.stop_gradient(params)
-        traj = rollout(gym_env, env_params, lambda o: ppo.apply_mlp(frozen["actor"], o), batch["key"], num_envs, rollout_steps)
-        values_old = ppo.apply_mlp(frozen["critic"], traj["obs"])[..., 0]
-        last_value = ppo.apply_mlp(frozen["critic"], traj["last_obs"])[..., 0]
+    def train_loss(params, traj):
+        values_old = ppo.apply_mlp(jax.lax.stop_gradient(params["critic"]), traj["obs"])[..., 0]
+        last_value = ppo.apply_mlp(jax.lax.stop_gradient(params["critic"]), traj["last_obs"])[..., 0]
         adv, targets = ppo.gae(traj["reward"], values_old, traj["done"], last_value, gamma, gae_lambda)
-        logits = ppo.apply_mlp(params["actor"], traj["obs"])
-        logp_all = jax.nn.log_softmax(logits)
+        logp_all = jax.nn.log_softmax(ppo.apply_mlp(params["actor"], traj["obs"]))
         logp = jnp.take_along_axis(logp_all, traj["action"][..., None], axis=-1)[..., 0]
         entropy = -jnp.sum(jnp.exp(logp_all) * logp_all, axis=-1)
         values = ppo.apply_mlp(params["critic"], traj["obs"])[..., 0]
-        train = ppo.ppo_loss(logp, traj["logp"], entropy, values, adv, targets, clip_eps, vf_coef, ent_coef)
-        ret = jnp.mean(ppo.first_episode_return(traj["reward"], traj["done"]))
-        return ppo.with_meta_value(train, high - ret)
+        return ppo.ppo_loss(logp, traj["logp"], entropy, values, adv, targets, clip_eps, vf_coef, ent_coef)
 
-    return TaskFamily("rl_gymnax", sample_task, init_params, sample_batch, loss, loss_scale=high - low)
+    return ppo.rl_family(
+        "rl_gymnax",
+        num_envs=num_envs,
+        reset=lambda key: reset(gym_env, env_params, key, num_envs),
+        rollout=collect,
+        init_params=lambda key: ppo.init_actor_critic(key, obs_dim, hidden, num_actions),
+        train_loss=train_loss,
+        return_range=(low, high),
+    )

@@ -218,6 +218,58 @@ def test_augmentation_from_the_run_config():
         build(load_config([*TINY, "augmentation.reparam=global", "augmentation.reparam_low=10", "augmentation.reparam_high=1"]))
 
 
+@pytest.mark.parametrize(
+    "name, options",
+    [("image_mlp", {"batch_size": 32}), ("image_conv", {"batch_size": 32, "channels": [4], "strides": [2]}), ("lm", {"batch_size": 32, "seq_len": 8})],
+)
+def test_batch_size_mask_equals_the_plain_loss_on_the_first_b_examples(name, options):
+    plain = TASK_FAMILIES.build(name, **options)
+    aug = augment.augment(plain, batch_min=2)
+    key = jax.random.key(5)
+    task = aug.sample_task(key)
+    b = int(task["batch_size"])
+    assert 2 <= b < 32  # this key draws a real sub-batch
+    params = aug.init_params(key, task)
+    k_batch = jax.random.key(6)
+    batch = aug.sample_batch(k_batch, task)
+    loss, grad = jax.value_and_grad(aug.loss)(params, task, batch)
+    first_b = jax.tree.map(lambda x: x[:b], plain.sample_batch(k_batch, task["base"]))  # a batch of b examples
+    want, want_grad = jax.value_and_grad(plain.loss)(params, task["base"], first_b)
+    assert float(loss) == pytest.approx(float(want), rel=1e-5)
+    jax.tree.map(lambda g, w: np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-6), grad, want_grad)
+    full = plain.loss(params, task["base"], plain.sample_batch(k_batch, task["base"]))  # without weights: all 32
+    assert float(aug.loss(params, task, {k: v for k, v in batch.items() if k != "weights"})) == pytest.approx(float(full), rel=1e-6)
+
+
+def test_batch_sizes_are_log_uniform_and_shared_by_antithetic_partners():
+    b = jax.vmap(lambda k: augment.sample_batch_size(k, 4, 64))(jax.random.split(jax.random.key(0), 20000))
+    assert int(b.min()) == 4 and int(b.max()) == 64
+    # P(b <= 15) = P(U < log 16) = (log 16 - log 4) / (log 65 - log 4) for U ~ U[log 4, log 65]
+    assert float(jnp.mean(b <= 15)) == pytest.approx(math.log(4) / math.log(65 / 4), abs=0.015)
+    cfg = load_config([*TINY, "task_family=image_mlp", "task_family.batch_size=16", "augmentation.batch_min=2"])
+    trainer, theta0 = build(cfg)
+    assert trainer.family.name == "image_mlp+batch_size" and trainer.family.unaugmented.name == "image_mlp"
+    sizes = np.asarray(trainer.init(jax.random.key(1), theta0).inner.task["batch_size"])  # [N, K]
+    half = len(sizes) // 2
+    np.testing.assert_array_equal(sizes[:half], sizes[half:])
+    assert sizes.min() >= 2 and sizes.max() <= 16 and len(np.unique(sizes)) > 1
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["augmentation.batch_min=4"], "augmentation.batch_min=4 needs a family whose loss takes example weights (image_mlp, image_conv, lm); 'quadratic' has none"),
+        (["task_family=image_mlp", "augmentation.batch_min=100"], "augmentation.batch_min=100 must be <= task_family.batch_size=64"),
+        (["task_family=image_mlp", "augmentation.batch_min=-1"], "augmentation.batch_min=-1 must be an integer >= 0 (0: off)"),
+        (["task_family=image_mlp", "augmentation.batch_min=2.5"], "augmentation.batch_min=2.5 must be an integer >= 0 (0: off)"),
+    ],
+)
+def test_bad_batch_augmentation_is_one_line(overrides, message):
+    with pytest.raises(ConfigError) as err:
+        build(load_config([*TINY, *overrides]))
+    assert str(err.value) == message
+
+
 # ---------------------------------------------------------------- errors
 
 
@@ -233,6 +285,9 @@ def test_augmentation_from_the_run_config():
         ("rl_gymnax", {"env": "nope"}, "unknown env 'nope'; valid choices: CartPole-v1, "),
         ("rl_gymnax", {"env": "Pendulum-v1"}, "continuous actions"),
         ("rl_gymnax", {"env": "Catch-bsuite"}, "no default return range for env 'Catch-bsuite'"),
+        ("rl_gymnax", {"env": "Breakout-MinAtar"}, "no default return range for env 'Breakout-MinAtar'; set task_family.return_range=[low,high]"),
+        ("rl_brax", {"env": "hopper"}, "no default return range for env 'hopper'; set task_family.return_range=[low,high]"),
+        ("rl_brax", {"episode_length": 0}, "task_family.episode_length=0 must be >= 1"),
         ("rl_brax", {"backend": "nope"}, "unknown backend 'nope'; valid choices: spring, positional, generalized"),
         ("rosenbrock", {"dim": 1}, "must be >= 2"),
         ("mixture", {}, "task_family.members is empty"),
@@ -246,48 +301,6 @@ def test_bad_options_are_one_line_with_choices(name, options, message):
     assert message in str(err.value) and "\n" not in str(err.value)
 
 
-# ---------------------------------------------------------------- RL
-
-
-def test_constant_action_on_cartpole_matches_an_independent_gymnax_loop():
-    """Pushing left forever ends a CartPole episode after ~8-11 steps; the family's
-    meta-loss value is (L - first-episode return) for rollout length L."""
-    import gymnax
-
-    family = TASK_FAMILIES.build("rl_gymnax", env="CartPole-v1", num_envs=16, rollout_steps=32, hidden=[4])
-    params = family.init_params(jax.random.key(0), {})
-    params = jax.tree.map(jnp.zeros_like, params)
-    params["actor"]["dense_1"]["bias"] = jnp.array([50.0, -50.0])  # always action 0
-    loss = float(family.loss(params, {}, family.sample_batch(jax.random.key(1), {})))
-    family_return = 32 - loss
-    assert family.loss_scale == 32.0
-
-    env, env_params = gymnax.make("CartPole-v1")
-    returns = []
-    for seed in range(30):
-        key = jax.random.key(100 + seed)
-        _, state = env.reset(key, env_params)
-        total, done, t = 0.0, False, 0
-        while not done:
-            _, state, reward, term, trunc, _ = env.step(jax.random.fold_in(key, t), state, 0, env_params)
-            total, done, t = total + float(reward), bool(term or trunc), t + 1
-        returns.append(total)
-    assert 5 <= min(returns) and max(returns) <= 15
-    assert min(returns) - 0.5 <= family_return <= max(returns) + 0.5
-
-
-def test_rl_gradient_is_the_ppo_loss_gradient_and_the_value_is_the_return_gap():
-    from task_families import ppo
-
-    train = lambda x: jnp.sum(x**2)  # noqa: E731
-    value, grad = jax.value_and_grad(lambda x: ppo.with_meta_value(train(x), 42.0))(jnp.array([1.0, 2.0]))
-    assert float(value) == 42.0
-    np.testing.assert_allclose(grad, [2.0, 4.0])
-    rewards = jnp.array([[1.0, 1.0], [1.0, 1.0], [1.0, 1.0]])
-    dones = jnp.array([[False, True], [True, False], [False, False]])
-    np.testing.assert_allclose(ppo.first_episode_return(rewards, dones), [2.0, 1.0])
-
-
 # ---------------------------------------------------------------- meta-training, 2 generations
 
 FAMILY_RUNS = [
@@ -298,7 +311,7 @@ FAMILY_RUNS = [
     pytest.param(["task_family=rosenbrock"], id="rosenbrock"),
     pytest.param(["task_family=mixture", "task_family.members=[{name:quadratic,dim:6},{name:rosenbrock,dim:6}]", "task_family.weights=[1,2]"], id="mixture"),
     pytest.param(["task_family=rl_gymnax", "task_family.num_envs=2", "task_family.rollout_steps=8"], id="rl_gymnax", marks=pytest.mark.slow),
-    pytest.param(["task_family=rl_gymnax", "task_family.env=Breakout-MinAtar", "task_family.num_envs=2", "task_family.rollout_steps=8"], id="rl_minatar", marks=pytest.mark.slow),
+    pytest.param(["task_family=rl_gymnax", "task_family.env=Breakout-MinAtar", "task_family.num_envs=2", "task_family.rollout_steps=8", "task_family.return_range=[0,10]"], id="rl_minatar", marks=pytest.mark.slow),
     pytest.param(["task_family=rl_brax", "task_family.num_envs=2", "task_family.rollout_steps=8"], id="rl_brax", marks=pytest.mark.slow),
 ]
 
