@@ -1,15 +1,42 @@
-"""evolopt.evaluate: the report's arithmetic, and a tiny end-to-end run of the shipped optimizer."""
+"""evolopt.evaluate: the report's arithmetic, learning-rate tuning of the candidate against an
+independent per-rate loop, the report's columns, sharding over 4 forced CPU devices, CLI errors."""
 
 from __future__ import annotations
 
 import csv
 import math
 
+import jax
 import numpy as np
 import pytest
 
 import evolopt
-from evolopt.evaluate import iqm, main, smooth, steps_to_reach
+from conftest import run_cli
+from evolopt.architectures.adam_hparams import init_theta as adam_hparams_theta
+from evolopt.architectures.baselines import baseline
+from evolopt.eval_report import Result, write_report
+from evolopt.evaluate import evaluate_task, iqm, lr_grid, main, resolve_candidate, smooth, steps_to_reach
+from evolopt.export import load_theta_file, save_theta_file
+from evolopt.registry import ARCHITECTURES, TASK_FAMILIES
+from evolopt.unroll import train_curve
+from task_families.suites import SuiteTask
+
+DIGITS = SuiteTask("digits40", "image_mlp", {"datasets": ["digits"], "hidden": [32]}, 40, True)
+QUADRATIC = SuiteTask("quadratic40", "quadratic", {"dim": 10}, 40, False)
+
+
+def reference_runs(task, make_lopt, theta, lrs, seeds):
+    """Per rate and seed, one plain train_curve call with the rate fixed at build time; the score of a
+    rate is the mean over seeds of the mean raw loss over the last w = floor(0.05 T) steps."""
+    family = TASK_FAMILIES.build(task.family, **task.options)
+    keys = jax.random.split(jax.random.key(1234), seeds)  # evaluate's documented seeds
+    w = max(1, int(0.05 * task.steps))
+    scores, valids = [], []
+    for lr in lrs:
+        runs = [train_curve(theta, k, family, make_lopt(lr), task.steps, loss_clip=1e30) for k in keys]
+        scores.append(np.mean([np.mean(np.asarray(c)[-w:]) for c, _ in runs]) * family.loss_scale)
+        valids.append(np.mean([float(v) for _, v in runs]) * family.loss_scale)
+    return np.array(scores), np.array(valids)
 
 
 def test_report_arithmetic_against_closed_forms():
@@ -21,38 +48,161 @@ def test_report_arithmetic_against_closed_forms():
     np.testing.assert_allclose(smooth(curve)[0, 1], 1.5)
 
 
+def test_lr_grid_is_log_spaced_from_1e_4_to_1():
+    np.testing.assert_allclose(lr_grid(9), [10 ** (-4 + i / 2) for i in range(9)], rtol=1e-12)
+    np.testing.assert_allclose(lr_grid(3), [1e-4, 1e-2, 1.0], rtol=1e-12)
+    assert lr_grid(1).tolist() == [1e-3] and lr_grid(0).shape == (0,)
+    with pytest.raises(ValueError, match="n >= 0"):
+        lr_grid(-1)
+
+
+def test_tuned_celo2_matches_an_independent_loop_over_rates():
+    """Celo2's rate traced in one vmapped grid == the arch rebuilt at each fixed rate, run by run."""
+    cand = resolve_candidate("celo2-cpu")
+    _, header = load_theta_file(evolopt.export.resolve_path("celo2-cpu"))
+    lrs = lr_grid(3)
+
+    def make(lr):
+        return ARCHITECTURES.build("celo2", **{**header["arch_config"], "learning_rate": float(lr)})
+
+    scores, valids = reference_runs(DIGITS, make, cand.theta, [*lrs, 1e-3], seeds=2)
+    r = evaluate_task(DIGITS, cand, ["adam"], 2, lr_grid(1), lrs)
+    best = int(np.argmin(scores[:3]))
+    assert r.tuned and r.candidate_lr == pytest.approx(lrs[best])
+    np.testing.assert_allclose([s for _, s, _ in r.grid[cand.label]], scores[:3], rtol=2e-4)
+    np.testing.assert_allclose([v for _, _, v in r.grid[cand.label]], valids[:3], rtol=2e-4)
+    assert r.candidate_train == pytest.approx(scores[best], rel=2e-4)
+    assert r.candidate_valid == pytest.approx(valids[best], rel=2e-4)
+    # The own rate (1e-3) is not on this grid: trained separately, at the file's rate.
+    assert r.own_lr == pytest.approx(1e-3) and r.own_train == pytest.approx(scores[3], rel=2e-4)
+    assert r.own_normalized_loss == pytest.approx(scores[3] / r.baseline_train, rel=2e-4)
+    assert set(r.curves) == {"celo2-cpu (lr=1e-02, tuned)" if best == 1 else f"celo2-cpu (lr={lrs[best]:.0e}, tuned)",
+                             "celo2-cpu (own lr=1e-03)", "adam (lr=1e-03)"}
+
+
+def test_tuned_adam_candidate_and_baseline_match_an_independent_search(tmp_path):
+    """Candidate 'adam' tuned over 3 rates and baseline sgdm: both pick the reference's best rate and loss."""
+    lrs = lr_grid(3)
+    adam_scores, _ = reference_runs(QUADRATIC, lambda lr: baseline("adam", float(lr)), {}, lrs, seeds=2)
+    sgdm_scores, _ = reference_runs(QUADRATIC, lambda lr: baseline("sgdm", float(lr)), {}, lrs, seeds=2)
+    r = evaluate_task(QUADRATIC, resolve_candidate("adam"), ["sgdm"], 2, lrs, lrs)
+    assert r.candidate_lr == lrs[np.argmin(adam_scores)] and r.baseline_lr == lrs[np.argmin(sgdm_scores)]
+    assert r.candidate_train == pytest.approx(adam_scores.min(), rel=1e-5)
+    assert r.baseline_train == pytest.approx(sgdm_scores.min(), rel=1e-5)
+    assert r.normalized_loss == pytest.approx(adam_scores.min() / sgdm_scores.min(), rel=3e-5)
+    assert r.own_lr == 1e-3  # a baseline name's own rate, not on this grid
+
+
+def test_adam_hparams_file_at_its_own_rate_is_adam(tmp_path):
+    """adam_hparams theta exported at lr 3e-2, candidate_lrs=0: the reference Adam at 3e-2."""
+    path = save_theta_file(tmp_path / "a.npz", adam_hparams_theta(None, 3e-2), "adam_hparams", {"init_learning_rate": 3e-2})
+    ref, _ = reference_runs(QUADRATIC, lambda lr: baseline("adam", float(lr)), {}, [3e-2], seeds=2)
+    r = evaluate_task(QUADRATIC, resolve_candidate(str(path)), ["adam"], 2, lr_grid(1), lr_grid(0))
+    assert not r.tuned and math.isnan(r.candidate_lr) and math.isnan(r.own_lr)
+    assert r.candidate_train == pytest.approx(ref[0], rel=1e-4) and r.own_train == r.candidate_train
+
+
+def fake(task, norm, own_norm, lr):
+    curves = {"c": np.ones((1, 20))}
+    return Result(task, True, lr, norm, 0.5, "adam", 1e-2, 1.0, 0.4, norm, 0.5, 1e-3, own_norm, 0.6, own_norm,
+                  math.inf, 2.0, True, curves, {"c": [(1e-3, own_norm, 0.6), (lr, norm, 0.5)]})
+
+
+def test_report_columns_and_summary(tmp_path):
+    results = [fake("a", 0.5, 2.0, 1e-2), fake("b", 0.9, 3.0, 1e-2), fake("c", 1.05, 1.5, 3e-2), fake("d", 4.0, 5.0, 1e-2)]
+    text = write_report(results, tmp_path, "cand", "s", "protocol line")
+    rows = list(csv.DictReader(open(tmp_path / "results.csv")))
+    assert {"candidate_lr", "own_lr", "own_train", "own_normalized_loss", "own_speedup", "seconds"} <= set(rows[0])
+    assert [float(r["candidate_lr"]) for r in rows] == [1e-2, 1e-2, 3e-2, 1e-2]
+    grid = list(csv.DictReader(open(tmp_path / "lr_grid.csv")))
+    assert len(grid) == 8 and grid[1] == {"task": "a", "optimizer": "c", "lr": "0.01", "final_train": "0.5", "final_valid": "0.5"}
+    assert "| a | yes | 1e-02 | 0.5000 |" in text and "| 0.500 | 0.50 | 2.0000 | 2.000 |" in text
+    # tuned: wins a, b; c within 10%; IQM of sorted (0.5, 0.9, 1.05, 4) = mean(0.9, 1.05)
+    assert "at the tuned learning rate: 2/4; within 10% (1..1.1): 1 more; IQM normalised loss: 0.975." in text
+    assert "at its own learning rate (1e-03): 0/4; within 10% (1..1.1): 0 more; IQM normalised loss: 2.500." in text
+    assert "Chosen learning rates: 1e-02 x3, 3e-02 x1." in text and "Wall time: 8 s" in text
+    assert (tmp_path / "curves.png").is_file()
+
+
+def test_tiny_evaluation_of_the_shipped_optimizer(tmp_path):
+    out = tmp_path / "eval"
+    assert main(["optimizer=celo2-cpu", "suite=tiny", "seeds=2", "lrs=3", "candidate_lrs=0", "baselines=adam,sgdm", f"out={out}"]) == 0
+    for name in ("results.md", "results.csv", "lr_grid.csv", "curves.png"):
+        assert (out / name).is_file()
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert [r["task"] for r in rows] == ["quadratic_d10", "digits_mlp32_8x8"]
+    for r in rows:
+        assert r["baseline"] in ("adam", "sgdm") and float(r["baseline_lr"]) in (1e-4, 1e-2, 1.0)
+        assert float(r["candidate_lr"]) == float(r["own_lr"]) == 1e-3 and r["tuned"] == "False"
+        ratio = float(r["candidate_train"]) / float(r["baseline_train"])
+        assert float(r["normalized_loss"]) == pytest.approx(ratio, rel=1e-6)
+    text = (out / "results.md").read_text()
+    assert "Win rate" in text and "at own lr" not in text
+
+
+def test_a_baseline_against_itself_is_even(tmp_path):
+    """Candidate 'adam' is tuned on the same grid and seeds as baseline 'adam': normalised loss 1."""
+    out = tmp_path / "self"
+    assert main(["optimizer=adam", "suite=tiny", "tasks=digits_mlp32_8x8", "seeds=1", "lrs=3", "baselines=adam", f"out={out}"]) == 0
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert [r["task"] for r in rows] == ["digits_mlp32_8x8"]  # tasks= picks a subset
+    for r in rows:
+        assert float(r["normalized_loss"]) == pytest.approx(1.0) and r["candidate_lr"] == r["baseline_lr"]
+        assert float(r["speedup"]) <= 1.0
+
+
+def test_four_devices_give_one_devices_numbers(tmp_path):
+    """3 seeds x 3 rates = 9 runs, padded to 12 over 4 forced CPU devices: the same numbers as 1 device."""
+    args = ["optimizer=celo2-cpu", "suite=tiny", "seeds=3", "lrs=3", "baselines=adam"]
+    tables = {}
+    for n in (1, 4):
+        r = run_cli(*args, f"out={tmp_path / str(n)}", module="evolopt.evaluate",
+                    env={"XLA_FLAGS": f"--xla_force_host_platform_device_count={n}"})
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert f"sharded over {n} cpu device(s)" in r.stdout
+        tables[n] = [list(csv.DictReader(open(tmp_path / str(n) / f))) for f in ("results.csv", "lr_grid.csv")]
+    for one, four in zip(tables[1], tables[4]):
+        assert len(one) == len(four) > 0
+        for a, b in zip(one, four):
+            if float(a.get("final_train", 0)) > 10:  # diverged (start: ~2.3): chaotic, needs only to diverge on both
+                assert float(b["final_train"]) > 10
+                continue
+            for k in a:
+                if k == "seconds":
+                    continue
+                try:
+                    np.testing.assert_allclose(float(b[k]), float(a[k]), rtol=1e-5, atol=1e-7, err_msg=k)
+                except ValueError:
+                    assert a[k] == b[k]
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["optimizer=no_such_thing"], ["celo2-cpu", "adam"]),
+        (["optimizer=adam", "candidate_lrs=-1"], ["candidate_lrs=-1", ">= 0"]),
+        (["optimizer=adam", "candidate_lrs=x"], ["candidate_lrs=x", "integer"]),
+        (["optimizer=adam", "lrs=0"], ["lrs=0", ">= 1"]),
+        (["optimizer=adam", "baselines=adam,rmsprop"], ["rmsprop", "sgdm"]),
+        (["optimizer=adam", "tasks=quadratic_d10,nope"], ["'nope'", "quadratic_d10, digits_mlp32_8x8"]),
+    ],
+)
+def test_bad_arguments_are_one_line(capsys, args, words):
+    assert main([*args, "suite=tiny"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and all(w in err[0] for w in words), err
+
+
+def test_tuning_an_arch_without_a_learning_rate_is_one_line(tmp_path, capsys):
+    path = save_theta_file(tmp_path / "a.npz", adam_hparams_theta(None), "adam_hparams", {})
+    assert main([f"optimizer={path}", "suite=tiny", "candidate_lrs=3"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "adam_hparams" in err[0] and "candidate_lrs=0" in err[0]
+
+
 def test_pretrained_celo2_cpu_ships_with_the_package():
     import optax
 
     opt = evolopt.load_optimizer("celo2-cpu", learning_rate=1e-3)
     assert isinstance(opt, optax.GradientTransformationExtraArgs)
     assert "celo2-cpu" in evolopt.export.pretrained_names()
-
-
-def test_tiny_evaluation_of_the_shipped_optimizer(tmp_path, capsys):
-    out = tmp_path / "eval"
-    assert main(["optimizer=celo2-cpu", "suite=tiny", "seeds=2", "lrs=3", "baselines=adam,sgdm", f"out={out}"]) == 0
-    for name in ("results.md", "results.csv", "curves.png"):
-        assert (out / name).is_file()
-    rows = list(csv.DictReader(open(out / "results.csv")))
-    assert [r["task"] for r in rows] == ["quadratic_d10", "digits_mlp32_8x8"]
-    for r in rows:
-        assert r["baseline"] in ("adam", "sgdm") and float(r["baseline_lr"]) in (1e-4, 1e-2, 1.0)
-        ratio = float(r["candidate_train"]) / float(r["baseline_train"])
-        assert float(r["normalized_loss"]) == pytest.approx(ratio, rel=1e-6)
-    assert "Win rate" in (out / "results.md").read_text()
-
-
-def test_a_baseline_against_itself_is_even(tmp_path):
-    """Candidate 'adam' is tuned on the same grid and seeds as baseline 'adam': normalised loss 1."""
-    out = tmp_path / "self"
-    assert main(["optimizer=adam", "suite=tiny", "seeds=1", "lrs=3", "baselines=adam", f"out={out}"]) == 0
-    for r in csv.DictReader(open(out / "results.csv")):
-        assert float(r["normalized_loss"]) == pytest.approx(1.0)
-        assert float(r["speedup"]) <= 1.0
-
-
-def test_bad_optimizer_is_one_line(capsys):
-    assert main(["optimizer=no_such_thing", "suite=tiny"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "celo2-cpu" in err[0] and "adam" in err[0]

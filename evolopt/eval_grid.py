@@ -1,0 +1,136 @@
+"""Training one task over a (learning rate x seed) grid, sharded over devices, and picking the best rate.
+
+The grid is flattened to ``n = L * S`` runs (``L`` learning rates, ``S`` seeds), padded
+to a multiple of the device count ``D`` by repeating the last run, and laid out along
+a 1-D mesh axis with a ``NamedSharding``: device ``d`` trains runs
+``[d n_pad / D, (d + 1) n_pad / D)``, all under one ``jit(vmap(...))`` in which the
+learning rate is a traced argument (one compilation per optimizer and task, whatever
+the grid). The padding runs are dropped before anything is returned.
+
+Seed ``s`` of every optimizer is ``jax.random.split(jax.random.key(EVAL_SEED), S)[s]``:
+the same tasks, initialisations and minibatches for every optimizer and rate.
+
+A rate's score is the mean over seeds of the smoothed final training loss
+(:func:`smooth`); the best rate has the lowest score (NaN scores infinitely bad; ties go
+to the smaller rate).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from evolopt.architectures.base import LearnedOptimizer, Theta
+from evolopt.unroll import train_curve
+
+GRID_AXIS = "grid"
+EVAL_SEED = 1234
+LR_RANGE = (1e-4, 1.0)
+
+
+def lr_grid(n: int) -> np.ndarray:
+    """``n`` learning rates log-spaced over ``LR_RANGE`` (``10^(-4 + 4 i / (n - 1))``); ``[1e-3]`` for
+    ``n = 1``; empty for ``n = 0`` (no tuning)."""
+    if n < 0:
+        raise ValueError(f"a learning-rate grid needs n >= 0, got {n}")
+    if n == 0:
+        return np.zeros((0,))
+    if n == 1:
+        return np.array([1e-3])
+    return np.logspace(np.log10(LR_RANGE[0]), np.log10(LR_RANGE[1]), n)
+
+
+def grid_mesh(devices: list | None = None) -> Mesh:
+    """A 1-D mesh over ``devices`` (default: this process's local devices)."""
+    return Mesh(np.array(jax.local_devices() if devices is None else devices), (GRID_AXIS,))
+
+
+def smooth(curves: np.ndarray, frac: float = 0.05) -> np.ndarray:
+    """Trailing running mean over ``w = max(1, floor(frac T))`` steps along the last axis:
+    ``out[t] = mean(curve[max(0, t - w + 1) .. t])``; NaN/inf count as 1e30 (minibatch noise
+    out of "final loss", divergence kept visible)."""
+    w = max(1, int(frac * curves.shape[-1]))
+    c = np.cumsum(np.nan_to_num(curves, nan=np.inf, posinf=1e30), axis=-1)
+    out = c.copy()
+    out[..., w:] = (c[..., w:] - c[..., :-w]) / w
+    out[..., :w] = c[..., :w] / np.arange(1, w + 1)
+    return out
+
+
+def final_scores(curves: np.ndarray) -> np.ndarray:
+    """``[L]`` scores of ``[L, S, T]`` curves: mean over seeds of the smoothed last loss (NaN -> inf)."""
+    return np.nan_to_num(smooth(curves)[..., -1].mean(axis=-1), nan=np.inf)
+
+
+def with_learning_rate(lopt: LearnedOptimizer, learning_rate: Any) -> LearnedOptimizer:
+    """``lopt`` whose ``learning_rate`` hyperparameter is ``learning_rate`` (may be traced)."""
+    if "learning_rate" not in lopt.hparams:
+        raise ValueError(
+            f"arch '{lopt.name}' has no learning_rate hyperparameter (options: {', '.join(sorted(lopt.hparams)) or 'none'})"
+        )
+    return dataclasses.replace(lopt, hparams={**lopt.hparams, "learning_rate": learning_rate})
+
+
+def train_grid(
+    family: Any,
+    lopt: LearnedOptimizer,
+    theta: Theta,
+    steps: int,
+    lrs: np.ndarray | None,
+    seeds: int,
+    mesh: Mesh | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Train ``steps`` steps for every (rate, seed) pair; ``lrs=None``: once, at ``lopt``'s own hparams.
+
+    Returns ``(curves [L, S, steps], valid [L, S])``: raw (un-normalised) training losses per
+    step and final validation losses, ``L = len(lrs)`` (1 for ``None``).
+    """
+    mesh = grid_mesh() if mesh is None else mesh
+    tune = lrs is not None
+    rates = np.asarray(lrs if tune else [np.nan], np.float32)
+    n = len(rates) * seeds
+    n_pad = -(-n // mesh.size) * mesh.size
+    flat = np.minimum(np.arange(n_pad), n - 1)  # padding repeats the last run
+    lr_flat, seed_flat = rates[flat // seeds], (flat % seeds).astype(np.int32)
+    keys = jax.random.key_data(jax.random.split(jax.random.key(EVAL_SEED), seeds))
+
+    def run(theta: Theta, lr: jax.Array, seed: jax.Array) -> tuple[jax.Array, jax.Array]:
+        opt = with_learning_rate(lopt, lr) if tune else lopt
+        key = jax.random.wrap_key_data(keys[seed])
+        curve, valid = train_curve(theta, key, family, opt, steps, loss_clip=1e30)
+        return curve * family.loss_scale, valid * family.loss_scale
+
+    split, replicated = NamedSharding(mesh, PartitionSpec(GRID_AXIS)), NamedSharding(mesh, PartitionSpec())
+    grid = jax.jit(jax.vmap(run, in_axes=(None, 0, 0)), in_shardings=(replicated, split, split), out_shardings=split)
+    curves, valid = grid(theta, jnp.asarray(lr_flat), jnp.asarray(seed_flat))
+    curves, valid = np.asarray(curves)[:n], np.asarray(valid)[:n]
+    return curves.reshape(len(rates), seeds, steps), valid.reshape(len(rates), seeds)
+
+
+@dataclasses.dataclass
+class Tuned:
+    """One optimizer at its chosen rate: ``curves [S, T]`` and ``valid [S]`` raw losses."""
+
+    lr: float
+    curves: np.ndarray
+    valid: np.ndarray
+
+
+def tune(
+    family: Any,
+    lopt: LearnedOptimizer,
+    theta: Theta,
+    steps: int,
+    lrs: np.ndarray,
+    seeds: int,
+    mesh: Mesh | None = None,
+) -> tuple[Tuned, np.ndarray, np.ndarray]:
+    """The best rate of ``lrs`` (lowest :func:`final_scores`), and the whole grid's curves and valid losses."""
+    curves, valid = train_grid(family, lopt, theta, steps, lrs, seeds, mesh)
+    best = int(np.argmin(final_scores(curves)))
+    return Tuned(float(lrs[best]), curves[best], valid[best]), curves, valid
