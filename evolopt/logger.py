@@ -96,9 +96,9 @@ def plot_run(run_dir: Path) -> Path | None:
     pts = [(r["generation"], r["meta_loss/mean_theta"]) for r in rows if not math.isnan(r.get("meta_loss/mean_theta", math.nan))]
     if pts:
         ax.plot(*zip(*pts), "o-", label="meta-loss of mean theta")
-    adam = [r["meta_loss/adam"] for r in rows if "meta_loss/adam" in r]
-    if adam:
-        ax.axhline(adam[0], color="gray", ls="--", label="Adam (same tasks)")
+    adam = [(r["generation"], r["meta_loss/adam"]) for r in rows if "meta_loss/adam" in r]
+    if adam:  # a line, not a constant: a resumed run may evaluate on other tasks than before
+        ax.plot(*zip(*adam), color="gray", ls="--", label="Adam (same tasks)", drawstyle="steps-post")
     ax.set_xlabel("generation")
     ax.set_ylabel("normalised training loss")
     ax.legend()
