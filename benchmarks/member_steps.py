@@ -64,11 +64,9 @@ def in_subprocess(devices: int, args: argparse.Namespace) -> float:
 
 def in_processes(processes: int, args: argparse.Namespace) -> float:
     """The same measurement over ``processes`` jax.distributed processes of one CPU device each."""
-    import socket
+    from evolopt.distributed import free_local_port
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_local_port()
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
     procs = [subprocess.Popen([*_worker_cmd(args), "--coordinator", f"127.0.0.1:{port}", "--num-processes",
                                str(processes), "--process-id", str(i)], env=env, stdout=subprocess.PIPE,

@@ -138,6 +138,15 @@ def agree(flag: bool) -> bool:
     return bool(multihost_utils.broadcast_one_to_all(np.asarray(flag)))
 
 
+def free_local_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now: for a coordinator of processes on one machine."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def describe() -> str:
     return (f"process {jax.process_index()} of {jax.process_count()}, "
             f"{jax.local_device_count()} local / {jax.device_count()} global devices")

@@ -59,8 +59,7 @@ def build(cfg: DictConfig) -> tuple[MetaTrainer, Any]:
         raise ConfigError(f"bad unroll config: {e}") from None
     chunks = 1 if cfg.member_chunks == "auto" else cfg.member_chunks  # auto: chosen in meta_train
     try:
-        mesh = population_mesh()
-        trainer = MetaTrainer(strategy, family, lopt, unroll_cfg, cfg.tasks_per_member, mesh, chunks)
+        trainer = MetaTrainer(strategy, family, lopt, unroll_cfg, cfg.tasks_per_member, population_mesh(), chunks)
     except ValueError as e:
         raise ConfigError(str(e)) from None
     return trainer, theta0
@@ -73,11 +72,11 @@ def _jit_step(trainer: MetaTrainer, state: Any):
 
 
 def _check_counts(cfg: DictConfig) -> None:
-    for key in ("generations", "population_size", "tasks_per_member", "member_chunks", "checkpoint_every", "keep_checkpoints"):
-        if key == "member_chunks" and cfg[key] == "auto":
-            continue
+    for key in ("generations", "population_size", "tasks_per_member", "checkpoint_every", "keep_checkpoints"):
         if not isinstance(cfg[key], int) or cfg[key] < 1:
-            raise ConfigError(f"{key}={cfg[key]!r} must be a positive integer" + (" or auto" if key == "member_chunks" else ""))
+            raise ConfigError(f"{key}={cfg[key]!r} must be a positive integer")
+    if cfg.member_chunks != "auto" and (not isinstance(cfg.member_chunks, int) or cfg.member_chunks < 1):
+        raise ConfigError(f"member_chunks={cfg.member_chunks!r} must be a positive integer or auto")
     for key in ("meta_loss_every", "every", "num_tasks", "steps"):
         if not isinstance(cfg.evaluation[key], int) or cfg.evaluation[key] < 1:
             raise ConfigError(f"evaluation.{key}={cfg.evaluation[key]!r} must be a positive integer")
@@ -178,7 +177,7 @@ def meta_train(cfg: DictConfig) -> Path:
     arch_name, arch_cfg = group_config(cfg, "arch")
 
     def export(generation: int) -> None:
-        theta = trainer.strategy.mean(state.strategy)
+        theta = trainer.strategy.mean(state.strategy)  # on every process: a computation over the global mesh
         if not main:
             return
         save_theta_file(run_dir / "theta.npz", theta, arch_name, arch_cfg, generation=generation, run_dir=str(run_dir))

@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # a broken collective: say so in one line, not only in a traceback
         import jax
 
-        if not jax.distributed.is_initialized() or "Runtime" not in type(e).__name__:
+        if not (jax.distributed.is_initialized() and isinstance(e, jax.errors.JaxRuntimeError)):
             raise
         print(f"evolopt.train: error: process {jax.process_index()} of {jax.process_count()} lost contact with "
               f"the others ({str(e).splitlines()[0][:200]}); restart every process with the same command to "

@@ -25,7 +25,7 @@ import optax
 from flax import struct
 
 from evolopt.architectures.base import LearnedOptimizer, Theta
-from task_families.base import TaskFamily, normalized_loss
+from task_families.base import TaskFamily, log_uniform_int, normalized_loss
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,9 +107,7 @@ class TruncationLoss:
 
 
 def sample_length(key: jax.Array, cfg: UnrollConfig) -> jax.Array:
-    lo, hi = jnp.log(cfg.min_length), jnp.log(cfg.max_length + 1)
-    t = jnp.exp(jax.random.uniform(key, (), minval=lo, maxval=hi)).astype(jnp.int32)
-    return jnp.clip(t, cfg.min_length, cfg.max_length)
+    return log_uniform_int(key, cfg.min_length, cfg.max_length)
 
 
 def new_trajectory(

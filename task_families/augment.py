@@ -45,7 +45,7 @@ import jax
 import jax.numpy as jnp
 
 from evolopt.registry import ConfigError
-from task_families.base import TaskFamily
+from task_families.base import TaskFamily, log_uniform_int
 
 BATCH_FAMILIES = "image_mlp, image_conv, lm"  # the built-in families whose loss takes example weights
 
@@ -143,8 +143,7 @@ def augment(
 
 def sample_batch_size(key: jax.Array, low: int, high: int) -> jax.Array:
     """int32 ``b``: ``floor(exp(U[log low, log(high + 1)]))`` clipped to ``[low, high]``."""
-    b = jnp.exp(jax.random.uniform(key, (), minval=jnp.log(low), maxval=jnp.log(high + 1))).astype(jnp.int32)
-    return jnp.clip(b, low, high)
+    return log_uniform_int(key, low, high)
 
 
 def _check_batch_min(family: TaskFamily, batch_min: Any) -> None:

@@ -94,6 +94,13 @@ def normalized_loss(loss: jax.Array, scale: float, clip: float) -> jax.Array:
     return jnp.where(jnp.isfinite(value), jnp.minimum(value, clip), clip)
 
 
+def log_uniform_int(key: jax.Array, low: int, high: int) -> jax.Array:
+    """int32 ``floor(exp(U[log low, log(high + 1)]))`` clipped to ``[low, high]``: log-uniform integers
+    (unroll lengths, batch sizes)."""
+    t = jnp.exp(jax.random.uniform(key, (), minval=jnp.log(low), maxval=jnp.log(high + 1))).astype(jnp.int32)
+    return jnp.clip(t, low, high)
+
+
 def example_mean(per_example: jax.Array, batch: Batch) -> jax.Array:
     """Mean of per-example losses ``l [B, ...]`` (trailing axes, e.g. tokens, are averaged too).
 

@@ -95,6 +95,15 @@ def gae(rewards: jax.Array, values: jax.Array, dones: jax.Array, last_value: jax
     return adv, adv + values
 
 
+def rollout_advantages(critic: dict, traj: dict, gamma: float, lam: float) -> tuple[jax.Array, jax.Array]:
+    """GAE ``(advantages, targets)`` of a rollout, from the values the (stop-gradient) critic
+    gives its observations ``traj["obs"]`` and the bootstrap ``traj["last_obs"]``."""
+    critic = jax.lax.stop_gradient(critic)
+    values = apply_mlp(critic, traj["obs"])[..., 0]
+    last_value = apply_mlp(critic, traj["last_obs"])[..., 0]
+    return gae(traj["reward"], values, traj["done"], last_value, gamma, lam)
+
+
 def ppo_loss(
     logp: jax.Array,
     logp_old: jax.Array,

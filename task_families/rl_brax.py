@@ -135,9 +135,7 @@ def rl_brax(
         return rollout(brax_env, mean_fn, params["actor_log_std"]["log_std"], envs, key, rollout_steps, episode_length)
 
     def train_loss(params, traj):
-        values_old = ppo.apply_mlp(jax.lax.stop_gradient(params["critic"]), traj["obs"])[..., 0]
-        last_value = ppo.apply_mlp(jax.lax.stop_gradient(params["critic"]), traj["last_obs"])[..., 0]
-        adv, targets = ppo.gae(traj["reward"], values_old, traj["done"], last_value, gamma, gae_lambda)
+        adv, targets = ppo.rollout_advantages(params["critic"], traj, gamma, gae_lambda)
         log_std = params["actor_log_std"]["log_std"]
         logp = gaussian_logp(traj["action"], ppo.apply_mlp(params["actor"], traj["obs"]), log_std)
         entropy = jnp.broadcast_to(jnp.sum(log_std + 0.5 * math.log(2 * math.pi * math.e)), logp.shape)

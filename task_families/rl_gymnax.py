@@ -122,9 +122,7 @@ def rl_gymnax(
         return rollout(gym_env, env_params, lambda o: ppo.apply_mlp(params["actor"], o), envs, key, rollout_steps)
 
     def train_loss(params, traj):
-        values_old = ppo.apply_mlp(jax.lax.stop_gradient(params["critic"]), traj["obs"])[..., 0]
-        last_value = ppo.apply_mlp(jax.lax.stop_gradient(params["critic"]), traj["last_obs"])[..., 0]
-        adv, targets = ppo.gae(traj["reward"], values_old, traj["done"], last_value, gamma, gae_lambda)
+        adv, targets = ppo.rollout_advantages(params["critic"], traj, gamma, gae_lambda)
         logp_all = jax.nn.log_softmax(ppo.apply_mlp(params["actor"], traj["obs"]))
         logp = jnp.take_along_axis(logp_all, traj["action"][..., None], axis=-1)[..., 0]
         entropy = -jnp.sum(jnp.exp(logp_all) * logp_all, axis=-1)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -25,14 +24,8 @@ from evolopt.meta import choose_member_chunks
 from evolopt.registry import ConfigError
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def launch(args: list[str], processes: int = 2, devices: int = 2) -> list[subprocess.Popen]:
-    port = free_port()
+    port = distributed.free_local_port()
     env = {**os.environ, "PYTHONPATH": str(REPO), "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
     return [
         subprocess.Popen(

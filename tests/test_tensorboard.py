@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -13,14 +12,10 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from evolopt.distributed import free_local_port
+
 TAGS = ["fitness/mean", "fitness/min", "fitness/max", "meta_loss/mean_theta", "theta/norm",
         "theta/update_norm", "speed/generations_per_s", "speed/member_steps_per_s"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def get_json(url: str):
@@ -29,7 +24,7 @@ def get_json(url: str):
 
 
 def test_tensorboard_server_reads_back_run_scalars(tiny_run):
-    port = free_port()
+    port = free_local_port()
     exe = shutil.which("tensorboard", path=str(Path(sys.executable).parent)) or "tensorboard"
     proc = subprocess.Popen(
         [exe, "--logdir", str(tiny_run), "--host", "127.0.0.1", "--port", str(port), "--load_fast=false"],

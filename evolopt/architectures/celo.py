@@ -66,6 +66,7 @@ import numpy as np
 import optax
 
 from evolopt.architectures import features as F
+from evolopt.architectures import published
 from evolopt.architectures.base import LearnedOptimizer
 from evolopt.registry import ConfigError, register_arch
 
@@ -112,8 +113,6 @@ def load_theta(path: str) -> dict:
     ``linear_2`` (the linear branch), ``rnn/linear`` (the LSTM), ``step_size`` (the eta
     head) and ``rnn_to_controls`` (unused). Sizes are read from the file.
     """
-    from evolopt.architectures import published
-
     tree = published.read_state(path, "Celo")
     try:
         ff, rnn, init = tree["ff_mod_stack"]["~"], tree["rnn_params"], tree["lstm_init_state"]
