@@ -5,7 +5,8 @@ training loss (mean over seeds): normalised loss ``c / b`` (< 1: the candidate w
 speedup ``t* / T``, where ``t*`` is the first step at which the candidate's mean smoothed
 curve is ``<= b`` and ``T`` the step budget (inf if never). Over tasks: win rate (share of
 normalised losses < 1), the number within 10% (``1 <= c / b <= 1.1``) and the
-interquartile mean (mean of the sorted values with ranks in ``[floor(n/4), ceil(3n/4))``).
+interquartile mean (mean of the sorted values with ranks in ``[floor(n/4), ceil(3n/4))``). The same three
+figures are also given against each baseline alone (its own best rate per task).
 """
 
 from __future__ import annotations
@@ -78,6 +79,18 @@ def summary(norm: list[float], where: str) -> str:
             f"IQM normalised loss: {iqm(norm):.3f}.")
 
 
+def per_baseline(results: list[Result], label: str) -> dict[str, list[float]]:
+    """``name -> [candidate score / that baseline's best score, per task]`` for every tuned baseline
+    (each baseline's best rate from its own grid, by the same criterion): "beats tuned Adam" is
+    a claim about Adam alone, not about the best of several baselines."""
+    names = [n for n in (results[0].grid if results else {}) if n != label]
+    out = {}
+    for name in names:
+        best = [min(score for _, score, _ in r.grid[name]) for r in results]
+        out[name] = [r.candidate_train / b if b > 0 else math.inf for r, b in zip(results, best)]
+    return out
+
+
 def write_report(results: list[Result], out: Path, label: str, suite: str, protocol: str) -> str:
     """``results.md``, ``results.csv``, ``lr_grid.csv``, ``curves.png`` and ``tb/`` under ``out``; returns the markdown."""
     out.mkdir(parents=True, exist_ok=True)
@@ -110,6 +123,8 @@ def write_report(results: list[Result], out: Path, label: str, suite: str, proto
         lines.append(row)
     where = "at the tuned learning rate" if tuned else "at its own learning rate"
     lines += ["", summary([r.normalized_loss for r in results], where)]
+    for name, norm in per_baseline(results, label).items():
+        lines.append(summary(norm, f"against {name} alone ({where.replace('at the ', '')} vs its best rate)"))
     if tuned:
         own = {f"{r.own_lr:.0e}" for r in results}
         chosen = collections.Counter(f"{r.candidate_lr:.0e}" for r in results)

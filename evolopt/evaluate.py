@@ -26,7 +26,7 @@ from evolopt.architectures.base import LearnedOptimizer, Theta
 from evolopt.architectures.baselines import OPTAX_BASELINES, baseline
 from evolopt.eval_grid import Tuned, final_scores, grid_mesh, lr_grid, smooth, train_grid, tune
 from evolopt.eval_report import Result, iqm, normalized, steps_to_reach, write_report
-from evolopt.registry import TASK_FAMILIES, ConfigError
+from evolopt.registry import ARCHITECTURES, TASK_FAMILIES, ConfigError
 
 __all__ = ["Candidate", "Result", "evaluate_task", "iqm", "lr_grid", "main", "resolve_candidate", "smooth", "steps_to_reach"]
 
@@ -42,11 +42,22 @@ class Candidate:
 
 
 def resolve_candidate(spec: str) -> Candidate:
-    """A theta file, run dir or pretrained name; or a baseline name (then at optax's usual 1e-3)."""
+    """A theta file, run dir or pretrained name; ``arch:name``, an architecture at one of its
+    named thetas (``celo2:muon``); or a baseline name (then at optax's usual 1e-3)."""
+    import jax
+
+    import evolopt.architectures  # noqa: F401  (registers the built-in architectures)
     from evolopt.export import load_learned_optimizer, pretrained_names, resolve_path
 
     if spec in OPTAX_BASELINES:
         return Candidate(spec, baseline(spec, 1e-3), {}, 1e-3)
+    arch, _, start = spec.partition(":")
+    if start and arch in ARCHITECTURES:  # an architecture at a named theta, e.g. celo2:muon
+        lopt = ARCHITECTURES.build(arch)
+        if start not in lopt.named_inits:
+            raise ConfigError(f"arch '{arch}' has no named theta '{start}'; valid: {', '.join(lopt.named_inits) or '(none)'}")
+        own = lopt.hparams.get("learning_rate")
+        return Candidate(spec, lopt, lopt.named_inits[start](jax.random.key(0)), None if own is None else float(own))
     if not resolve_path(spec).exists():
         raise ConfigError(
             f"optimizer '{spec}' is not a theta file, run dir, pretrained name ({', '.join(pretrained_names()) or 'none'}) "
@@ -141,7 +152,7 @@ def _count(args: dict, key: str, default: int, minimum: int) -> int:
     return value
 
 
-USAGE = ("usage: python -m evolopt.evaluate optimizer=<theta.npz | run dir | pretrained | adam | ...> suite=<name> "
+USAGE = ("usage: python -m evolopt.evaluate optimizer=<theta.npz | run dir | pretrained | arch:theta (celo2:muon) | adam | ...> suite=<name> "
          "[tasks=<subset of the suite>] [seeds=3] [baselines=adam,adamw,sgdm] [lrs=9] [candidate_lrs=<lrs; 0: own rate only>] "
          "[out=DIR] [plugins=m1,m2]")
 KEYS = {"optimizer", "suite", "tasks", "seeds", "baselines", "lrs", "candidate_lrs", "out", "plugins"}

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec
 from omegaconf import DictConfig, OmegaConf
 
@@ -20,7 +21,7 @@ from evolopt import distributed
 from evolopt.architectures.baselines import baseline
 from evolopt.checkpoint import Checkpointer, has_checkpoint
 from evolopt.config import group_config
-from evolopt.export import save_theta_file
+from evolopt.export import ThetaFileError, load_learned_optimizer, resolve_path, save_theta_file
 from evolopt.logger import RunLogger, plot_run
 from evolopt.meta import MetaTrainer, choose_member_chunks, free_device_memory, make_evaluator, population_mesh
 from evolopt.registry import ARCHITECTURES, STRATEGIES, TASK_FAMILIES, ConfigError
@@ -50,7 +51,7 @@ def build(cfg: DictConfig) -> tuple[MetaTrainer, Any]:
 
     family = augment_from_config(family, cfg.get("augmentation"))
     k_theta = jax.random.fold_in(jax.random.key(cfg.seed), 0)
-    theta0 = lopt.init_theta(k_theta)
+    theta0 = initial_theta(lopt, str(cfg.get("theta_init", "random")), k_theta)
     context = {"tasks_per_member": cfg.tasks_per_member}
     strategy = STRATEGIES.build(strat_name, cfg.population_size, theta0, cfg.generations, context=context, **strat_cfg)
     try:
@@ -63,6 +64,34 @@ def build(cfg: DictConfig) -> tuple[MetaTrainer, Any]:
     except ValueError as e:
         raise ConfigError(str(e)) from None
     return trainer, theta0
+
+
+def initial_theta(lopt: Any, spec: str, key: jax.Array) -> Any:
+    """Where meta-training starts: ``random`` (the architecture's initialiser), a name the
+    architecture offers (``lopt.named_inits``, e.g. Celo2's ``muon``), or the theta of a
+    theta file, run dir or pretrained name of the same architecture (a warm start; only
+    theta is taken, the file's hyperparameters are not)."""
+    if spec == "random":
+        return lopt.init_theta(key)
+    if spec in lopt.named_inits:
+        return lopt.named_inits[spec](key)
+    choices = ", ".join(["random", *sorted(lopt.named_inits), "a theta file, run dir or pretrained name"])
+    if not resolve_path(spec).is_file():
+        raise ConfigError(f"theta_init='{spec}' is not a valid choice for arch '{lopt.name}'; valid: {choices}")
+    try:
+        _, theta = load_learned_optimizer(spec, arch=lopt.name)
+    except ThetaFileError as e:
+        raise ConfigError(f"theta_init='{spec}': {e}") from None
+    _check_same_shapes(spec, theta, jax.eval_shape(lopt.init_theta, key))
+    return jax.tree.map(jnp.asarray, theta)
+
+
+def _check_same_shapes(spec: str, theta: Any, template: Any) -> None:
+    """The file's theta must fit this run's architecture options (e.g. hidden sizes)."""
+    got = jax.tree.map(lambda x: tuple(x.shape), theta)
+    want = jax.tree.map(lambda x: tuple(x.shape), template)
+    if jax.tree.structure(got) != jax.tree.structure(want) or got != want:
+        raise ConfigError(f"theta_init='{spec}': its theta does not fit this run's arch options (other shapes)")
 
 
 def _jit_step(trainer: MetaTrainer, state: Any):
@@ -83,14 +112,16 @@ def _check_counts(cfg: DictConfig) -> None:
 
 
 # keys added to the config later, with the value that a run saved without them used
-ADDED_KEYS = {"augmentation": {"batch_min": 0}}
+ADDED_KEYS = {"augmentation": {"batch_min": 0}, "theta_init": "random"}
 
 
 def _check_resumable(run_dir: Path, cfg: DictConfig) -> None:
     saved = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"))
     for section, added in ADDED_KEYS.items():
-        if isinstance(saved.get(section), dict):
+        if isinstance(added, dict) and isinstance(saved.get(section), dict):
             saved[section] = {**added, **saved[section]}
+        elif not isinstance(added, dict):
+            saved.setdefault(section, added)
     now = OmegaConf.to_container(cfg)
     for key in sorted(set(saved) | set(now)):
         if key not in RESUMABLE_CHANGES and saved.get(key) != now.get(key):

@@ -48,6 +48,14 @@ def test_report_arithmetic_against_closed_forms():
     np.testing.assert_allclose(smooth(curve)[0, 1], 1.5)
 
 
+def test_an_arch_at_a_named_theta_is_a_candidate():
+    from evolopt.architectures.celo2 import momentum_theta
+
+    c = resolve_candidate("celo2:muon")
+    assert c.lopt.name == "celo2" and c.own_lr == 1e-3
+    assert all(jax.tree.leaves(jax.tree.map(np.array_equal, c.theta, momentum_theta())))
+
+
 def test_lr_grid_is_log_spaced_from_1e_4_to_1():
     np.testing.assert_allclose(lr_grid(9), [10 ** (-4 + i / 2) for i in range(9)], rtol=1e-12)
     np.testing.assert_allclose(lr_grid(3), [1e-4, 1e-2, 1.0], rtol=1e-12)
@@ -103,9 +111,12 @@ def test_adam_hparams_file_at_its_own_rate_is_adam(tmp_path):
 
 
 def fake(task, norm, own_norm, lr):
-    curves = {"c": np.ones((1, 20))}
+    curves = {"cand": np.ones((1, 20))}
+    # the candidate's train loss is `norm` (best baseline: 1.0); sgdm alone reaches 0.5 at best
+    grid = {"cand": [(1e-3, own_norm, 0.6), (lr, norm, 0.5)], "adam": [(1e-2, 1.0, 0.4), (1e-1, 3.0, 0.4)],
+            "sgdm": [(1e-1, 0.5, 0.4)]}
     return Result(task, True, lr, norm, 0.5, "adam", 1e-2, 1.0, 0.4, norm, 0.5, 1e-3, own_norm, 0.6, own_norm,
-                  math.inf, 2.0, True, curves, {"c": [(1e-3, own_norm, 0.6), (lr, norm, 0.5)]})
+                  math.inf, 2.0, True, curves, grid)
 
 
 def test_report_columns_and_summary(tmp_path):
@@ -115,11 +126,15 @@ def test_report_columns_and_summary(tmp_path):
     assert {"candidate_lr", "own_lr", "own_train", "own_normalized_loss", "own_speedup", "seconds"} <= set(rows[0])
     assert [float(r["candidate_lr"]) for r in rows] == [1e-2, 1e-2, 3e-2, 1e-2]
     grid = list(csv.DictReader(open(tmp_path / "lr_grid.csv")))
-    assert len(grid) == 8 and grid[1] == {"task": "a", "optimizer": "c", "lr": "0.01", "final_train": "0.5", "final_valid": "0.5"}
+    assert len(grid) == 20 and grid[1] == {"task": "a", "optimizer": "cand", "lr": "0.01", "final_train": "0.5", "final_valid": "0.5"}
     assert "| a | yes | 1e-02 | 0.5000 |" in text and "| 0.500 | 0.50 | 2.0000 | 2.000 |" in text
     # tuned: wins a, b; c within 10%; IQM of sorted (0.5, 0.9, 1.05, 4) = mean(0.9, 1.05)
     assert "at the tuned learning rate: 2/4; within 10% (1..1.1): 1 more; IQM normalised loss: 0.975." in text
     assert "at its own learning rate (1e-03): 0/4; within 10% (1..1.1): 0 more; IQM normalised loss: 2.500." in text
+    # against each baseline alone: adam's best is 1.0 (same ratios); sgdm's 0.5 doubles them
+    assert "against adam alone (tuned learning rate vs its best rate): 2/4; within 10% (1..1.1): 1 more; IQM normalised loss: 0.975." in text
+    assert "against sgdm alone (tuned learning rate vs its best rate): 0/4; within 10% (1..1.1): 1 more; IQM normalised loss: 1.950." in text
+    assert "against cand alone" not in text
     assert "Chosen learning rates: 1e-02 x3, 3e-02 x1." in text and "Wall time: 8 s" in text
     assert (tmp_path / "curves.png").is_file()
 
@@ -140,10 +155,12 @@ def test_tiny_evaluation_of_the_shipped_optimizer(tmp_path):
     assert "Win rate" in text and "at own lr" not in text
 
 
-def test_a_baseline_against_itself_is_even(tmp_path):
+@pytest.mark.parametrize("name", ["adam", "muon"])
+def test_a_baseline_against_itself_is_even(tmp_path, name):
     """Candidate 'adam' is tuned on the same grid and seeds as baseline 'adam': normalised loss 1."""
     out = tmp_path / "self"
-    assert main(["optimizer=adam", "suite=tiny", "tasks=digits_mlp32_8x8", "seeds=1", "lrs=3", "baselines=adam", f"out={out}"]) == 0
+    args = [f"optimizer={name}", "suite=tiny", "tasks=digits_mlp32_8x8", "seeds=1", "lrs=3", f"baselines={name}", f"out={out}"]
+    assert main(args) == 0
     rows = list(csv.DictReader(open(out / "results.csv")))
     assert [r["task"] for r in rows] == ["digits_mlp32_8x8"]  # tasks= picks a subset
     for r in rows:
@@ -185,6 +202,7 @@ def test_four_devices_give_one_devices_numbers(tmp_path):
         (["optimizer=adam", "lrs=0"], ["lrs=0", ">= 1"]),
         (["optimizer=adam", "baselines=adam,rmsprop"], ["rmsprop", "sgdm"]),
         (["optimizer=adam", "tasks=quadratic_d10,nope"], ["'nope'", "quadratic_d10, digits_mlp32_8x8"]),
+        (["optimizer=celo2:nope"], ["no named theta 'nope'", "muon"]),
     ],
 )
 def test_bad_arguments_are_one_line(capsys, args, words):

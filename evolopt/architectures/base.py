@@ -34,12 +34,16 @@ class LearnedOptimizer:
       hparams: the keyword arguments ``make`` is called with by default
         (learning rate, weight decay, ...); exported with theta and overridable
         at load time.
+      named_inits: other starting points for meta-training, ``name -> (key -> theta)``
+        (e.g. Celo2's ``"muon"``: the theta whose rule is Muon); chosen with the
+        ``theta_init`` config key.
     """
 
     name: str
     init_theta: Callable[[jax.Array], Theta]
     make: Callable[..., optax.GradientTransformationExtraArgs]
     hparams: dict[str, Any] = dataclasses.field(default_factory=dict)
+    named_inits: dict[str, Callable[[jax.Array], Theta]] = dataclasses.field(default_factory=dict)
 
     def optimizer(self, theta: Theta, **overrides: Any) -> optax.GradientTransformationExtraArgs:
         """The optax transform for ``theta``; ``overrides`` replace ``hparams`` entries."""

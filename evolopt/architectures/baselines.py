@@ -7,6 +7,7 @@ the "Adam members" of the throughput benchmark.
 from __future__ import annotations
 
 import optax
+import optax.contrib
 
 from evolopt.architectures.base import LearnedOptimizer
 
@@ -15,6 +16,8 @@ OPTAX_BASELINES = {
     "adamw": lambda lr: optax.adamw(lr, weight_decay=1e-4),
     "sgdm": lambda lr: optax.sgd(lr, momentum=0.9),
     "sgd": lambda lr: optax.sgd(lr),
+    # Muon on matrices, Adam (same lr) on the rest: what Celo2 is at theta_init=muon, hand-tuned
+    "muon": lambda lr: optax.contrib.muon(lr),
 }
 
 

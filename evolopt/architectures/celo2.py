@@ -71,6 +71,28 @@ def init_theta(key: jax.Array, hidden_size: int = 8, hidden_layers: int = 2) -> 
     return {"ff_mod_stack": {"~": leaf}}
 
 
+def momentum_theta(key: jax.Array | None = None, hidden_size: int = 8, hidden_layers: int = 2) -> dict:
+    """The theta whose MLP outputs the 0.9-momentum channel unchanged: ``d = m_0``.
+
+    Every hidden layer carries ``relu(x)`` and ``relu(-x)`` in units 0 and 1 (all other
+    weights zero), and the head takes their difference, so ``o_0 = m_0`` exactly (the
+    channel's per-tensor RMS scale is removed again by the final normalisation). Celo2
+    with it is Muon without Nesterov: ``step = NS5(m) / rms(NS5(m))``, ``m <- 0.9 m + 0.1 g``;
+    Celo2-base is momentum normalised to unit RMS per tensor. A hand-designed starting
+    point for meta-training (``theta_init=muon``); ``key`` is unused.
+    """
+    del key
+    if hidden_size < 2 or hidden_layers < 1:
+        raise ValueError(f"momentum_theta needs hidden_size >= 2 and hidden_layers >= 1, got {hidden_size}, {hidden_layers}")
+    zeros = jax.tree.map(lambda s: np.zeros(s.shape, np.float32), jax.eval_shape(lambda k: init_theta(k, hidden_size, hidden_layers), jax.random.key(0)))
+    leaf = zeros["ff_mod_stack"]["~"]
+    leaf["w0__3"][0, :2] = (1.0, -1.0)  # m_0.9 -> (relu(m), relu(-m))
+    for i in range(1, hidden_layers):
+        leaf[f"w{i}"][:2, :2] = ((1.0, -1.0), (-1.0, 1.0))
+    leaf[f"w{hidden_layers}"][:2, 0] = (1.0, -1.0)  # o_0 = relu(m) - relu(-m) = m
+    return jax.tree.map(jnp.asarray, zeros)
+
+
 # ----------------------------------------------------------------------------- checkpoints
 
 
@@ -364,7 +386,8 @@ def _factory(name: str, orthogonalize: bool, hparams: dict[str, Any]) -> Learned
     def make(theta: dict, **kw: Any) -> optax.GradientTransformationExtraArgs:
         return celo2(theta, orthogonalize=orthogonalize, **kw)
 
-    return LearnedOptimizer(name=name, init_theta=init_theta, make=make, hparams=hparams)
+    inits = {"muon" if orthogonalize else "momentum": momentum_theta}
+    return LearnedOptimizer(name=name, init_theta=init_theta, make=make, hparams=hparams, named_inits=inits)
 
 
 @register_arch("celo2")
