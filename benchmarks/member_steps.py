@@ -6,9 +6,10 @@
 Prints (1) learned-optimizer members vs Adam members in the same harness, one device,
 (2) the learned optimizer at 1 vs 2 forced CPU devices, and (3) at 2 processes x 1
 device joined by jax.distributed (gloo collectives), each in fresh subprocesses,
-since the device count is fixed when jax starts. A member-step is one inner
-training step of one member on one task. ``--populations`` instead measures how the
-rate grows with population size on the default devices (e.g. a GPU), in this process.
+since the device count is fixed when jax starts, and how many cores the 1- and 2-device
+runs kept busy. A member-step is one inner training step of one member on one task.
+``--populations`` instead measures how the rate grows with population size on the
+default devices (e.g. a GPU), in this process.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import sys
 import time
 
 
-def measure(arch: str, task: str, population: int, tasks: int, truncation: int, repeats: int) -> float:
+def measure(arch: str, task: str, population: int, tasks: int, truncation: int, repeats: int) -> tuple[float, float]:
     import jax
     import jax.numpy as jnp
 
@@ -43,11 +44,13 @@ def measure(arch: str, task: str, population: int, tasks: int, truncation: int, 
     for _ in range(2):  # compile, then one warm step
         state, m = step(state)
     jax.block_until_ready(m)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(repeats):
         state, m = step(state)
     jax.block_until_ready(m)
-    return trainer.member_steps_per_generation * repeats / (time.perf_counter() - t0)
+    wall = time.perf_counter() - t0
+    # (member-steps/s, cores busy: this process's CPU time / wall time over the timed steps)
+    return trainer.member_steps_per_generation * repeats / wall, (time.process_time() - c0) / wall
 
 
 def _worker_cmd(args: argparse.Namespace) -> list[str]:
@@ -59,7 +62,12 @@ def _worker_cmd(args: argparse.Namespace) -> list[str]:
 def in_subprocess(devices: int, args: argparse.Namespace) -> float:
     env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
     out = subprocess.run(_worker_cmd(args), env=env, capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])["member_steps_per_s"]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    BUSY[(args.arch, devices)] = result["cores_busy"]
+    return result["member_steps_per_s"]
+
+
+BUSY: dict = {}  # (arch, devices) -> cores busy in that worker
 
 
 def in_processes(processes: int, args: argparse.Namespace) -> float:
@@ -98,8 +106,8 @@ def main() -> None:
 
             distributed.initialize({"coordinator": args.coordinator, "num_processes": args.num_processes,
                                     "process_id": args.process_id})
-        rate = measure(args.arch, args.task, args.population, args.tasks, args.truncation, args.repeats)
-        print(json.dumps({"member_steps_per_s": rate}))
+        rate, busy = measure(args.arch, args.task, args.population, args.tasks, args.truncation, args.repeats)
+        print(json.dumps({"member_steps_per_s": rate, "cores_busy": busy}))
         return
     if args.populations:
         import jax
@@ -109,7 +117,7 @@ def main() -> None:
         print(f"{'population':>10}{'member-steps/s':>16}{'vs smallest':>13}")
         first = None
         for n in (int(x) for x in args.populations.split(",")):
-            rate = measure(args.arch, args.task, n, args.tasks, args.truncation, args.repeats)
+            rate, _ = measure(args.arch, args.task, n, args.tasks, args.truncation, args.repeats)
             first = first or rate
             print(f"{n:>10}{rate:>16.0f}{rate / first:>13.2f}", flush=True)
         return
@@ -123,6 +131,9 @@ def main() -> None:
     print(f"{args.arch + ' (2 devices)':<28}{two:>16.0f}{two / lopt:>10.2f}   (2 devices / 1 device)")
     procs = in_processes(2, args)
     print(f"{args.arch + ' (2 processes x 1)':<28}{procs:>16.0f}{procs / lopt:>10.2f}   (2 processes / 1 device)")
+    # One device may already keep every core busy (XLA:CPU's intra-op threads); then a second cannot add much.
+    print(f"cores busy (process CPU time / wall time): 1 device {BUSY[(args.arch, 1)]:.2f}, 2 devices {BUSY[(args.arch, 2)]:.2f} "
+          f"(of {os.cpu_count()} cores)")
 
 
 if __name__ == "__main__":
