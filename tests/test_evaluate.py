@@ -68,7 +68,9 @@ def test_tuned_celo2_matches_an_independent_loop_over_rates():
     """Celo2's rate traced in one vmapped grid == the arch rebuilt at each fixed rate, run by run."""
     cand = resolve_candidate("celo2-cpu")
     _, header = load_theta_file(evolopt.export.resolve_path("celo2-cpu"))
-    lrs = lr_grid(3)
+    # Rates where training is stable: at lr 1 runs diverge, and diverging float32 runs amplify
+    # the last-bit differences between a vmapped grid and single runs (scores 78 vs 65 seen).
+    lrs = np.array([1e-4, 3e-3, 1e-2])
 
     def make(lr):
         return ARCHITECTURES.build("celo2", **{**header["arch_config"], "learning_rate": float(lr)})
