@@ -59,15 +59,12 @@ def _worker_cmd(args: argparse.Namespace) -> list[str]:
             "--truncation", str(args.truncation), "--repeats", str(args.repeats)]
 
 
-def in_subprocess(devices: int, args: argparse.Namespace) -> float:
+def in_subprocess(devices: int, args: argparse.Namespace) -> tuple[float, float]:
+    """``(member-steps/s, cores busy)`` of a fresh worker with ``devices`` forced CPU devices."""
     env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
     out = subprocess.run(_worker_cmd(args), env=env, capture_output=True, text=True, check=True)
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    BUSY[(args.arch, devices)] = result["cores_busy"]
-    return result["member_steps_per_s"]
-
-
-BUSY: dict = {}  # (arch, devices) -> cores busy in that worker
+    return result["member_steps_per_s"], result["cores_busy"]
 
 
 def in_processes(processes: int, args: argparse.Namespace) -> float:
@@ -122,17 +119,17 @@ def main() -> None:
             print(f"{n:>10}{rate:>16.0f}{rate / first:>13.2f}", flush=True)
         return
     print(f"task={args.task} population={args.population} tasks/member={args.tasks} truncation={args.truncation}")
-    lopt = in_subprocess(1, args)
-    adam = in_subprocess(1, argparse.Namespace(**{**vars(args), "arch": "adam"}))
+    lopt, busy_1 = in_subprocess(1, args)
+    adam, _ = in_subprocess(1, argparse.Namespace(**{**vars(args), "arch": "adam"}))
     print(f"{'members':<28}{'member-steps/s':>16}{'ratio':>10}")
     print(f"{'adam (1 device)':<28}{adam:>16.0f}{1.0:>10.2f}")
     print(f"{args.arch + ' (1 device)':<28}{lopt:>16.0f}{lopt / adam:>10.2f}   (learned / adam)")
-    two = in_subprocess(2, args)
+    two, busy_2 = in_subprocess(2, args)
     print(f"{args.arch + ' (2 devices)':<28}{two:>16.0f}{two / lopt:>10.2f}   (2 devices / 1 device)")
     procs = in_processes(2, args)
     print(f"{args.arch + ' (2 processes x 1)':<28}{procs:>16.0f}{procs / lopt:>10.2f}   (2 processes / 1 device)")
     # One device may already keep every core busy (XLA:CPU's intra-op threads); then a second cannot add much.
-    print(f"cores busy (process CPU time / wall time): 1 device {BUSY[(args.arch, 1)]:.2f}, 2 devices {BUSY[(args.arch, 2)]:.2f} "
+    print(f"cores busy (process CPU time / wall time): 1 device {busy_1:.2f}, 2 devices {busy_2:.2f} "
           f"(of {os.cpu_count()} cores)")
 
 

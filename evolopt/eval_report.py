@@ -121,10 +121,11 @@ def write_report(results: list[Result], out: Path, label: str, suite: str, proto
         if tuned:
             row += f" {r.own_train:.4f} | {r.own_normalized_loss:.3f} |"
         lines.append(row)
-    where = "at the tuned learning rate" if tuned else "at its own learning rate"
+    rate = "the tuned learning rate" if tuned else "its own learning rate"
+    where = f"at {rate}"
     lines += ["", summary([r.normalized_loss for r in results], where)]
     for name, norm in per_baseline(results, label).items():
-        lines.append(summary(norm, f"against {name} alone ({where.replace('at the ', '')} vs its best rate)"))
+        lines.append(summary(norm, f"against {name} alone ({rate.removeprefix('the ')} vs its best rate)"))
     if tuned:
         own = {f"{r.own_lr:.0e}" for r in results}
         chosen = collections.Counter(f"{r.candidate_lr:.0e}" for r in results)

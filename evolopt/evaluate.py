@@ -56,16 +56,19 @@ def resolve_candidate(spec: str) -> Candidate:
         lopt = ARCHITECTURES.build(arch)
         if start not in lopt.named_inits:
             raise ConfigError(f"arch '{arch}' has no named theta '{start}'; valid: {', '.join(lopt.named_inits) or '(none)'}")
-        own = lopt.hparams.get("learning_rate")
-        return Candidate(spec, lopt, lopt.named_inits[start](jax.random.key(0)), None if own is None else float(own))
+        return _learned(spec, lopt, lopt.named_inits[start](jax.random.key(0)))
     if not resolve_path(spec).exists():
         raise ConfigError(
             f"optimizer '{spec}' is not a theta file, run dir, pretrained name ({', '.join(pretrained_names()) or 'none'}) "
             f"or baseline ({', '.join(OPTAX_BASELINES)})"
         )
-    lopt, theta = load_learned_optimizer(spec)
+    return _learned(spec, *load_learned_optimizer(spec))
+
+
+def _learned(label: str, lopt: LearnedOptimizer, theta: Theta) -> Candidate:
+    """A learned candidate; its own rate is its ``learning_rate`` hyperparameter, if it has one."""
     own = lopt.hparams.get("learning_rate")
-    return Candidate(spec, lopt, theta, None if own is None else float(own))
+    return Candidate(label, lopt, theta, None if own is None else float(own))
 
 
 def evaluate_task(

@@ -88,7 +88,8 @@ def load_theta_file(path: str | os.PathLike) -> tuple[dict, dict]:
     return _unflatten(arrays), header
 
 
-def _check_structure(path: Path, arch: str, theta: dict, template: Any) -> None:
+def check_structure(path: Path | str, arch: str, theta: dict, template: Any) -> None:
+    """ThetaFileError naming missing, unexpected and wrong-shaped leaves unless ``theta`` fits ``template``."""
     got = {k: v.shape for k, v in _flatten(theta).items()}
     want = {k: tuple(v.shape) for k, v in _flatten(jax.tree.map(lambda s: np.empty(s.shape), template)).items()}
     if got != want:
@@ -151,7 +152,7 @@ def load_learned_optimizer(path: str | os.PathLike, arch: str | None = None) -> 
             f"'{path}' holds unknown arch '{header['arch']}'; known: {', '.join(ARCHITECTURES.names())}"
         )
     lopt = ARCHITECTURES.build(header["arch"], **header["arch_config"])
-    _check_structure(path, header["arch"], theta, jax.eval_shape(lopt.init_theta, jax.random.key(0)))
+    check_structure(path, header["arch"], theta, jax.eval_shape(lopt.init_theta, jax.random.key(0)))
     return lopt, jax.tree.map(lambda x: np.asarray(x, np.float32), theta)
 
 

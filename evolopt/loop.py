@@ -21,7 +21,7 @@ from evolopt import distributed
 from evolopt.architectures.baselines import baseline
 from evolopt.checkpoint import Checkpointer, has_checkpoint
 from evolopt.config import group_config
-from evolopt.export import ThetaFileError, load_learned_optimizer, resolve_path, save_theta_file
+from evolopt.export import ThetaFileError, check_structure, load_learned_optimizer, resolve_path, save_theta_file
 from evolopt.logger import RunLogger, plot_run
 from evolopt.meta import MetaTrainer, choose_member_chunks, free_device_memory, make_evaluator, population_mesh
 from evolopt.registry import ARCHITECTURES, STRATEGIES, TASK_FAMILIES, ConfigError
@@ -82,16 +82,11 @@ def initial_theta(lopt: Any, spec: str, key: jax.Array) -> Any:
         _, theta = load_learned_optimizer(spec, arch=lopt.name)
     except ThetaFileError as e:
         raise ConfigError(f"theta_init='{spec}': {e}") from None
-    _check_same_shapes(spec, theta, jax.eval_shape(lopt.init_theta, key))
+    try:  # the file fits its own arch options; it must also fit this run's (e.g. hidden sizes)
+        check_structure(spec, lopt.name, theta, jax.eval_shape(lopt.init_theta, key))
+    except ThetaFileError as e:
+        raise ConfigError(f"theta_init='{spec}': its theta does not fit this run's arch options ({e})") from None
     return jax.tree.map(jnp.asarray, theta)
-
-
-def _check_same_shapes(spec: str, theta: Any, template: Any) -> None:
-    """The file's theta must fit this run's architecture options (e.g. hidden sizes)."""
-    got = jax.tree.map(lambda x: tuple(x.shape), theta)
-    want = jax.tree.map(lambda x: tuple(x.shape), template)
-    if jax.tree.structure(got) != jax.tree.structure(want) or got != want:
-        raise ConfigError(f"theta_init='{spec}': its theta does not fit this run's arch options (other shapes)")
 
 
 def _jit_step(trainer: MetaTrainer, state: Any):

@@ -84,7 +84,8 @@ def momentum_theta(key: jax.Array | None = None, hidden_size: int = 8, hidden_la
     del key
     if hidden_size < 2 or hidden_layers < 1:
         raise ValueError(f"momentum_theta needs hidden_size >= 2 and hidden_layers >= 1, got {hidden_size}, {hidden_layers}")
-    zeros = jax.tree.map(lambda s: np.zeros(s.shape, np.float32), jax.eval_shape(lambda k: init_theta(k, hidden_size, hidden_layers), jax.random.key(0)))
+    shapes = jax.eval_shape(lambda k: init_theta(k, hidden_size, hidden_layers), jax.random.key(0))
+    zeros = jax.tree.map(lambda s: np.zeros(s.shape, np.float32), shapes)
     leaf = zeros["ff_mod_stack"]["~"]
     leaf["w0__3"][0, :2] = (1.0, -1.0)  # m_0.9 -> (relu(m), relu(-m))
     for i in range(1, hidden_layers):
