@@ -35,9 +35,7 @@ def make_model(layers: int, width: int) -> tuple[dict, dict]:
     return params, grads
 
 
-def time_update(
-    tx: optax.GradientTransformation, params: Any, grads: Any, repeats: int
-) -> tuple[float, float]:
+def time_update(tx: optax.GradientTransformation, params: Any, grads: Any, repeats: int) -> tuple[float, float]:
     """(median wall ms, median CPU ms) of one jitted update, after two warm-up calls."""
     state = tx.init(params)
     kwargs = {"loss": jnp.float32(1.0), "num_steps": 1000}
@@ -103,15 +101,19 @@ def main() -> None:
     try:
         import evolopt.architectures  # noqa: F401  (registers every architecture)
     except Exception as e:  # a colleague's module may be mid-edit: keep what registered
-        print(f"note: importing evolopt.architectures failed ({type(e).__name__}: {e}); "
-              "using the architectures that did register")
+        print(
+            f"note: importing evolopt.architectures failed ({type(e).__name__}: {e}); "
+            "using the architectures that did register"
+        )
         import evolopt.architectures.celo2  # noqa: F401
     from evolopt.registry import ARCHITECTURES
 
     params, grads = make_model(args.layers, args.width)
     n = sum(x.size for x in jax.tree.leaves(params))
-    print(f"model: {args.layers} x dense {args.width}x{args.width} + biases = {n:,} params; "
-          f"backend {jax.default_backend()}, {jax.device_count()} device(s)")
+    print(
+        f"model: {args.layers} x dense {args.width}x{args.width} + biases = {n:,} params; "
+        f"backend {jax.default_backend()}, {jax.device_count()} device(s)"
+    )
     print(f"{'arch':28s} {'wall ms':>9s} {'ratio':>9s} {'cpu ms':>9s} {'ratio':>9s}")
     adam = time_update(optax.adam(1e-3), params, grads, args.repeats)
     row("optax.adam", *adam, adam)

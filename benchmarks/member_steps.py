@@ -27,8 +27,8 @@ def measure(arch: str, task: str, population: int, tasks: int, truncation: int, 
     import jax.numpy as jnp
 
     import evolopt.architectures  # noqa: F401
-    import strategies  # noqa: F401
-    import task_families  # noqa: F401
+    import evolopt.strategies  # noqa: F401
+    import evolopt.task_families  # noqa: F401
     from evolopt.architectures.baselines import OPTAX_BASELINES, baseline
     from evolopt.meta import MetaTrainer, population_mesh
     from evolopt.registry import ARCHITECTURES, STRATEGIES, TASK_FAMILIES
@@ -54,9 +54,23 @@ def measure(arch: str, task: str, population: int, tasks: int, truncation: int, 
 
 
 def _worker_cmd(args: argparse.Namespace) -> list[str]:
-    return [sys.executable, __file__, "--worker", "--arch", args.arch, "--task", args.task,
-            "--population", str(args.population), "--tasks", str(args.tasks),
-            "--truncation", str(args.truncation), "--repeats", str(args.repeats)]
+    return [
+        sys.executable,
+        __file__,
+        "--worker",
+        "--arch",
+        args.arch,
+        "--task",
+        args.task,
+        "--population",
+        str(args.population),
+        "--tasks",
+        str(args.tasks),
+        "--truncation",
+        str(args.truncation),
+        "--repeats",
+        str(args.repeats),
+    ]
 
 
 def in_subprocess(devices: int, args: argparse.Namespace) -> tuple[float, float]:
@@ -73,9 +87,24 @@ def in_processes(processes: int, args: argparse.Namespace) -> float:
 
     port = free_local_port()
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
-    procs = [subprocess.Popen([*_worker_cmd(args), "--coordinator", f"127.0.0.1:{port}", "--num-processes",
-                               str(processes), "--process-id", str(i)], env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for i in range(processes)]
+    procs = [
+        subprocess.Popen(
+            [
+                *_worker_cmd(args),
+                "--coordinator",
+                f"127.0.0.1:{port}",
+                "--num-processes",
+                str(processes),
+                "--process-id",
+                str(i),
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(processes)
+    ]
     outs = [p.communicate() for p in procs]
     for p, (_, err) in zip(procs, outs):
         if p.returncode:
@@ -101,16 +130,19 @@ def main() -> None:
         if args.coordinator:  # before anything starts a JAX backend
             from evolopt import distributed
 
-            distributed.initialize({"coordinator": args.coordinator, "num_processes": args.num_processes,
-                                    "process_id": args.process_id})
+            distributed.initialize(
+                {"coordinator": args.coordinator, "num_processes": args.num_processes, "process_id": args.process_id}
+            )
         rate, busy = measure(args.arch, args.task, args.population, args.tasks, args.truncation, args.repeats)
         print(json.dumps({"member_steps_per_s": rate, "cores_busy": busy}))
         return
     if args.populations:
         import jax
 
-        print(f"task={args.task} arch={args.arch} tasks/member={args.tasks} truncation={args.truncation} "
-              f"devices={jax.devices()}")
+        print(
+            f"task={args.task} arch={args.arch} tasks/member={args.tasks} truncation={args.truncation} "
+            f"devices={jax.devices()}"
+        )
         print(f"{'population':>10}{'member-steps/s':>16}{'vs smallest':>13}")
         first = None
         for n in (int(x) for x in args.populations.split(",")):
@@ -129,8 +161,10 @@ def main() -> None:
     procs = in_processes(2, args)
     print(f"{args.arch + ' (2 processes x 1)':<28}{procs:>16.0f}{procs / lopt:>10.2f}   (2 processes / 1 device)")
     # One device may already keep every core busy (XLA:CPU's intra-op threads); then a second cannot add much.
-    print(f"cores busy (process CPU time / wall time): 1 device {busy_1:.2f}, 2 devices {busy_2:.2f} "
-          f"(of {os.cpu_count()} cores)")
+    print(
+        f"cores busy (process CPU time / wall time): 1 device {busy_1:.2f}, 2 devices {busy_2:.2f} "
+        f"(of {os.cpu_count()} cores)"
+    )
 
 
 if __name__ == "__main__":

@@ -24,15 +24,14 @@ GROUPS: dict[str, Registry] = {"strategy": STRATEGIES, "arch": ARCHITECTURES, "t
 ENTRY_POINT_GROUP = "evolopt.plugins"
 
 
-def import_builtins() -> None:
-    import evolopt.architectures  # noqa: F401
-    import strategies  # noqa: F401
-    import task_families  # noqa: F401
-
-
 def import_plugins(modules: list[str]) -> None:
-    """Import plug-in modules named in the config and those declared as entry points."""
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
+    """Import every module declared in the ``evolopt.plugins`` entry-point group (the
+    built-ins are declared there too, in evolopt's pyproject.toml), then those named in
+    the config's ``plugins=``."""
+    eps = entry_points(group=ENTRY_POINT_GROUP)
+    if "task_families" not in {ep.name for ep in eps if ep.value.startswith("evolopt.")}:
+        raise ConfigError("evolopt's built-in plug-ins are not registered: install the package (pip install -e .)")
+    for ep in eps:
         ep.load()
     for name in modules:
         try:
@@ -67,7 +66,6 @@ def _valid_keys(node: Any) -> list[str]:
 
 def load_config(overrides: list[str]) -> DictConfig:
     """Compose the run config from command-line overrides; ConfigError on bad input."""
-    import_builtins()
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except Exception as e:  # Hydra's grammar errors
@@ -93,7 +91,9 @@ def load_config(overrides: list[str]) -> DictConfig:
             for i, p in enumerate(parents):
                 if not isinstance(node, DictConfig) or p not in node:
                     where = ".".join(parents[:i]) or "the config"
-                    raise ConfigError(f"unknown key '{key}': no '{p}' in {where}; valid: {', '.join(_valid_keys(node))}")
+                    raise ConfigError(
+                        f"unknown key '{key}': no '{p}' in {where}; valid: {', '.join(_valid_keys(node))}"
+                    )
                 node = node[p]
             if not isinstance(node, DictConfig) or leaf not in node:
                 where = ".".join(parents) or "the top level"
@@ -113,7 +113,6 @@ def group_config(cfg: DictConfig, group: str) -> tuple[str, dict]:
 
 
 def help_text() -> str:
-    import_builtins()
     import_plugins([])
     lines = [
         "usage: python -m evolopt.train [KEY=VALUE ...]",
@@ -130,6 +129,8 @@ def help_text() -> str:
             lines.append(f"    {name:<16} {opts}")
     with open(importlib.resources.files("evolopt.conf") / "config.yaml") as f:
         lines += ["", "Other keys (evolopt/conf/config.yaml):", ""]
-        lines += ["  " + line for line in f.read().splitlines() if line and not line.startswith(("#", "defaults", "  -"))]
+        lines += [
+            "  " + line for line in f.read().splitlines() if line and not line.startswith(("#", "defaults", "  -"))
+        ]
     lines += ["", "Plug-ins: plugins=[my_pkg.my_tasks] imports modules that register their own entries."]
     return "\n".join(lines)

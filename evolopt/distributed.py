@@ -80,8 +80,10 @@ def initialize(cfg: Any) -> bool:
     from jax._src import xla_bridge
 
     if xla_bridge.backends_are_initialized():
-        raise ConfigError("a distributed run must start jax.distributed before any JAX computation; "
-                          "launch it with `python -m evolopt.train distributed.coordinator=...`")
+        raise ConfigError(
+            "a distributed run must start jax.distributed before any JAX computation; "
+            "launch it with `python -m evolopt.train distributed.coordinator=...`"
+        )
     jax.config.update("jax_cpu_collectives_implementation", collectives)  # CPU-only clusters and tests
     timeout = int(cfg.get("heartbeat_timeout_s", 60))
     kwargs = dict(initialization_timeout=int(cfg.get("init_timeout_s", 300)), heartbeat_timeout_seconds=timeout)
@@ -148,5 +150,7 @@ def free_local_port() -> int:
 
 
 def describe() -> str:
-    return (f"process {jax.process_index()} of {jax.process_count()}, "
-            f"{jax.local_device_count()} local / {jax.device_count()} global devices")
+    return (
+        f"process {jax.process_index()} of {jax.process_count()}, "
+        f"{jax.local_device_count()} local / {jax.device_count()} global devices"
+    )

@@ -71,7 +71,8 @@ def with_learning_rate(lopt: LearnedOptimizer, learning_rate: Any) -> LearnedOpt
     """``lopt`` whose ``learning_rate`` hyperparameter is ``learning_rate`` (may be traced)."""
     if "learning_rate" not in lopt.hparams:
         raise ValueError(
-            f"arch '{lopt.name}' has no learning_rate hyperparameter (options: {', '.join(sorted(lopt.hparams)) or 'none'})"
+            f"arch '{lopt.name}' has no learning_rate hyperparameter "
+            f"(options: {', '.join(sorted(lopt.hparams)) or 'none'})"
         )
     return dataclasses.replace(lopt, hparams={**lopt.hparams, "learning_rate": learning_rate})
 

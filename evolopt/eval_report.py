@@ -75,8 +75,10 @@ def summary(norm: list[float], where: str) -> str:
     """One line: wins (< 1), within 10% (1 .. 1.1) and the IQM of the normalised losses ``norm``."""
     wins = sum(n < 1.0 for n in norm)
     close = sum(1.0 <= n <= 1.1 for n in norm)
-    return (f"Win rate (normalised loss < 1) {where}: {wins}/{len(norm)}; within 10% (1..1.1): {close} more; "
-            f"IQM normalised loss: {iqm(norm):.3f}.")
+    return (
+        f"Win rate (normalised loss < 1) {where}: {wins}/{len(norm)}; within 10% (1..1.1): {close} more; "
+        f"IQM normalised loss: {iqm(norm):.3f}."
+    )
 
 
 def per_baseline(results: list[Result], label: str) -> dict[str, list[float]]:
@@ -92,7 +94,9 @@ def per_baseline(results: list[Result], label: str) -> dict[str, list[float]]:
 
 
 def write_report(results: list[Result], out: Path, label: str, suite: str, protocol: str) -> str:
-    """``results.md``, ``results.csv``, ``lr_grid.csv``, ``curves.png`` and ``tb/`` under ``out``; returns the markdown."""
+    """Write ``results.md``, ``results.csv``, ``lr_grid.csv``, ``curves.png`` and ``tb/`` under ``out``.
+
+    Returns the markdown."""
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "results.csv", "w", newline="") as f:
         w = csv.writer(f)
@@ -106,7 +110,10 @@ def write_report(results: list[Result], out: Path, label: str, suite: str, proto
             for name, rows in r.grid.items():
                 w.writerows([r.task, name, lr, train, valid] for lr, train, valid in rows)
     tuned = any(r.tuned for r in results)
-    head = "| task | in-dist | lr | train loss | valid loss | best baseline (lr) | its train | its valid | normalised loss | speedup |"
+    head = (
+        "| task | in-dist | lr | train loss | valid loss | best baseline (lr) | its train | its valid "
+        "| normalised loss | speedup |"
+    )
     rule = "|---|---|---|---|---|---|---|---|---|---|"
     if tuned:
         head += " at own lr: train | normalised |"
@@ -131,12 +138,15 @@ def write_report(results: list[Result], out: Path, label: str, suite: str, proto
         chosen = collections.Counter(f"{r.candidate_lr:.0e}" for r in results)
         lines += [
             summary([r.own_normalized_loss for r in results], f"at its own learning rate ({', '.join(sorted(own))})"),
-            "Chosen learning rates: " + ", ".join(f"{lr} x{n}" for lr, n in sorted(chosen.items(), key=lambda x: float(x[0]))) + ".",
+            "Chosen learning rates: "
+            + ", ".join(f"{lr} x{n}" for lr, n in sorted(chosen.items(), key=lambda x: float(x[0])))
+            + ".",
         ]
     lines += [
         "Normalised loss: candidate's final train loss / best tuned baseline's (< 1: candidate wins).",
         "Speedup: fraction of the baseline's steps the candidate needs to reach its final loss (< 1 is faster).",
-        f"Wall time: {sum(r.seconds for r in results):.0f} s ({', '.join(f'{r.task} {r.seconds:.0f} s' for r in results)}).",
+        f"Wall time: {sum(r.seconds for r in results):.0f} s "
+        f"({', '.join(f'{r.task} {r.seconds:.0f} s' for r in results)}).",
     ]
     text = "\n".join(lines) + "\n"
     (out / "results.md").write_text(text)
@@ -163,7 +173,7 @@ def plot_curves(results: list[Result], out: Path) -> None:
         ax.set_ylabel("train loss")
         ax.set_yscale("log")
         ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(results):]:
+    for ax in list(axes.flat)[len(results) :]:
         ax.axis("off")
     fig.tight_layout()
     fig.savefig(out / "curves.png", dpi=110)

@@ -28,7 +28,17 @@ from evolopt.eval_grid import Tuned, final_scores, grid_mesh, lr_grid, smooth, t
 from evolopt.eval_report import Result, iqm, normalized, steps_to_reach, write_report
 from evolopt.registry import ARCHITECTURES, TASK_FAMILIES, ConfigError
 
-__all__ = ["Candidate", "Result", "evaluate_task", "iqm", "lr_grid", "main", "resolve_candidate", "smooth", "steps_to_reach"]
+__all__ = [
+    "Candidate",
+    "Result",
+    "evaluate_task",
+    "iqm",
+    "lr_grid",
+    "main",
+    "resolve_candidate",
+    "smooth",
+    "steps_to_reach",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,11 +65,14 @@ def resolve_candidate(spec: str) -> Candidate:
     if start and arch in ARCHITECTURES:  # an architecture at a named theta, e.g. celo2:muon
         lopt = ARCHITECTURES.build(arch)
         if start not in lopt.named_inits:
-            raise ConfigError(f"arch '{arch}' has no named theta '{start}'; valid: {', '.join(lopt.named_inits) or '(none)'}")
+            raise ConfigError(
+                f"arch '{arch}' has no named theta '{start}'; valid: {', '.join(lopt.named_inits) or '(none)'}"
+            )
         return _learned(spec, lopt, lopt.named_inits[start](jax.random.key(0)))
     if not resolve_path(spec).exists():
         raise ConfigError(
-            f"optimizer '{spec}' is not a theta file, run dir, pretrained name ({', '.join(pretrained_names()) or 'none'}) "
+            f"optimizer '{spec}' is not a theta file, run dir, "
+            f"pretrained name ({', '.join(pretrained_names()) or 'none'}) "
             f"or baseline ({', '.join(OPTAX_BASELINES)})"
         )
     return _learned(spec, *load_learned_optimizer(spec))
@@ -100,7 +113,9 @@ def evaluate_task(
         return best, curves, valid
 
     def at_own_rate() -> Tuned:
-        c, v = timed(f"{candidate.label} (own lr)", lambda: train_grid(family, lopt, theta, task.steps, None, seeds, mesh))
+        c, v = timed(
+            f"{candidate.label} (own lr)", lambda: train_grid(family, lopt, theta, task.steps, None, seeds, mesh)
+        )
         return Tuned(np.nan if own_lr is None else own_lr, c[0], v[0])
 
     tuned = {n: tuned_over(n, baseline(n, 1e-3), {}, lrs)[0] for n in baselines}
@@ -155,9 +170,13 @@ def _count(args: dict, key: str, default: int, minimum: int) -> int:
     return value
 
 
-USAGE = ("usage: python -m evolopt.evaluate optimizer=<theta.npz | run dir | pretrained | arch:theta (celo2:muon) | adam | ...> suite=<name> "
-         "[tasks=<subset of the suite>] [seeds=3] [baselines=adam,adamw,sgdm] [lrs=9] [candidate_lrs=<lrs; 0: own rate only>] "
-         "[out=DIR] [plugins=m1,m2]")
+USAGE = (
+    "usage: python -m evolopt.evaluate "
+    "optimizer=<theta.npz | run dir | pretrained | arch:theta (celo2:muon) | adam | ...> suite=<name> "
+    "[tasks=<subset of the suite>] [seeds=3] [baselines=adam,adamw,sgdm] [lrs=9] "
+    "[candidate_lrs=<lrs; 0: own rate only>] "
+    "[out=DIR] [plugins=m1,m2]"
+)
 KEYS = {"optimizer", "suite", "tasks", "seeds", "baselines", "lrs", "candidate_lrs", "out", "plugins"}
 
 
@@ -166,8 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     import jax
     from tqdm import tqdm
 
-    from evolopt.config import import_builtins, import_plugins
-    from task_families.suites import get_suite
+    from evolopt.config import import_plugins
+    from evolopt.suites import get_suite
 
     argv = sys.argv[1:] if argv is None else argv
     if any(a in ("-h", "--help") for a in argv):
@@ -178,7 +197,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if bad or "optimizer" not in args:
             raise ConfigError(f"bad arguments {bad or argv}; valid keys: {', '.join(sorted(KEYS))}")
-        import_builtins()
         import_plugins([m for m in args.get("plugins", "").split(",") if m])
         suite_name = args.get("suite", "heldout")
         suite = get_suite(suite_name)
@@ -186,7 +204,9 @@ def main(argv: list[str] | None = None) -> int:
             names = [t.name for t in suite]
             for name in args["tasks"].split(","):
                 if name not in names:
-                    raise ConfigError(f"task '{name}' is not in suite '{suite_name}'; valid choices: {', '.join(names)}")
+                    raise ConfigError(
+                        f"task '{name}' is not in suite '{suite_name}'; valid choices: {', '.join(names)}"
+                    )
             suite = [t for t in suite if t.name in args["tasks"].split(",")]
         seeds, n_lrs = _count(args, "seeds", 3, 1), _count(args, "lrs", 9, 1)
         n_cand = _count(args, "candidate_lrs", n_lrs, 0)
@@ -210,9 +230,12 @@ def main(argv: list[str] | None = None) -> int:
     devices = f"{mesh.size} {jax.local_devices()[0].platform} device(s)"
     protocol = (
         f"Baselines ({', '.join(baselines)}) tuned over {len(lrs)} learning rates ({lrs[0]:.0e}..{lrs[-1]:.0e}); "
-        + (f"candidate tuned over {len(cand_lrs)} ({cand_lrs[0]:.0e}..{cand_lrs[-1]:.0e}) the same way "
-           f"(lowest mean smoothed final train loss over {seeds} seeds), also shown at its own rate"
-           if len(cand_lrs) else "candidate at its own learning rate")
+        + (
+            f"candidate tuned over {len(cand_lrs)} ({cand_lrs[0]:.0e}..{cand_lrs[-1]:.0e}) the same way "
+            f"(lowest mean smoothed final train loss over {seeds} seeds), also shown at its own rate"
+            if len(cand_lrs)
+            else "candidate at its own learning rate"
+        )
         + f". {seeds} seeds per task; grids sharded over {devices}."
     )
     out = Path(args.get("out", f"evaluations/{Path(args['optimizer']).stem}_{suite_name}"))
@@ -223,8 +246,11 @@ def main(argv: list[str] | None = None) -> int:
     for task in bar:
         results.append(evaluate_task(task, candidate, baselines, seeds, lrs, cand_lrs, mesh, log))
         r = results[-1]
-        log(f"[{len(results)}/{len(suite)}] {r.task}: normalised loss {r.normalized_loss:.3f} at lr {r.candidate_lr:.0e} "
-            f"({r.own_normalized_loss:.3f} at own lr), {r.seconds:.0f} s")
+        log(
+            f"[{len(results)}/{len(suite)}] {r.task}: normalised loss {r.normalized_loss:.3f} "
+            f"at lr {r.candidate_lr:.0e} "
+            f"({r.own_normalized_loss:.3f} at own lr), {r.seconds:.0f} s"
+        )
     print(write_report(results, out, candidate.label, suite_name, protocol))
     print(f"wrote {out}/results.md, results.csv, curves.png, tb/")
     return 0

@@ -177,34 +177,3 @@ def load_optimizer(
         overrides["learning_rate"] = learning_rate
     lopt, theta = load_learned_optimizer(path, arch)
     return lopt.optimizer(theta, **overrides)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m evolopt.export run_dir=DIR [out=FILE] [generation=N]``."""
-    import sys
-
-    argv = sys.argv[1:] if argv is None else argv
-    usage = "usage: python -m evolopt.export run_dir=DIR [out=FILE.npz] [generation=N]"
-    if any(a in ("-h", "--help") for a in argv):
-        print(usage)
-        return 0
-    args = dict(a.split("=", 1) for a in argv if "=" in a)
-    bad = [a for a in argv if "=" not in a] + sorted(set(args) - {"run_dir", "out", "generation"})
-    if bad or "run_dir" not in args:
-        print(f"evolopt.export: error: bad arguments {bad or argv}; {usage}", file=sys.stderr)
-        return 2
-    from evolopt.loop import export_run
-    from evolopt.registry import ConfigError
-
-    try:
-        generation = int(args["generation"]) if "generation" in args else None
-        path = export_run(args["run_dir"], args.get("out"), generation)
-    except (ConfigError, ValueError) as e:
-        print(f"evolopt.export: error: {e}", file=sys.stderr)
-        return 2
-    print(f"wrote {path}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

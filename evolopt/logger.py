@@ -59,7 +59,9 @@ class RunLogger:
             return
         length = len(next(iter(curves.values())))
         for step in range(length):
-            self.writer.add_scalars(f"eval_curve/gen_{generation:06d}", {k: float(v[step]) for k, v in curves.items()}, step)
+            self.writer.add_scalars(
+                f"eval_curve/gen_{generation:06d}", {k: float(v[step]) for k, v in curves.items()}, step
+            )
 
     def close(self) -> None:
         self.bar.close()
@@ -93,7 +95,11 @@ def plot_run(run_dir: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(gens, [r["fitness/mean"] for r in pop], label="population fitness (mean)", alpha=0.6)
     ax.fill_between(gens, [r["fitness/min"] for r in pop], [r["fitness/max"] for r in pop], alpha=0.15)
-    pts = [(r["generation"], r["meta_loss/mean_theta"]) for r in rows if not math.isnan(r.get("meta_loss/mean_theta", math.nan))]
+    pts = [
+        (r["generation"], r["meta_loss/mean_theta"])
+        for r in rows
+        if not math.isnan(r.get("meta_loss/mean_theta", math.nan))
+    ]
     if pts:
         ax.plot(*zip(*pts), "o-", label="meta-loss of mean theta")
     adam = [(r["generation"], r["meta_loss/adam"]) for r in rows if "meta_loss/adam" in r]

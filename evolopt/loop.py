@@ -29,7 +29,14 @@ from evolopt.unroll import UnrollConfig
 
 # Keys that may change when a run is resumed.
 RESUMABLE_CHANGES = {
-    "generations", "resume", "progress", "run_dir", "plugins", "checkpoint_every", "keep_checkpoints", "time_budget_minutes",
+    "generations",
+    "resume",
+    "progress",
+    "run_dir",
+    "plugins",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "time_budget_minutes",
     "member_chunks",  # same numbers, different memory use
     "distributed",  # the population splits over any number of processes with the same numbers
 }
@@ -47,7 +54,7 @@ def build(cfg: DictConfig) -> tuple[MetaTrainer, Any]:
     lopt = ARCHITECTURES.build(arch_name, **arch_cfg)
     family = TASK_FAMILIES.build(fam_name, **fam_cfg)
     # task augmentation (task_families/augment.py): the `augmentation:` config section
-    from task_families.augment import from_config as augment_from_config
+    from evolopt.augment import from_config as augment_from_config
 
     family = augment_from_config(family, cfg.get("augmentation"))
     k_theta = jax.random.fold_in(jax.random.key(cfg.seed), 0)
@@ -106,17 +113,8 @@ def _check_counts(cfg: DictConfig) -> None:
             raise ConfigError(f"evaluation.{key}={cfg.evaluation[key]!r} must be a positive integer")
 
 
-# keys added to the config later, with the value that a run saved without them used
-ADDED_KEYS = {"augmentation": {"batch_min": 0}, "theta_init": "random"}
-
-
 def _check_resumable(run_dir: Path, cfg: DictConfig) -> None:
     saved = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"))
-    for section, added in ADDED_KEYS.items():
-        if isinstance(added, dict) and isinstance(saved.get(section), dict):
-            saved[section] = {**added, **saved[section]}
-        elif not isinstance(added, dict):
-            saved.setdefault(section, added)
     now = OmegaConf.to_container(cfg)
     for key in sorted(set(saved) | set(now)):
         if key not in RESUMABLE_CHANGES and saved.get(key) != now.get(key):
@@ -173,7 +171,9 @@ def meta_train(cfg: DictConfig) -> Path:
         if use is not None:
             fixed = use.argument_size_in_bytes + use.output_size_in_bytes
             members = trainer.strategy.population_size // trainer.mesh.size
-            chunks = choose_member_chunks(fixed, use.temp_size_in_bytes, members, MEMORY_FRACTION * free_device_memory())
+            chunks = choose_member_chunks(
+                fixed, use.temp_size_in_bytes, members, MEMORY_FRACTION * free_device_memory()
+            )
             if chunks > 1:
                 trainer = dataclasses.replace(trainer, member_chunks=chunks)
                 step = _jit_step(trainer, state)
@@ -235,15 +235,20 @@ def meta_train(cfg: DictConfig) -> Path:
         if done % ev.meta_loss_every == 0 or done == cfg.generations:
             metrics |= evaluate(done, curves_too=done % ev.every == 0 or done == cfg.generations)
         if metrics["fitness/nonfinite_steps"] > 0:
-            logger.note(f"generation {done}: {int(metrics['fitness/nonfinite_steps'])} inner steps diverged (NaN/inf), scored as worst")
+            logger.note(
+                f"generation {done}: {int(metrics['fitness/nonfinite_steps'])} inner steps diverged (NaN/inf), "
+                "scored as worst"
+            )
         logger.generation(done, metrics)
         out_of_time = budget_s > 0 and distributed.agree(time.perf_counter() - began > budget_s)  # same on all
         if done % cfg.checkpoint_every == 0 or done == cfg.generations or out_of_time:
             ckpt.save(done, state)
             export(done)
         if out_of_time:
-            logger.note(f"time budget of {cfg.time_budget_minutes} min spent at generation {done}; "
-                             "run the same command again to continue")
+            logger.note(
+                f"time budget of {cfg.time_budget_minutes} min spent at generation {done}; "
+                "run the same command again to continue"
+            )
             break
         tick = time.perf_counter()
     logger.close()
@@ -275,9 +280,8 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, generation: i
     if not (run_dir / "config.yaml").is_file() or not has_checkpoint(run_dir / "checkpoints"):
         raise ConfigError(f"'{run_dir}' is not an evolopt run directory (no config.yaml or checkpoints)")
     cfg = OmegaConf.load(run_dir / "config.yaml")
-    from evolopt.config import import_builtins, import_plugins
+    from evolopt.config import import_plugins
 
-    import_builtins()
     import_plugins(list(cfg.plugins))
     trainer, theta0 = build(cfg)
     ckpt = Checkpointer(run_dir / "checkpoints", cfg.keep_checkpoints)
@@ -289,4 +293,6 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, generation: i
     arch_name, arch_cfg = group_config(cfg, "arch")
     out = run_dir / "theta.npz" if out is None else Path(out)
     gen = int(state.generation)
-    return save_theta_file(out, trainer.strategy.mean(state.strategy), arch_name, arch_cfg, generation=gen, run_dir=str(run_dir))
+    return save_theta_file(
+        out, trainer.strategy.mean(state.strategy), arch_name, arch_cfg, generation=gen, run_dir=str(run_dir)
+    )

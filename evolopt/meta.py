@@ -24,9 +24,8 @@ from jax.flatten_util import ravel_pytree
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from evolopt.architectures.base import LearnedOptimizer
+from evolopt.contracts import Strategy, TaskFamily
 from evolopt.unroll import InnerState, TruncationLoss, UnrollConfig, init_inner_state, train_curve, unroll
-from strategies.base import Strategy
-from task_families.base import TaskFamily
 
 POP_AXIS = "pop"
 
@@ -70,8 +69,7 @@ class MetaTrainer:
         n, d = self.strategy.population_size, self.mesh.size
         if n % (2 * d):
             raise ValueError(
-                f"population_size {n} must be divisible by 2 x devices = {2 * d} "
-                "(antithetic pairs, equal shards)"
+                f"population_size {n} must be divisible by 2 x devices = {2 * d} (antithetic pairs, equal shards)"
             )
         if self.member_chunks < 1 or (n // d) % self.member_chunks:
             raise ValueError(

@@ -12,7 +12,6 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-
 # Keyword-only factory arguments that are not user options: the trainer passes them
 # (e.g. a per-particle strategy's accumulators are shaped by tasks_per_member).
 CONTEXT_ARGS = frozenset({"tasks_per_member"})
@@ -41,8 +40,7 @@ class Registry:
                 )
                 if not same_origin:  # re-importing a module is fine; a clash is not
                     raise ConfigError(
-                        f"{self.kind} '{name}' is already registered by "
-                        f"{previous.__module__}.{previous.__qualname__}"
+                        f"{self.kind} '{name}' is already registered by {previous.__module__}.{previous.__qualname__}"
                     )
             self._factories[name] = factory
             return factory
@@ -59,9 +57,7 @@ class Registry:
         try:
             return self._factories[name]
         except KeyError:
-            raise ConfigError(
-                f"unknown {self.kind} '{name}'; valid choices: {', '.join(self.names())}"
-            ) from None
+            raise ConfigError(f"unknown {self.kind} '{name}'; valid choices: {', '.join(self.names())}") from None
 
     def defaults(self, name: str) -> dict[str, Any]:
         """The factory's keyword-only arguments and their defaults: its config."""

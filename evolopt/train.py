@@ -37,9 +37,12 @@ def main(argv: list[str] | None = None) -> int:
 
         if not (jax.distributed.is_initialized() and isinstance(e, jax.errors.JaxRuntimeError)):
             raise
-        print(f"evolopt.train: error: process {jax.process_index()} of {jax.process_count()} lost contact with "
-              f"the others ({str(e).splitlines()[0][:200]}); restart every process with the same command to "
-              "resume from the last checkpoint", file=sys.stderr)
+        print(
+            f"evolopt.train: error: process {jax.process_index()} of {jax.process_count()} lost contact with "
+            f"the others ({str(e).splitlines()[0][:200]}); restart every process with the same command to "
+            "resume from the last checkpoint",
+            file=sys.stderr,
+        )
         return 3
     if distributed.is_main_process():
         print(summarize(run_dir))

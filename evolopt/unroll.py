@@ -3,7 +3,7 @@
 An :class:`InnerState` is one trajectory in progress: the model's params, the
 optimizer's state, the task, the step counter, the trajectory's planned length
 ``T`` and the task state (e.g. an RL agent's environments; ``()`` for stateless
-families, see :mod:`task_families.base`). When ``step == T`` the trajectory ends
+families, see :mod:`evolopt.contracts`). When ``step == T`` the trajectory ends
 and a new one starts (new task, new init, new ``T``, fresh task state) *inside*
 the truncation; the losses of the K steps
 are then split into the part before and the part after that reset, which the
@@ -25,7 +25,7 @@ import optax
 from flax import struct
 
 from evolopt.architectures.base import LearnedOptimizer, Theta
-from task_families.base import TaskFamily, log_uniform_int, normalized_loss
+from evolopt.contracts import TaskFamily, TruncationLoss, log_uniform_int, normalized_loss
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,7 +46,7 @@ class UnrollConfig:
             )
 
 
-@dataclasses.dataclass(frozen=True)
+@struct.dataclass
 class InnerState:
     params: Any
     opt_state: Any
@@ -54,56 +54,7 @@ class InnerState:
     step: jax.Array  # int32: steps taken in this trajectory
     length: jax.Array  # int32: this trajectory's planned length T
     key: jax.Array  # trajectory key, shared by antithetic partners
-    task_state: Any = ()  # the family's mutable per-trajectory state (task_families.base)
-
-    def replace(self, **changes: Any) -> InnerState:
-        return dataclasses.replace(self, **changes)
-
-
-_FIELDS = ("params", "opt_state", "task", "step", "length", "key")
-
-
-def _flatten_with_keys(st: InnerState):
-    # A leafless task state (every stateless family's ``()``) is kept in the treedef, not
-    # among the children: such InnerStates then have exactly the leaves and key paths they
-    # had before task state existed, so checkpoints written back then restore as they are.
-    # (None counts as a leaf here: JAX rebuilds trees with None placeholders for leaves.)
-    names = _FIELDS + (("task_state",) if jax.tree.leaves(st.task_state, is_leaf=lambda v: v is None) else ())
-    static = None if len(names) > len(_FIELDS) else jax.tree.structure(st.task_state)
-    return tuple((jax.tree_util.GetAttrKey(n), getattr(st, n)) for n in names), static
-
-
-def _unflatten(static, children) -> InnerState:
-    if static is not None:
-        children = (*children, jax.tree.unflatten(static, []))
-    return InnerState(*children)
-
-
-def _flatten(st: InnerState):
-    keyed, static = _flatten_with_keys(st)
-    return tuple(child for _, child in keyed), static
-
-
-jax.tree_util.register_pytree_with_keys(InnerState, _flatten_with_keys, _unflatten, _flatten)
-
-
-@struct.dataclass
-class TruncationLoss:
-    """Normalised meta-loss of one truncation, split at a reset.
-
-    ``before + after`` is the mean normalised loss over the K steps; ``reset`` says
-    whether a new trajectory started during them; ``nonfinite`` counts steps
-    whose loss was NaN/inf (scored as the clip value).
-    """
-
-    before: jax.Array
-    after: jax.Array
-    reset: jax.Array
-    nonfinite: jax.Array
-
-    @property
-    def total(self) -> jax.Array:
-        return self.before + self.after
+    task_state: Any = ()  # the family's mutable per-trajectory state (evolopt.contracts)
 
 
 def sample_length(key: jax.Array, cfg: UnrollConfig) -> jax.Array:

@@ -1,6 +1,6 @@
 """Evolution strategies, one module each, registered for ``strategy=<name>``."""
 
-from strategies.base import Strategy
-from strategies import evosax_any, nres, open_es, pes  # noqa: F401  (imported to register)
+from evolopt.strategies import evosax_any, nres, open_es, pes  # noqa: F401  (imported to register)
+from evolopt.strategies.base import EvosaxStrategy
 
-__all__ = ["Strategy"]
+__all__ = ["EvosaxStrategy"]

@@ -1,10 +1,10 @@
 """The one interface the generation step needs from a strategy, over evosax's ask/tell.
 
-evosax minimises fitness and works on flat vectors; :class:`Strategy` hands it
+evosax minimises fitness and works on flat vectors; :class:`EvosaxStrategy` hands it
 theta pytrees, reduces the per-(member, task) truncation losses to the fitness
 an algorithm expects, and exposes the search distribution's centre as theta.
 Algorithms that set ``takes_truncation_loss = True`` (our PES, NoiseReuseES)
-receive the whole :class:`~evolopt.unroll.TruncationLoss` (``[N, K]`` leaves),
+receive the whole :class:`~evolopt.contracts.TruncationLoss` (``[N, K]`` leaves),
 since an unbiased persistent estimator must split losses at trajectory resets.
 """
 
@@ -14,14 +14,14 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
-from jax.flatten_util import ravel_pytree
 import jax.numpy as jnp
 import optax
 from evosax.algorithms.distribution_based.base import DistributionBasedAlgorithm
 from evosax.core import fitness_shaping
+from jax.flatten_util import ravel_pytree
 
+from evolopt.contracts import Strategy, TruncationLoss
 from evolopt.registry import ConfigError
-from evolopt.unroll import TruncationLoss
 
 FITNESS_SHAPING = {
     "identity": fitness_shaping.identity_fitness_shaping_fn,
@@ -82,7 +82,7 @@ def sigma_schedule(sigma: float, decay: float = 1.0, sigma_min: float = 0.0) -> 
     return lambda count: jnp.maximum(sigma * decay**count, sigma_min)
 
 
-class Strategy:
+class EvosaxStrategy(Strategy):
     """An evosax algorithm with its params, speaking theta pytrees and truncation losses."""
 
     def __init__(self, es: Any, params: Any | None = None, init_std: float = 0.0):
@@ -105,10 +105,6 @@ class Strategy:
 
     def ask(self, key: jax.Array, state: Any) -> tuple[Any, Any]:
         return self.es.ask(key, state, self.params)
-
-    def fitness(self, losses: TruncationLoss) -> jax.Array:
-        """Scalar fitness per member: mean over its tasks of the truncation's meta-loss."""
-        return jnp.mean(losses.total, axis=-1)
 
     def tell(self, key: jax.Array, population: Any, losses: TruncationLoss, state: Any) -> tuple[Any, dict]:
         fitness = losses if self.takes_truncation_loss else self.fitness(losses)

@@ -31,7 +31,7 @@ from evosax.core.fitness_shaping import weights_fitness_shaping_fn
 from jax.flatten_util import ravel_pytree
 
 from evolopt.registry import ConfigError, register_strategy
-from strategies.base import FITNESS_SHAPING, Strategy, choose, no_metrics, outer_optimizer, sigma_schedule
+from evolopt.strategies.base import FITNESS_SHAPING, EvosaxStrategy, choose, no_metrics, outer_optimizer, sigma_schedule
 
 SHAPING = {**FITNESS_SHAPING, "weights": weights_fitness_shaping_fn}
 
@@ -64,8 +64,8 @@ def build_evosax(
     fitness_shaping: str = "default",
     optimizer: str = "default",
     **optimizer_options: Any,
-) -> Strategy:
-    """The evosax class ``algorithm`` wrapped as a :class:`Strategy`; see the module docstring."""
+) -> EvosaxStrategy:
+    """The evosax class ``algorithm`` wrapped as an :class:`EvosaxStrategy`; see the module docstring."""
     if algorithm in REFUSED:
         raise ConfigError(f"strategy.algorithm={algorithm} {REFUSED[algorithm]}")
     valid = sorted(set(algorithms) - set(REFUSED))
@@ -110,7 +110,7 @@ def build_evosax(
     params = es.default_params
     if hasattr(params, "std_init"):
         params = params.replace(std_init=jnp.asarray(sigma, jnp.float32))
-    return Strategy(es, params, init_std=sigma)
+    return EvosaxStrategy(es, params, init_std=sigma)
 
 
 @register_strategy("evosax")
@@ -130,7 +130,7 @@ def evosax_strategy(
     warmup: int = 0,
     weight_decay: float = 0.0,
     grad_clip: float = 0.0,
-) -> Strategy:
+) -> EvosaxStrategy:
     """Any key of ``evosax.algorithms.algorithms`` (``algorithm``), options passed where they apply."""
     return build_evosax(
         algorithm, population_size, solution, num_generations, sigma, sigma_decay, sigma_min, fitness_shaping,
@@ -142,7 +142,7 @@ def evosax_strategy(
 @register_strategy("cma_es")
 def cma_es(
     population_size: int, solution: Any, num_generations: int, *, sigma: float = 0.01, fitness_shaping: str = "default"
-) -> Strategy:
+) -> EvosaxStrategy:
     """CMA-ES (Hansen & Ostermeier 2001): full covariance, O(D^2) memory, an eigh per
     generation; for D up to a few thousand. ``sigma`` is the initial step size."""
     return build_evosax("CMA_ES", population_size, solution, num_generations, sigma, fitness_shaping=fitness_shaping)
@@ -151,14 +151,16 @@ def cma_es(
 @register_strategy("sep_cma_es")
 def sep_cma_es(
     population_size: int, solution: Any, num_generations: int, *, sigma: float = 0.01, fitness_shaping: str = "default"
-) -> Strategy:
+) -> EvosaxStrategy:
     """Separable CMA-ES (Ros & Hansen 2008): diagonal covariance, O(D) per generation."""
-    return build_evosax("Sep_CMA_ES", population_size, solution, num_generations, sigma, fitness_shaping=fitness_shaping)
+    return build_evosax(
+        "Sep_CMA_ES", population_size, solution, num_generations, sigma, fitness_shaping=fitness_shaping
+    )
 
 
 @register_strategy("snes")
 def snes(
     population_size: int, solution: Any, num_generations: int, *, sigma: float = 0.01, fitness_shaping: str = "default"
-) -> Strategy:
+) -> EvosaxStrategy:
     """Separable NES (Schaul et al. 2011): per-coordinate step sizes by natural gradient."""
     return build_evosax("SNES", population_size, solution, num_generations, sigma, fitness_shaping=fitness_shaping)

@@ -3,7 +3,7 @@
 [1] O. Li, J. Harrison, J. Sohl-Dickstein, V. Smith, L. Metz. "Variance-Reduced Gradient
     Estimation via Noise-Reuse in Online Evolution Strategies", NeurIPS 2023, arXiv 2304.12180.
 
-Like :mod:`strategies.pes`, but a pair keeps its perturbation ``delta`` from one
+Like :mod:`evolopt.strategies.pes`, but a pair keeps its perturbation ``delta`` from one
 truncation to the next instead of drawing a new one, and draws afresh only after a
 trajectory of the pair restarts. A trajectory that saw one ``delta`` throughout is
 smoothed as a whole, ``J = E[sum_j L_j(theta + delta)]``, whose gradient
@@ -43,10 +43,11 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from evolopt.contracts import TruncationLoss
 from evolopt.registry import register_strategy
-from evolopt.unroll import TruncationLoss
-from strategies.base import Strategy
-from strategies.pes import PES, State as PESState, build_per_particle
+from evolopt.strategies.base import EvosaxStrategy
+from evolopt.strategies.pes import PES, build_per_particle
+from evolopt.strategies.pes import State as PESState
 
 
 @struct.dataclass
@@ -61,7 +62,9 @@ class NRES(PES):
 
     def _init(self, key: jax.Array, params: Any) -> State:
         base = super()._init(key, params)
-        return State(**{f: getattr(base, f) for f in base.__dataclass_fields__}, redraw=jnp.ones((self.num_pairs,), bool))
+        return State(
+            **{f: getattr(base, f) for f in base.__dataclass_fields__}, redraw=jnp.ones((self.num_pairs,), bool)
+        )
 
     def _new_noise(self, state: State) -> jax.Array:
         return state.redraw
@@ -90,7 +93,7 @@ def nres(
     warmup: int = 0,
     weight_decay: float = 1e-4,
     grad_clip: float = 0.0,
-) -> Strategy:
+) -> EvosaxStrategy:
     """Noise-Reuse ES (unbiased, lower variance than PES on long trajectories); options as
     ``strategy=pes``; ``tasks_per_member`` is passed by the trainer."""
     return build_per_particle(

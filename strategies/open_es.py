@@ -14,7 +14,7 @@ from typing import Any
 from evosax.algorithms import Open_ES
 
 from evolopt.registry import register_strategy
-from strategies.base import FITNESS_SHAPING, Strategy, choose, no_metrics, outer_optimizer, sigma_schedule
+from evolopt.strategies.base import FITNESS_SHAPING, EvosaxStrategy, choose, no_metrics, outer_optimizer, sigma_schedule
 
 
 @register_strategy("open_es")
@@ -33,15 +33,17 @@ def open_es(
     weight_decay: float = 0.0,
     grad_clip: float = 0.0,
     fitness_shaping: str = "centered_rank",
-) -> Strategy:
+) -> EvosaxStrategy:
     """OpenAI-ES with antithetic sampling and an optax outer optimizer."""
     es = Open_ES(
         population_size,
         solution,
         use_antithetic_sampling=True,
-        optimizer=outer_optimizer(optimizer, learning_rate, num_generations, weight_decay, lr_schedule, warmup, grad_clip),
+        optimizer=outer_optimizer(
+            optimizer, learning_rate, num_generations, weight_decay, lr_schedule, warmup, grad_clip
+        ),
         std_schedule=sigma_schedule(sigma, sigma_decay, sigma_min),
         fitness_shaping_fn=choose("fitness shaping", fitness_shaping, FITNESS_SHAPING),
         metrics_fn=no_metrics,
     )
-    return Strategy(es)
+    return EvosaxStrategy(es)

@@ -38,7 +38,8 @@ to the old trajectory, and the steps after to a new one that has only seen
 Crediting ``A`` to ``xi_j`` too would stay unbiased (``xi_j - delta_j/sigma_j^2`` is
 zero-mean and independent of the new trajectory) but noisier; resetting ``xi`` to 0
 instead of ``delta_j / sigma_j^2`` would be biased (the new trajectory's later losses
-depend on ``delta_j`` through its first steps, and that would never be credited). The generation's update direction is the mean of ``g`` over
+depend on ``delta_j`` through its first steps, and that would never be credited). The
+generation's update direction is the mean of ``g`` over
 pairs and tasks.
 
 Sigma schedules. The accumulator stores scores ``delta_i / sigma_i^2``, each with the
@@ -62,17 +63,21 @@ import jax.numpy as jnp
 import optax
 from evosax.algorithms.distribution_based.base import (
     DistributionBasedAlgorithm,
-    Params as BaseParams,
-    State as BaseState,
     metrics_fn,
+)
+from evosax.algorithms.distribution_based.base import (
+    Params as BaseParams,
+)
+from evosax.algorithms.distribution_based.base import (
+    State as BaseState,
 )
 from evosax.core.fitness_shaping import identity_fitness_shaping_fn
 from evosax.types import Fitness, Metrics, Population, Solution
 from flax import struct
 
+from evolopt.contracts import TruncationLoss
 from evolopt.registry import register_strategy
-from evolopt.unroll import TruncationLoss
-from strategies.base import Strategy, no_metrics, outer_optimizer, sigma_schedule
+from evolopt.strategies.base import EvosaxStrategy, no_metrics, outer_optimizer, sigma_schedule
 
 
 @struct.dataclass
@@ -103,7 +108,7 @@ def as_truncation_loss(fitness: TruncationLoss | Fitness) -> TruncationLoss:
 class PES(DistributionBasedAlgorithm):
     """Persistent ES, one accumulator per (antithetic pair, task) trajectory."""
 
-    takes_truncation_loss = True  # strategies.base.Strategy hands tell the whole TruncationLoss
+    takes_truncation_loss = True  # EvosaxStrategy hands tell the whole TruncationLoss
 
     def __init__(
         self,
@@ -233,17 +238,19 @@ def build_per_particle(
     warmup: int,
     weight_decay: float,
     grad_clip: float,
-) -> Strategy:
+) -> EvosaxStrategy:
     """The shared factory body of ``strategy=pes`` and ``strategy=nres``."""
     es = cls(
         population_size,
         solution,
         num_tasks=tasks_per_member,
-        optimizer=outer_optimizer(optimizer, learning_rate, num_generations, weight_decay, lr_schedule, warmup, grad_clip),
+        optimizer=outer_optimizer(
+            optimizer, learning_rate, num_generations, weight_decay, lr_schedule, warmup, grad_clip
+        ),
         std_schedule=sigma_schedule(sigma, sigma_decay, sigma_min),
         metrics_fn=no_metrics,
     )
-    return Strategy(es)
+    return EvosaxStrategy(es)
 
 
 @register_strategy("pes")
@@ -262,7 +269,7 @@ def pes(
     warmup: int = 0,
     weight_decay: float = 1e-4,
     grad_clip: float = 0.0,
-) -> Strategy:
+) -> EvosaxStrategy:
     """Persistent ES, unbiased under truncated unrolls; ``tasks_per_member`` is passed by
     the trainer (it shapes the accumulators). AdamW(1e-3, wd 1e-4), sigma 0.01: Celo2's sigma and decay, with mu-LO's
     learning rate rather than Celo2's 5e-5, which is tuned for 100k generations."""

@@ -1,6 +1,3 @@
 """Task families, one module each, registered for ``task_family=<name>``."""
 
-from task_families.base import Task, TaskFamily, normalized_loss
-from task_families import image_conv, image_mlp, lm, mixture, quadratic, rl_brax, rl_gymnax, rosenbrock  # noqa: F401  (imported to register)
-
-__all__ = ["Task", "TaskFamily", "normalized_loss"]
+from evolopt.task_families import image_conv, image_mlp, lm, mixture, quadratic, rl_brax, rl_gymnax, rosenbrock  # noqa: F401  (imported to register)

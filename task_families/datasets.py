@@ -11,7 +11,7 @@ train and valid. Sources:
   ``image_size x image_size`` "image" so it mixes with images in an MLP (values are
   real-valued signals, not in [0, 1]).
 - ``mnist``, ``fashion_mnist``, ``cifar10``, ``svhn``: the user's local files under
-  ``data_dir`` (formats in :mod:`task_families.local_data`).
+  ``data_dir`` (formats in :mod:`evolopt.task_families.local_data`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ import functools
 import numpy as np
 
 from evolopt.registry import ConfigError
-from task_families import local_data, mnist1d as mnist1d_gen
+from evolopt.task_families import local_data
+from evolopt.task_families import mnist1d as mnist1d_gen
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Small conv nets on the image data sets of :mod:`task_families.datasets`.
+"""Small conv nets on the image data sets of :mod:`evolopt.task_families.datasets`.
 
 Model (NHWC): for each layer ``i``, ``h <- relu(conv3x3(h, W_i, stride_i, SAME) + b_i)``;
 then global average pooling over space and a dense readout to the classes:
@@ -18,10 +18,10 @@ import math
 import jax
 import jax.numpy as jnp
 
+from evolopt.contracts import TaskFamily, require_positive
 from evolopt.registry import ConfigError, register_task_family
-from task_families import datasets as datasets_mod
-from task_families.base import TaskFamily, require_positive
-from task_families.image_mlp import cross_entropy, dataset_sampler, stack_datasets
+from evolopt.task_families import datasets as datasets_mod
+from evolopt.task_families.image_mlp import cross_entropy, dataset_sampler, stack_datasets
 
 
 def _trunc(key: jax.Array, shape: tuple, fan_in: int) -> jax.Array:
@@ -54,7 +54,11 @@ def conv3x3(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
 
     (pad_h, out_h), (pad_w, out_w) = pads(x.shape[1]), pads(x.shape[2])
     xp = jnp.pad(x, ((0, 0), pad_h, pad_w, (0, 0)))
-    cols = [xp[:, i : i + (out_h - 1) * stride + 1 : stride, j : j + (out_w - 1) * stride + 1 : stride, :] for i in range(3) for j in range(3)]
+    cols = [
+        xp[:, i : i + (out_h - 1) * stride + 1 : stride, j : j + (out_w - 1) * stride + 1 : stride, :]
+        for i in range(3)
+        for j in range(3)
+    ]
     return jnp.concatenate(cols, axis=-1) @ kernel.reshape(-1, kernel.shape[-1])  # (kh, kw, c_in) order
 
 

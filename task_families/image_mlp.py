@@ -16,9 +16,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from evolopt.contracts import TaskFamily, example_mean, require_positive
 from evolopt.registry import ConfigError, register_task_family
-from task_families import datasets
-from task_families.base import TaskFamily, example_mean, require_positive
+from evolopt.task_families import datasets
 
 ACTIVATIONS = {"relu": jax.nn.relu, "tanh": jnp.tanh, "gelu": jax.nn.gelu, "silu": jax.nn.silu}
 
@@ -34,7 +34,11 @@ def stack_datasets(names: list[str], image_size: int, data_dir: str = "", grey: 
     data = [datasets.load(str(n), int(image_size), grey, str(data_dir)) for n in names]
     channels = max(d.x_train.shape[-1] for d in data)  # colour mixed with grey: grey is repeated
     data = [
-        d if d.x_train.shape[-1] == channels else dataclasses.replace(d, x_train=np.repeat(d.x_train, channels, -1), x_valid=np.repeat(d.x_valid, channels, -1))
+        d
+        if d.x_train.shape[-1] == channels
+        else dataclasses.replace(
+            d, x_train=np.repeat(d.x_train, channels, -1), x_valid=np.repeat(d.x_valid, channels, -1)
+        )
         for d in data
     ]
     classes = max(d.num_classes for d in data)

@@ -29,8 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from evolopt.contracts import TaskFamily, example_mean, require_positive
 from evolopt.registry import ConfigError, register_task_family
-from task_families.base import TaskFamily, example_mean, require_positive
 
 VOCAB = 256
 CORPORA = ("python_docs",)
@@ -41,7 +41,9 @@ def python_docs_text() -> str:
     try:
         from pydoc_data.topics import topics
     except ImportError:  # some distributions strip pydoc_data
-        raise ConfigError("corpus 'python_docs' needs the standard library's pydoc_data; pass task_family.text_file=<path>") from None
+        raise ConfigError(
+            "corpus 'python_docs' needs the standard library's pydoc_data; pass task_family.text_file=<path>"
+        ) from None
     return "\n\n".join(topics[k] for k in sorted(topics))
 
 
@@ -55,13 +57,18 @@ def corpus_bytes(corpus: str, text_file: str) -> np.ndarray:
     elif corpus in CORPORA:
         raw = python_docs_text().encode("utf-8")
     else:
-        raise ConfigError(f"unknown corpus '{corpus}'; valid choices: {', '.join(CORPORA)} (or task_family.text_file=<path>)")
+        raise ConfigError(
+            f"unknown corpus '{corpus}'; valid choices: {', '.join(CORPORA)} (or task_family.text_file=<path>)"
+        )
     return np.frombuffer(raw, np.uint8)
 
 
 def _dense(key: jax.Array, n_in: int, n_out: int, std: float | None = None) -> dict:
     std = 1.0 / math.sqrt(n_in) if std is None else std
-    return {"kernel": jax.random.truncated_normal(key, -2.0, 2.0, (n_in, n_out)) * std / 0.8796, "bias": jnp.zeros(n_out)}
+    return {
+        "kernel": jax.random.truncated_normal(key, -2.0, 2.0, (n_in, n_out)) * std / 0.8796,
+        "bias": jnp.zeros(n_out),
+    }
 
 
 def _ln(d: int) -> dict:
@@ -135,8 +142,14 @@ def lm(
     mlp_ratio: int = 4,
 ) -> TaskFamily:
     """Byte-level transformer LMs on ``corpus`` (or ``text_file``); windows of ``seq_len`` bytes."""
-    require_positive(seq_len=seq_len, batch_size=batch_size, d_model=d_model, num_heads=num_heads,
-                     num_layers=num_layers, mlp_ratio=mlp_ratio)
+    require_positive(
+        seq_len=seq_len,
+        batch_size=batch_size,
+        d_model=d_model,
+        num_heads=num_heads,
+        num_layers=num_layers,
+        mlp_ratio=mlp_ratio,
+    )
     if d_model % num_heads:
         raise ConfigError(f"task_family.d_model={d_model} must be divisible by num_heads={num_heads}")
     data = corpus_bytes(corpus, text_file)
@@ -167,4 +180,13 @@ def lm(
         tokens = batch["tokens"]
         return next_token_loss(apply_transformer(params, tokens[:, :-1], num_heads), tokens[:, 1:], batch)
 
-    return TaskFamily("lm", sample_task, init_params, batch_from("train"), loss, math.log(VOCAB), batch_from("valid"), batch_size=int(batch_size))
+    return TaskFamily(
+        "lm",
+        sample_task,
+        init_params,
+        batch_from("train"),
+        loss,
+        math.log(VOCAB),
+        batch_from("valid"),
+        batch_size=int(batch_size),
+    )

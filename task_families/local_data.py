@@ -45,7 +45,7 @@ def _missing(name: str, data_dir: str, expected: str) -> ConfigError:
 
 
 def _open(path: Path) -> bytes:
-    with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
+    with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as f:
         return f.read()
 
 
@@ -81,7 +81,9 @@ def _npz(name: str, data_dir: str) -> tuple[np.ndarray, np.ndarray] | None:
     elif x.ndim == 4 and x.shape[1] in (1, 3) and x.shape[3] not in (1, 3):
         x = x.transpose(0, 2, 3, 1)  # NCHW -> NHWC
     if x.ndim != 4 or len(x) != len(y):
-        raise ConfigError(f"'{path}': x_train must be [n, h, w(, c)] with n = len(y_train), got {x.shape} and {y.shape}")
+        raise ConfigError(
+            f"'{path}': x_train must be [n, h, w(, c)] with n = len(y_train), got {x.shape} and {y.shape}"
+        )
     return _to_float(x), np.asarray(y).reshape(-1).astype(np.int32)
 
 
@@ -102,7 +104,9 @@ def idx_pair(name: str, data_dir: str) -> tuple[np.ndarray, np.ndarray]:
         raise _missing(name, data_dir, expected)
     x, y = read_idx(images), read_idx(labels)
     if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
-        raise ConfigError(f"'{images}' / '{labels}': expected [n, h, w] images and [n] labels, got {x.shape} and {y.shape}")
+        raise ConfigError(
+            f"'{images}' / '{labels}': expected [n, h, w] images and [n] labels, got {x.shape} and {y.shape}"
+        )
     return _to_float(x[..., None]), y.astype(np.int32)
 
 

@@ -28,14 +28,16 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from evolopt.contracts import TaskFamily
 from evolopt.registry import TASK_FAMILIES, ConfigError, check_type, register_task_family
-from task_families.base import TaskFamily
-from task_families.ppo import with_meta_value
+from evolopt.task_families.ppo import with_meta_value
 
 
 def build_member(spec: Any, index: int) -> TaskFamily:
     if not hasattr(spec, "keys") or "name" not in spec:
-        raise ConfigError(f"task_family.members[{index}]={spec!r} must be a mapping with a 'name', e.g. {{name: quadratic, dim: 8}}")
+        raise ConfigError(
+            f"task_family.members[{index}]={spec!r} must be a mapping with a 'name', e.g. {{name: quadratic, dim: 8}}"
+        )
     options = {str(k): v for k, v in dict(spec).items() if k != "name"}
     if spec["name"] == "mixture":
         raise ConfigError("task_family.members cannot contain another mixture")
@@ -43,7 +45,9 @@ def build_member(spec: Any, index: int) -> TaskFamily:
 
 
 def _signature(family: TaskFamily) -> Any:
-    shapes = jax.eval_shape(family.init_params, jax.random.key(0), jax.eval_shape(family.sample_task, jax.random.key(0)))
+    shapes = jax.eval_shape(
+        family.init_params, jax.random.key(0), jax.eval_shape(family.sample_task, jax.random.key(0))
+    )
     return jax.tree.structure(shapes), [(x.shape, x.dtype) for x in jax.tree.leaves(shapes)]
 
 
@@ -62,14 +66,18 @@ def mixture(*, members: list = (), weights: list = ()) -> TaskFamily:
     for i, fam in enumerate(fams[1:], 1):
         if _signature(fam) != sig0:
             raise ConfigError(
-                f"task_family.members[{i}] ({fam.name}) has a different parameter structure than members[0] ({fams[0].name}); "
+                f"task_family.members[{i}] ({fam.name}) has a different parameter structure "
+                f"than members[0] ({fams[0].name}); "
                 "a mixture needs the same params pytree (structure, shapes, dtypes)"
             )
     logits = jnp.log(jnp.asarray(weights, jnp.float32))
 
     def sample_task(key):
         k_m, *keys = jax.random.split(key, len(fams) + 1)
-        return {"member": jax.random.categorical(k_m, logits), "tasks": tuple(f.sample_task(k) for f, k in zip(fams, keys))}
+        return {
+            "member": jax.random.categorical(k_m, logits),
+            "tasks": tuple(f.sample_task(k) for f, k in zip(fams, keys)),
+        }
 
     def init_params(key, task):
         branches = [lambda k, ts, f=f, i=i: f.init_params(k, ts[i]) for i, f in enumerate(fams)]

@@ -4,7 +4,7 @@ episode-return tracking, and :func:`rl_family`, which builds a family with persi
 One inner *step* of an RL task family is one PPO update on a freshly collected
 rollout (as in OPEN, Goldie et al. 2024, where the learned optimizer trains a
 PPO agent). The environments persist across updates in the family's task state
-(:mod:`task_families.base`): each rollout continues from where the previous one
+(:mod:`evolopt.contracts`): each rollout continues from where the previous one
 stopped, finished episodes auto-reset, so an episode can span many updates.
 
 With ``E`` environments and ``L`` steps, rewards ``r_t``, dones ``d_t``, values
@@ -41,14 +41,13 @@ the env's reward definition and time limit (see the families' modules).
 from __future__ import annotations
 
 import math
-
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from task_families.base import TaskFamily
+from evolopt.contracts import TaskFamily
 
 
 def init_mlp(key: jax.Array, sizes: list[int], last_std: float) -> dict:
@@ -57,7 +56,10 @@ def init_mlp(key: jax.Array, sizes: list[int], last_std: float) -> dict:
     keys = jax.random.split(key, len(sizes) - 1)
     for i, (k, n_in, n_out) in enumerate(zip(keys, sizes[:-1], sizes[1:])):
         std = (last_std if i == len(sizes) - 2 else 1.0) / math.sqrt(n_in)
-        params[f"dense_{i}"] = {"kernel": jax.random.truncated_normal(k, -2.0, 2.0, (n_in, n_out)) * std / 0.8796, "bias": jnp.zeros(n_out)}
+        params[f"dense_{i}"] = {
+            "kernel": jax.random.truncated_normal(k, -2.0, 2.0, (n_in, n_out)) * std / 0.8796,
+            "bias": jnp.zeros(n_out),
+        }
     return params
 
 
@@ -123,7 +125,9 @@ def ppo_loss(
     return -jnp.mean(surrogate) + vf_coef * value_loss - ent_coef * jnp.mean(entropy)
 
 
-def track_returns(rewards: jax.Array, dones: jax.Array, running: jax.Array, last: jax.Array) -> tuple[jax.Array, jax.Array]:
+def track_returns(
+    rewards: jax.Array, dones: jax.Array, running: jax.Array, last: jax.Array
+) -> tuple[jax.Array, jax.Array]:
     """Carry episode returns through time-major ``[L, E]`` rewards and dones.
 
     ``running`` is each env's return so far in its current episode, ``last`` the

@@ -11,8 +11,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from evolopt.contracts import TaskFamily
 from evolopt.registry import register_task_family
-from task_families.base import TaskFamily
 
 
 @register_task_family("quadratic")

@@ -1,10 +1,10 @@
 """PPO agents on brax environments (continuous actions), e.g. ``inverted_pendulum`` on CPU.
 
-Same design as :mod:`task_families.rl_gymnax`: ``num_envs`` envs persist across
+Same design as :mod:`evolopt.task_families.rl_gymnax`: ``num_envs`` envs persist across
 inner steps in the task state; one inner step = ``rollout_steps`` more steps of
 them with the current policy + one PPO update; the loss *value* is ``R_high - R``
 for ``R`` the mean over envs of the latest completed episode's return (see
-:mod:`task_families.ppo`) and its *gradient* is the PPO loss's; ``loss_scale =
+:mod:`evolopt.task_families.ppo`) and its *gradient* is the PPO loss's; ``loss_scale =
 R_high - R_low``.
 
 Policy: a Gaussian ``a ~ N(mu(s), diag(exp(2 log_std)))`` with ``mu`` a tanh MLP
@@ -47,9 +47,9 @@ import math
 import jax
 import jax.numpy as jnp
 
+from evolopt.contracts import TaskFamily, require_positive
 from evolopt.registry import ConfigError, register_task_family
-from task_families import ppo
-from task_families.base import TaskFamily, require_positive
+from evolopt.task_families import ppo
 
 DEFAULT_RANGES = {  # episode return bounds for episodes of at most T steps (module docstring)
     "inverted_pendulum": lambda t: (0.0, float(t)),
@@ -80,7 +80,9 @@ def reset(env, key: jax.Array, num_envs: int) -> dict:
     return {"state": jax.vmap(env.reset)(jax.random.split(key, num_envs)), "t": jnp.zeros(num_envs, jnp.int32)}
 
 
-def rollout(env, mean_fn, log_std: jax.Array, envs: dict, key: jax.Array, steps: int, episode_length: int) -> tuple[dict, dict]:
+def rollout(
+    env, mean_fn, log_std: jax.Array, envs: dict, key: jax.Array, steps: int, episode_length: int
+) -> tuple[dict, dict]:
     """``(traj, envs)``: ``steps`` steps of the Gaussian policy from ``envs`` (module docstring);
     ``traj`` is time-major ``[steps, E, ...]``, ``done`` includes the time limit."""
     k_reset, k_steps = jax.random.split(key)
@@ -92,7 +94,13 @@ def rollout(env, mean_fn, log_std: jax.Array, envs: dict, key: jax.Array, steps:
         action = mean + jnp.exp(log_std) * jax.random.normal(k, mean.shape)
         nxt = jax.vmap(env.step)(state, jnp.clip(action, -1.0, 1.0))
         done = (nxt.done > 0) | (t + 1 >= episode_length)
-        out = {"obs": state.obs, "action": action, "logp": gaussian_logp(action, mean, log_std), "reward": nxt.reward, "done": done}
+        out = {
+            "obs": state.obs,
+            "action": action,
+            "logp": gaussian_logp(action, mean, log_std),
+            "reward": nxt.reward,
+            "done": done,
+        }
         state = jax.tree.map(lambda r, n: jnp.where(done.reshape((-1,) + (1,) * (n.ndim - 1)), r, n), restart, nxt)
         return {"state": state, "t": jnp.where(done, 0, t + 1)}, out
 

@@ -1,19 +1,19 @@
 """PPO agents on gymnax environments: the learned optimizer trains an RL agent (as in OPEN).
 
 **What one inner step is.** The family keeps ``num_envs`` environments (gymnax
-states and current observations) in its task state (:mod:`task_families.base`).
+states and current observations) in its task state (:mod:`evolopt.contracts`).
 ``step_batch(key, task, params, state)`` rolls them on for ``rollout_steps`` steps
 with the *current* policy (``stop_gradient(params)``: sampling is not
 differentiated; gymnax auto-resets finished episodes) and returns the rollout and
 the envs where it stopped; ``loss`` is the PPO objective on that rollout
-(:mod:`task_families.ppo`), so an optimizer step is one PPO update (one epoch, one
+(:mod:`evolopt.task_families.ppo`), so an optimizer step is one PPO update (one epoch, one
 minibatch). The envs persist across updates, as in OPEN and purejaxrl: an episode
 can last longer than a rollout (up to the env's time limit ``T``, e.g. CartPole's
 500 steps). A new inner trajectory starts from fresh resets.
 
 **What the meta-loss is.** ``R`` is the mean over envs of each env's latest
 *completed* episode return (``R_low`` before its first ends; why: see
-:mod:`task_families.ppo`), ``[R_low, R_high]`` a range of episode returns
+:mod:`evolopt.task_families.ppo`), ``[R_low, R_high]`` a range of episode returns
 (``return_range``, or the defaults below). The *value* ``loss`` returns is
 ``R_high - R`` while its *gradient* is the PPO loss's, and ``loss_scale = R_high -
 R_low``, so the meta-loss of a step is
@@ -39,9 +39,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from evolopt.contracts import TaskFamily, require_positive
 from evolopt.registry import ConfigError, register_task_family
-from task_families import ppo
-from task_families.base import TaskFamily, require_positive
+from evolopt.task_families import ppo
 
 DEFAULT_RANGES = {  # episode return bounds for time limit T
     "CartPole-v1": lambda t: (0.0, float(t)),
@@ -90,7 +90,13 @@ def rollout(env, env_params, actor, envs: tuple, key: jax.Array, steps: int) -> 
             jax.random.split(k_s, num_envs), state, action, env_params
         )
         done = jnp.logical_or(term, trunc)
-        return (obs2, state2), {"obs": flat, "action": action, "logp": logp, "reward": reward.astype(jnp.float32), "done": done}
+        return (obs2, state2), {
+            "obs": flat,
+            "action": action,
+            "logp": logp,
+            "reward": reward.astype(jnp.float32),
+            "done": done,
+        }
 
     envs, traj = jax.lax.scan(step, envs, jax.random.split(key, steps))
     traj["last_obs"] = envs[0].reshape(num_envs, -1).astype(jnp.float32)

@@ -20,8 +20,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from evolopt.contracts import TaskFamily
 from evolopt.registry import ConfigError, register_task_family
-from task_families.base import TaskFamily
 
 
 def rosenbrock_value(u: jax.Array, b: jax.Array) -> jax.Array:

@@ -42,7 +42,7 @@ def make_grads(seed: int) -> dict:
     return {k: jax.random.normal(kk, v.shape) for kk, (k, v) in zip(ks, params.items())}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def initial_theta(name: str):
     """One theta per arch for the whole module: initialisers are slow to compile."""
     return ARCHITECTURES.build(name).init_theta(KEY)
@@ -372,10 +372,18 @@ def test_mulo_multipliers_scale_step_per_tensor():
 
 
 def test_mulo_default_heuristic():
-    tree = {"params": {f"Dense_{i}": {"kernel": np.zeros(s), "bias": np.zeros(s[-1])} for i, s in
-                       [(0, (6, 8)), (1, (8, 16)), (2, (3, 3, 16, 32)), (10, (32, 3))]}}
-    got = dict(zip([jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0]],
-                   mulo_mod.mup_multipliers_for(tree)))
+    tree = {
+        "params": {
+            f"Dense_{i}": {"kernel": np.zeros(s), "bias": np.zeros(s[-1])}
+            for i, s in [(0, (6, 8)), (1, (8, 16)), (2, (3, 3, 16, 32)), (10, (32, 3))]
+        }
+    }
+    got = dict(
+        zip(
+            [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0]],
+            mulo_mod.mup_multipliers_for(tree),
+        )
+    )
     expect = {0: 1.0, 1: 1 / 8, 2: 1 / 16, 10: 1.0}  # Dense_10 is the readout though it sorts before Dense_2
     for i, s in expect.items():
         assert got[f"['params']['Dense_{i}']['kernel']"] == pytest.approx(s)
@@ -442,11 +450,27 @@ def _published_celo_tree(key, hidden=4, lstm=64) -> dict:
     ks = iter(jax.random.split(key, 64))
     rnd = lambda *shape: np.asarray(jax.random.normal(next(ks), shape), np.float32)  # noqa: E731
     ff = {f"w0__{i}": rnd(1, c, hidden) for i, c in enumerate(sizes)}
-    ff |= {"b0": rnd(1, hidden), "w1": rnd(1, hidden, hidden), "b1": rnd(1, hidden), "w2": rnd(1, hidden, 3), "b2": rnd(1, 3)}
+    ff |= {
+        "b0": rnd(1, hidden),
+        "w1": rnd(1, hidden, hidden),
+        "b1": rnd(1, hidden),
+        "w2": rnd(1, hidden, 3),
+        "b2": rnd(1, 3),
+    }
     dense = lambda n_in, n_out: {"w": rnd(n_in, n_out), "b": rnd(n_out)}  # noqa: E731
-    rnn = {"linear": dense(18, lstm), "linear_1": dense(18, lstm), "linear_2": dense(18, lstm),
-           "rnn/linear": dense(2 * lstm, 4 * lstm), "rnn_to_controls": dense(lstm, 1), "step_size": dense(lstm, 1)}
-    return {"ff_mod_stack": {"~": ff}, "lstm_init_state": {"hidden": rnd(1, lstm), "cell": rnd(1, lstm)}, "rnn_params": rnn}
+    rnn = {
+        "linear": dense(18, lstm),
+        "linear_1": dense(18, lstm),
+        "linear_2": dense(18, lstm),
+        "rnn/linear": dense(2 * lstm, 4 * lstm),
+        "rnn_to_controls": dense(lstm, 1),
+        "step_size": dense(lstm, 1),
+    }
+    return {
+        "ff_mod_stack": {"~": ff},
+        "lstm_init_state": {"hidden": rnd(1, lstm), "cell": rnd(1, lstm)},
+        "rnn_params": rnn,
+    }
 
 
 def test_celo_loads_the_published_theta_state(tmp_path):
@@ -467,7 +491,7 @@ def test_celo_loads_the_published_theta_state(tmp_path):
     ff = tree["ff_mod_stack"]["~"]
     x = np.random.default_rng(0).normal(size=(5, 30)).astype(np.float32)
     bounds = np.cumsum([0, 1, 1, 1, 3, 1, 3, 1, 3, 1, 3, 3, 3, 3, 3])
-    h = sum(x[:, bounds[i]:bounds[i + 1]] @ ff[f"w0__{i}"][0] for i in range(14)) + ff["b0"][0]
+    h = sum(x[:, bounds[i] : bounds[i + 1]] @ ff[f"w0__{i}"][0] for i in range(14)) + ff["b0"][0]
     h = np.maximum(np.maximum(h, 0) @ ff["w1"][0] + ff["b1"][0], 0)
     want = h @ ff["w2"][0] + ff["b2"][0]
     from evolopt.architectures import features as F
@@ -478,13 +502,19 @@ def test_celo_loads_the_published_theta_state(tmp_path):
     rnn, init = tree["rnn_params"], tree["lstm_init_state"]
     sig = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
     xs = np.random.default_rng(1).normal(size=18).astype(np.float32)
-    mix = xs @ rnn["linear_2"]["w"] + rnn["linear_2"]["b"] + np.maximum(xs @ rnn["linear_1"]["w"] + rnn["linear_1"]["b"], 0)
+    mix = (
+        xs @ rnn["linear_2"]["w"]
+        + rnn["linear_2"]["b"]
+        + np.maximum(xs @ rnn["linear_1"]["w"] + rnn["linear_1"]["b"], 0)
+    )
     h0, c0 = init["hidden"][0], init["cell"][0]
     i, g, f, o = np.split(np.concatenate([mix, h0]) @ rnn["rnn/linear"]["w"] + rnn["rnn/linear"]["b"], 4)
     c1 = sig(f + 1) * c0 + sig(i) * np.tanh(g)
     h1 = sig(o) * np.tanh(c1)
     eta = 0.1 * np.exp(h1 @ rnn["step_size"]["w"] + rnn["step_size"]["b"])[0]
-    got_eta, (got_h, got_c) = celo_mod.scheduler_step(theta["scheduler"], jnp.asarray(xs), (theta["scheduler"]["init_h"], theta["scheduler"]["init_c"]))
+    got_eta, (got_h, got_c) = celo_mod.scheduler_step(
+        theta["scheduler"], jnp.asarray(xs), (theta["scheduler"]["init_h"], theta["scheduler"]["init_c"])
+    )
     np.testing.assert_allclose([got_eta], [eta], rtol=1e-4)
     np.testing.assert_allclose(got_h, h1, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(got_c, c1, rtol=1e-4, atol=1e-6)

@@ -7,7 +7,6 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from evolopt.architectures import celo2 as C
@@ -118,7 +117,7 @@ def _theta(seed=0, scale=3.0):
     return jax.tree.map(lambda w: w * scale + 0.1, th)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _jitted_update(orthogonalize):
     # theta is an argument, so one compilation serves every theta in these tests.
     def update(theta, g, state, params):
@@ -168,7 +167,7 @@ def test_unit_rms_and_ns_spectrum():
     (ortho,) = _run(theta, True, params, [g])
     (base,) = _run(theta, False, params, [g])
     for step in (ortho, base):
-        for n, x in step.items():
+        for x in step.values():
             axes = tuple(range(max(x.ndim - 2, 0), x.ndim))
             np.testing.assert_allclose(np.sqrt(np.mean(np.square(x), axis=axes)), 1.0, rtol=1e-4)
     for n in ("w", "tall", "conv"):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import TINY, run_cli
 
 
@@ -37,7 +36,16 @@ def test_bad_input_is_one_line_exit_2_and_no_run_dir(tmp_path, override, message
 def test_help_lists_groups_and_their_options():
     result = run_cli("--help")
     assert result.returncode == 0
-    for text in ("strategy:", "arch:", "task_family:", "open_es", "small_fc_lopt", "image_mlp", "sigma=", "population_size"):
+    for text in (
+        "strategy:",
+        "arch:",
+        "task_family:",
+        "open_es",
+        "small_fc_lopt",
+        "image_mlp",
+        "sigma=",
+        "population_size",
+    ):
         assert text in result.stdout
 
 
@@ -54,7 +62,9 @@ def test_tiny_run_writes_everything(tiny_run):
     rows = [json.loads(line) for line in (tiny_run / "metrics.jsonl").read_text().splitlines()]
     gens = [r["generation"] for r in rows if "fitness/mean" in r]
     assert gens == [1, 2, 3, 4]
-    assert {"fitness/min", "fitness/max", "theta/norm", "theta/update_norm", "speed/member_steps_per_s"} <= set(rows[-1])
+    assert {"fitness/min", "fitness/max", "theta/norm", "theta/update_norm", "speed/member_steps_per_s"} <= set(
+        rows[-1]
+    )
     assert rows[0]["generation"] == 0 and "meta_loss/mean_theta" in rows[0]
     for name in ("config.yaml", "theta.npz", "meta_training.png"):
         assert (tiny_run / name).is_file()

@@ -15,7 +15,6 @@ import time
 
 import numpy as np
 import pytest
-
 from conftest import REPO, TINY, run_cli
 from test_sharding import fitness
 
@@ -29,9 +28,20 @@ def launch(args: list[str], processes: int = 2, devices: int = 2) -> list[subpro
     env = {**os.environ, "PYTHONPATH": str(REPO), "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
     return [
         subprocess.Popen(
-            [sys.executable, "-m", "evolopt.train", *args, f"distributed.coordinator=127.0.0.1:{port}",
-             f"distributed.num_processes={processes}", f"distributed.process_id={i}"],
-            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                "-m",
+                "evolopt.train",
+                *args,
+                f"distributed.coordinator=127.0.0.1:{port}",
+                f"distributed.num_processes={processes}",
+                f"distributed.process_id={i}",
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for i in range(processes)
     ]
@@ -51,21 +61,32 @@ def test_two_processes_make_the_four_device_run_and_resume(tmp_path):
         for rc, _, err in out:
             assert rc == 0, err[-3000:]
         assert "run saved to" in out[0][1] and "run saved to" not in out[1][1]  # only process 0 reports
-    r = run_cli(*args, "generations=6", f"run_dir={single}", env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
+    r = run_cli(
+        *args, "generations=6", f"run_dir={single}", env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     # one writer: exactly one metrics row per generation, not one per process
     gens = [json.loads(line)["generation"] for line in (multi / "metrics.jsonl").read_text().splitlines()]
     assert gens == sorted(set(gens)) and len(fitness(multi)) == 6
     np.testing.assert_allclose(fitness(multi), fitness(single), rtol=1e-5, atol=1e-6)
-    assert (multi / "theta.npz").is_file() and sorted(p.name for p in (multi / "checkpoints").iterdir() if p.name.isdigit()) == ["4", "6"]
+    assert (multi / "theta.npz").is_file() and sorted(
+        p.name for p in (multi / "checkpoints").iterdir() if p.name.isdigit()
+    ) == ["4", "6"]
 
 
 @pytest.mark.slow
 def test_a_dead_process_stops_the_others_in_bounded_time(tmp_path):
     run_dir = tmp_path / "run"
     heartbeat = 5
-    procs = launch([*TINY, "generations=100000", "checkpoint_every=1000", f"run_dir={run_dir}",
-                    f"distributed.heartbeat_timeout_s={heartbeat}"])
+    procs = launch(
+        [
+            *TINY,
+            "generations=100000",
+            "checkpoint_every=1000",
+            f"run_dir={run_dir}",
+            f"distributed.heartbeat_timeout_s={heartbeat}",
+        ]
+    )
     metrics = run_dir / "metrics.jsonl"
     deadline = time.time() + 400
     while time.time() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3):
@@ -100,11 +121,23 @@ def test_cluster_detection(monkeypatch):
 
 def test_bad_distributed_options_fail_in_one_line():
     for bad, expected in [
-        (["distributed.coordinator=127.0.0.1:1", "distributed.num_processes=2", "distributed.process_id=2"],
-         "0 <= distributed.process_id < num_processes"),
-        (["distributed.coordinator=localhost", "distributed.num_processes=2", "distributed.process_id=0"], "must be HOST:PORT"),
-        (["distributed.coordinator=127.0.0.1:1", "distributed.num_processes=2", "distributed.process_id=0",
-          "distributed.cpu_collectives=nccl"], "valid choices: gloo, mpi"),
+        (
+            ["distributed.coordinator=127.0.0.1:1", "distributed.num_processes=2", "distributed.process_id=2"],
+            "0 <= distributed.process_id < num_processes",
+        ),
+        (
+            ["distributed.coordinator=localhost", "distributed.num_processes=2", "distributed.process_id=0"],
+            "must be HOST:PORT",
+        ),
+        (
+            [
+                "distributed.coordinator=127.0.0.1:1",
+                "distributed.num_processes=2",
+                "distributed.process_id=0",
+                "distributed.cpu_collectives=nccl",
+            ],
+            "valid choices: gloo, mpi",
+        ),
     ]:
         r = run_cli(*TINY, *bad, "run_dir=/nonexistent/never")
         assert r.returncode == 2, r.stderr[-2000:]

@@ -9,17 +9,17 @@ import math
 import jax
 import numpy as np
 import pytest
+from conftest import run_cli
 
 import evolopt
-from conftest import run_cli
 from evolopt.architectures.adam_hparams import init_theta as adam_hparams_theta
 from evolopt.architectures.baselines import baseline
 from evolopt.eval_report import Result, write_report
 from evolopt.evaluate import evaluate_task, iqm, lr_grid, main, resolve_candidate, smooth, steps_to_reach
 from evolopt.export import load_theta_file, save_theta_file
 from evolopt.registry import ARCHITECTURES, TASK_FAMILIES
+from evolopt.suites import SuiteTask
 from evolopt.unroll import train_curve
-from task_families.suites import SuiteTask
 
 DIGITS = SuiteTask("digits40", "image_mlp", {"datasets": ["digits"], "hidden": [32]}, 40, True)
 QUADRATIC = SuiteTask("quadratic40", "quadratic", {"dim": 10}, 40, False)
@@ -86,8 +86,11 @@ def test_tuned_celo2_matches_an_independent_loop_over_rates():
     # The own rate (1e-3) is not on this grid: trained separately, at the file's rate.
     assert r.own_lr == pytest.approx(1e-3) and r.own_train == pytest.approx(scores[3], rel=2e-4)
     assert r.own_normalized_loss == pytest.approx(scores[3] / r.baseline_train, rel=2e-4)
-    assert set(r.curves) == {"celo2-cpu (lr=1e-02, tuned)" if best == 1 else f"celo2-cpu (lr={lrs[best]:.0e}, tuned)",
-                             "celo2-cpu (own lr=1e-03)", "adam (lr=1e-03)"}
+    assert set(r.curves) == {
+        "celo2-cpu (lr=1e-02, tuned)" if best == 1 else f"celo2-cpu (lr={lrs[best]:.0e}, tuned)",
+        "celo2-cpu (own lr=1e-03)",
+        "adam (lr=1e-03)",
+    }
 
 
 def test_tuned_adam_candidate_and_baseline_match_an_independent_search(tmp_path):
@@ -105,7 +108,9 @@ def test_tuned_adam_candidate_and_baseline_match_an_independent_search(tmp_path)
 
 def test_adam_hparams_file_at_its_own_rate_is_adam(tmp_path):
     """adam_hparams theta exported at lr 3e-2, candidate_lrs=0: the reference Adam at 3e-2."""
-    path = save_theta_file(tmp_path / "a.npz", adam_hparams_theta(None, 3e-2), "adam_hparams", {"init_learning_rate": 3e-2})
+    path = save_theta_file(
+        tmp_path / "a.npz", adam_hparams_theta(None, 3e-2), "adam_hparams", {"init_learning_rate": 3e-2}
+    )
     ref, _ = reference_runs(QUADRATIC, lambda lr: baseline("adam", float(lr)), {}, [3e-2], seeds=2)
     r = evaluate_task(QUADRATIC, resolve_candidate(str(path)), ["adam"], 2, lr_grid(1), lr_grid(0))
     assert not r.tuned and math.isnan(r.candidate_lr) and math.isnan(r.own_lr)
@@ -115,27 +120,67 @@ def test_adam_hparams_file_at_its_own_rate_is_adam(tmp_path):
 def fake(task, norm, own_norm, lr):
     curves = {"cand": np.ones((1, 20))}
     # the candidate's train loss is `norm` (best baseline: 1.0); sgdm alone reaches 0.5 at best
-    grid = {"cand": [(1e-3, own_norm, 0.6), (lr, norm, 0.5)], "adam": [(1e-2, 1.0, 0.4), (1e-1, 3.0, 0.4)],
-            "sgdm": [(1e-1, 0.5, 0.4)]}
-    return Result(task, True, lr, norm, 0.5, "adam", 1e-2, 1.0, 0.4, norm, 0.5, 1e-3, own_norm, 0.6, own_norm,
-                  math.inf, 2.0, True, curves, grid)
+    grid = {
+        "cand": [(1e-3, own_norm, 0.6), (lr, norm, 0.5)],
+        "adam": [(1e-2, 1.0, 0.4), (1e-1, 3.0, 0.4)],
+        "sgdm": [(1e-1, 0.5, 0.4)],
+    }
+    return Result(
+        task,
+        True,
+        lr,
+        norm,
+        0.5,
+        "adam",
+        1e-2,
+        1.0,
+        0.4,
+        norm,
+        0.5,
+        1e-3,
+        own_norm,
+        0.6,
+        own_norm,
+        math.inf,
+        2.0,
+        True,
+        curves,
+        grid,
+    )
 
 
 def test_report_columns_and_summary(tmp_path):
-    results = [fake("a", 0.5, 2.0, 1e-2), fake("b", 0.9, 3.0, 1e-2), fake("c", 1.05, 1.5, 3e-2), fake("d", 4.0, 5.0, 1e-2)]
+    results = [
+        fake("a", 0.5, 2.0, 1e-2),
+        fake("b", 0.9, 3.0, 1e-2),
+        fake("c", 1.05, 1.5, 3e-2),
+        fake("d", 4.0, 5.0, 1e-2),
+    ]
     text = write_report(results, tmp_path, "cand", "s", "protocol line")
     rows = list(csv.DictReader(open(tmp_path / "results.csv")))
     assert {"candidate_lr", "own_lr", "own_train", "own_normalized_loss", "own_speedup", "seconds"} <= set(rows[0])
     assert [float(r["candidate_lr"]) for r in rows] == [1e-2, 1e-2, 3e-2, 1e-2]
     grid = list(csv.DictReader(open(tmp_path / "lr_grid.csv")))
-    assert len(grid) == 20 and grid[1] == {"task": "a", "optimizer": "cand", "lr": "0.01", "final_train": "0.5", "final_valid": "0.5"}
+    assert len(grid) == 20 and grid[1] == {
+        "task": "a",
+        "optimizer": "cand",
+        "lr": "0.01",
+        "final_train": "0.5",
+        "final_valid": "0.5",
+    }
     assert "| a | yes | 1e-02 | 0.5000 |" in text and "| 0.500 | 0.50 | 2.0000 | 2.000 |" in text
     # tuned: wins a, b; c within 10%; IQM of sorted (0.5, 0.9, 1.05, 4) = mean(0.9, 1.05)
     assert "at the tuned learning rate: 2/4; within 10% (1..1.1): 1 more; IQM normalised loss: 0.975." in text
     assert "at its own learning rate (1e-03): 0/4; within 10% (1..1.1): 0 more; IQM normalised loss: 2.500." in text
     # against each baseline alone: adam's best is 1.0 (same ratios); sgdm's 0.5 doubles them
-    assert "against adam alone (tuned learning rate vs its best rate): 2/4; within 10% (1..1.1): 1 more; IQM normalised loss: 0.975." in text
-    assert "against sgdm alone (tuned learning rate vs its best rate): 0/4; within 10% (1..1.1): 1 more; IQM normalised loss: 1.950." in text
+    assert (
+        "against adam alone (tuned learning rate vs its best rate): 2/4; within 10% (1..1.1): 1 more; IQM normalised loss: 0.975."
+        in text
+    )
+    assert (
+        "against sgdm alone (tuned learning rate vs its best rate): 0/4; within 10% (1..1.1): 1 more; IQM normalised loss: 1.950."
+        in text
+    )
     assert "against cand alone" not in text
     assert "Chosen learning rates: 1e-02 x3, 3e-02 x1." in text and "Wall time: 8 s" in text
     assert (tmp_path / "curves.png").is_file()
@@ -143,7 +188,20 @@ def test_report_columns_and_summary(tmp_path):
 
 def test_tiny_evaluation_of_the_shipped_optimizer(tmp_path):
     out = tmp_path / "eval"
-    assert main(["optimizer=celo2-cpu", "suite=tiny", "seeds=2", "lrs=3", "candidate_lrs=0", "baselines=adam,sgdm", f"out={out}"]) == 0
+    assert (
+        main(
+            [
+                "optimizer=celo2-cpu",
+                "suite=tiny",
+                "seeds=2",
+                "lrs=3",
+                "candidate_lrs=0",
+                "baselines=adam,sgdm",
+                f"out={out}",
+            ]
+        )
+        == 0
+    )
     for name in ("results.md", "results.csv", "lr_grid.csv", "curves.png"):
         assert (out / name).is_file()
     rows = list(csv.DictReader(open(out / "results.csv")))
@@ -161,7 +219,15 @@ def test_tiny_evaluation_of_the_shipped_optimizer(tmp_path):
 def test_a_baseline_against_itself_is_even(tmp_path, name):
     """Candidate 'adam' is tuned on the same grid and seeds as baseline 'adam': normalised loss 1."""
     out = tmp_path / "self"
-    args = [f"optimizer={name}", "suite=tiny", "tasks=digits_mlp32_8x8", "seeds=1", "lrs=3", f"baselines={name}", f"out={out}"]
+    args = [
+        f"optimizer={name}",
+        "suite=tiny",
+        "tasks=digits_mlp32_8x8",
+        "seeds=1",
+        "lrs=3",
+        f"baselines={name}",
+        f"out={out}",
+    ]
     assert main(args) == 0
     rows = list(csv.DictReader(open(out / "results.csv")))
     assert [r["task"] for r in rows] == ["digits_mlp32_8x8"]  # tasks= picks a subset
@@ -175,8 +241,12 @@ def test_four_devices_give_one_devices_numbers(tmp_path):
     args = ["optimizer=celo2-cpu", "suite=tiny", "seeds=3", "lrs=3", "baselines=adam"]
     tables = {}
     for n in (1, 4):
-        r = run_cli(*args, f"out={tmp_path / str(n)}", module="evolopt.evaluate",
-                    env={"XLA_FLAGS": f"--xla_force_host_platform_device_count={n}"})
+        r = run_cli(
+            *args,
+            f"out={tmp_path / str(n)}",
+            module="evolopt.evaluate",
+            env={"XLA_FLAGS": f"--xla_force_host_platform_device_count={n}"},
+        )
         assert r.returncode == 0, r.stderr[-2000:]
         assert f"sharded over {n} cpu device(s)" in r.stdout
         tables[n] = [list(csv.DictReader(open(tmp_path / str(n) / f))) for f in ("results.csv", "lr_grid.csv")]

@@ -8,13 +8,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import run_cli
 from sklearn.datasets import load_digits
 
 import evolopt
 from evolopt.export import ThetaFileError
 from evolopt.registry import ARCHITECTURES
-
-from conftest import run_cli
 
 
 class MLP(nn.Module):
@@ -61,7 +60,7 @@ def test_exported_adam_hparams_trains_flax_model_exactly_like_optax_adam(tmp_pat
 
 def test_meta_trained_run_exports_an_optimizer_that_trains(tiny_run, tmp_path):
     out = tmp_path / "exported.npz"
-    result = run_cli(f"run_dir={tiny_run}", f"out={out}", module="evolopt.export")
+    result = run_cli(f"run_dir={tiny_run}", f"out={out}", module="evolopt.export_cli")
     assert result.returncode == 0, result.stderr[-2000:]
     theta, header = evolopt.load_theta_file(out)
     assert header["arch"] == "small_fc_lopt" and header["generation"] == 4
@@ -95,7 +94,7 @@ def test_wrong_arch_truncated_and_foreign_files_fail_clearly(tiny_run, tmp_path)
 
 
 def test_export_cli_rejects_bad_input(tmp_path):
-    result = run_cli(f"run_dir={tmp_path}", module="evolopt.export")
+    result = run_cli(f"run_dir={tmp_path}", module="evolopt.export_cli")
     assert result.returncode == 2
     assert "is not an evolopt run directory" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1

@@ -11,7 +11,6 @@ import sys
 import time
 
 import pytest
-
 from conftest import REPO, TINY, run_cli
 
 GENS = 8
@@ -19,7 +18,9 @@ GENS = 8
 
 def fitness_sequence(run_dir):
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [(r["generation"], r["fitness/mean"], r["fitness/min"], r["fitness/max"]) for r in rows if "fitness/mean" in r]
+    return [
+        (r["generation"], r["fitness/mean"], r["fitness/min"], r["fitness/max"]) for r in rows if "fitness/mean" in r
+    ]
 
 
 @pytest.mark.slow
@@ -31,8 +32,10 @@ def test_sigkill_then_resume_reproduces_uninterrupted_run(tmp_path):
     killed = tmp_path / "killed"
     proc = subprocess.Popen(
         [sys.executable, "-m", "evolopt.train", *args, f"run_dir={killed}"],
-        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:  # kill after generation 5 is logged

@@ -19,17 +19,17 @@ import optax
 import pytest
 
 import evolopt.architectures  # noqa: F401
-import strategies  # noqa: F401
-import task_families  # noqa: F401
+import evolopt.strategies  # noqa: F401
+import evolopt.task_families  # noqa: F401
 from evolopt.architectures.base import LearnedOptimizer
 from evolopt.config import load_config
+from evolopt.contracts import TaskFamily
 from evolopt.loop import build
 from evolopt.meta import MetaTrainer, population_mesh
 from evolopt.registry import STRATEGIES, ConfigError
+from evolopt.strategies.nres import NRES
+from evolopt.strategies.pes import PES
 from evolopt.unroll import TruncationLoss, UnrollConfig, init_inner_state, unroll
-from strategies.nres import NRES
-from strategies.pes import PES
-from task_families.base import TaskFamily
 
 H = jnp.array([1.0, 0.3, 0.1, 0.03])
 SIGMA, K, GENS, PAIRS = 0.01, 10, 10, 2048
@@ -196,7 +196,9 @@ def test_influence_balancing():
 
 def losses(before, after, reset) -> TruncationLoss:
     b = jnp.asarray(before, jnp.float32)[:, None]
-    return TruncationLoss(b, jnp.asarray(after, jnp.float32)[:, None], jnp.asarray(reset)[:, None], jnp.zeros_like(b, jnp.int32))
+    return TruncationLoss(
+        b, jnp.asarray(after, jnp.float32)[:, None], jnp.asarray(reset)[:, None], jnp.zeros_like(b, jnp.int32)
+    )
 
 
 def test_pes_accumulators_by_hand():
@@ -211,7 +213,9 @@ def test_pes_accumulators_by_hand():
     d0 = np.asarray(state.pert[:, 0])
     np.testing.assert_allclose(np.asarray(pop[:, 0]), np.concatenate([d0, -d0]))
     np.testing.assert_allclose(float(state.std), 0.5)
-    new, _ = es.tell(jax.random.key(2), pop, losses([1.0, 2.0, 0.5, 1.0], [3.0, 0.0, 1.0, 0.0], [1, 0, 1, 0]), state, params)
+    new, _ = es.tell(
+        jax.random.key(2), pop, losses([1.0, 2.0, 0.5, 1.0], [3.0, 0.0, 1.0, 0.0], [1, 0, 1, 0]), state, params
+    )
     s0 = d0 / 0.25
     np.testing.assert_allclose(np.asarray(new.accum[:, 0, 0]), s0, rtol=1e-6)  # reset -> pert; else 0 + pert
     g0 = (0.5 * (0.5 * s0[0] + 2.0 * s0[0]) + 0.5 * (1.0 * s0[1])) / 2  # [(dB xi + dA score) / 2] mean over pairs

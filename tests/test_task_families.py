@@ -10,13 +10,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import TINY
 
+from evolopt import augment
 from evolopt.config import load_config
 from evolopt.loop import build
 from evolopt.registry import TASK_FAMILIES, ConfigError
-from task_families import augment, datasets, local_data, mnist1d
-
-from conftest import TINY
+from evolopt.task_families import datasets, local_data, mnist1d
 
 
 def mean_init_loss(family, n: int = 8, seed: int = 0) -> float:
@@ -69,7 +69,7 @@ def test_lm_reads_a_users_text_file(tmp_path):
 
 
 def test_python_docs_corpus_is_real_text():
-    from task_families.lm import corpus_bytes
+    from evolopt.task_families.lm import corpus_bytes
 
     data = corpus_bytes("python_docs", "")
     assert len(data) > 300_000
@@ -204,23 +204,37 @@ def test_init_scale_multiplies_initial_params():
     task = aug.sample_task(key)
     c = float(task["init_scale"])
     assert 0.5 <= c <= 2.0
-    np.testing.assert_allclose(aug.init_params(key, task)["x"], c * fam.init_params(key, fam.sample_task(key))["x"], rtol=1e-6)
+    np.testing.assert_allclose(
+        aug.init_params(key, task)["x"], c * fam.init_params(key, fam.sample_task(key))["x"], rtol=1e-6
+    )
     assert augment.augment(plain) is plain  # everything off: the family itself
 
 
 def test_augmentation_from_the_run_config():
-    cfg = load_config([*TINY, "augmentation.reparam=tensor", "augmentation.reparam_low=0.1", "augmentation.reparam_high=10"])
+    cfg = load_config(
+        [*TINY, "augmentation.reparam=tensor", "augmentation.reparam_low=0.1", "augmentation.reparam_high=10"]
+    )
     trainer, _ = build(cfg)
     assert trainer.family.name == "quadratic+reparam_tensor"
-    with pytest.raises(ConfigError, match="unknown augmentation.reparam 'sideways'; valid choices: none, global, tensor, parameter"):
+    with pytest.raises(
+        ConfigError, match="unknown augmentation.reparam 'sideways'; valid choices: none, global, tensor, parameter"
+    ):
         build(load_config([*TINY, "augmentation.reparam=sideways"]))
     with pytest.raises(ConfigError, match="need 0 < low <= high"):
-        build(load_config([*TINY, "augmentation.reparam=global", "augmentation.reparam_low=10", "augmentation.reparam_high=1"]))
+        build(
+            load_config(
+                [*TINY, "augmentation.reparam=global", "augmentation.reparam_low=10", "augmentation.reparam_high=1"]
+            )
+        )
 
 
 @pytest.mark.parametrize(
     "name, options",
-    [("image_mlp", {"batch_size": 32}), ("image_conv", {"batch_size": 32, "channels": [4], "strides": [2]}), ("lm", {"batch_size": 32, "seq_len": 8})],
+    [
+        ("image_mlp", {"batch_size": 32}),
+        ("image_conv", {"batch_size": 32, "channels": [4], "strides": [2]}),
+        ("lm", {"batch_size": 32, "seq_len": 8}),
+    ],
 )
 def test_batch_size_mask_equals_the_plain_loss_on_the_first_b_examples(name, options):
     plain = TASK_FAMILIES.build(name, **options)
@@ -238,7 +252,9 @@ def test_batch_size_mask_equals_the_plain_loss_on_the_first_b_examples(name, opt
     assert float(loss) == pytest.approx(float(want), rel=1e-5)
     jax.tree.map(lambda g, w: np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-6), grad, want_grad)
     full = plain.loss(params, task["base"], plain.sample_batch(k_batch, task["base"]))  # without weights: all 32
-    assert float(aug.loss(params, task, {k: v for k, v in batch.items() if k != "weights"})) == pytest.approx(float(full), rel=1e-6)
+    assert float(aug.loss(params, task, {k: v for k, v in batch.items() if k != "weights"})) == pytest.approx(
+        float(full), rel=1e-6
+    )
 
 
 def test_batch_sizes_are_log_uniform_and_shared_by_antithetic_partners():
@@ -258,10 +274,22 @@ def test_batch_sizes_are_log_uniform_and_shared_by_antithetic_partners():
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (["augmentation.batch_min=4"], "augmentation.batch_min=4 needs a family whose loss takes example weights (image_mlp, image_conv, lm); 'quadratic' has none"),
-        (["task_family=image_mlp", "augmentation.batch_min=100"], "augmentation.batch_min=100 must be <= task_family.batch_size=64"),
-        (["task_family=image_mlp", "augmentation.batch_min=-1"], "augmentation.batch_min=-1 must be an integer >= 0 (0: off)"),
-        (["task_family=image_mlp", "augmentation.batch_min=2.5"], "augmentation.batch_min=2.5 must be an integer >= 0 (0: off)"),
+        (
+            ["augmentation.batch_min=4"],
+            "augmentation.batch_min=4 needs a family whose loss takes example weights (image_mlp, image_conv, lm); 'quadratic' has none",
+        ),
+        (
+            ["task_family=image_mlp", "augmentation.batch_min=100"],
+            "augmentation.batch_min=100 must be <= task_family.batch_size=64",
+        ),
+        (
+            ["task_family=image_mlp", "augmentation.batch_min=-1"],
+            "augmentation.batch_min=-1 must be an integer >= 0 (0: off)",
+        ),
+        (
+            ["task_family=image_mlp", "augmentation.batch_min=2.5"],
+            "augmentation.batch_min=2.5 must be an integer >= 0 (0: off)",
+        ),
     ],
 )
 def test_bad_batch_augmentation_is_one_line(overrides, message):
@@ -276,7 +304,11 @@ def test_bad_batch_augmentation_is_one_line(overrides, message):
 @pytest.mark.parametrize(
     "name, options, message",
     [
-        ("image_mlp", {"datasets": ["nope"]}, "unknown dataset 'nope'; valid choices: cifar10, digits, fashion_mnist, mnist, mnist1d, mnist5k, svhn"),
+        (
+            "image_mlp",
+            {"datasets": ["nope"]},
+            "unknown dataset 'nope'; valid choices: cifar10, digits, fashion_mnist, mnist, mnist1d, mnist5k, svhn",
+        ),
         ("image_mlp", {"colour": True}, "unknown option 'colour' for task_family 'image_mlp'; valid options: "),
         ("image_conv", {"datasets": ["mnist1d"]}, "dataset 'mnist1d' is 1-D"),
         ("image_conv", {"channels": [8], "strides": [1, 2]}, "must be non-empty and equally long"),
@@ -285,13 +317,25 @@ def test_bad_batch_augmentation_is_one_line(overrides, message):
         ("rl_gymnax", {"env": "nope"}, "unknown env 'nope'; valid choices: CartPole-v1, "),
         ("rl_gymnax", {"env": "Pendulum-v1"}, "continuous actions"),
         ("rl_gymnax", {"env": "Catch-bsuite"}, "no default return range for env 'Catch-bsuite'"),
-        ("rl_gymnax", {"env": "Breakout-MinAtar"}, "no default return range for env 'Breakout-MinAtar'; set task_family.return_range=[low,high]"),
-        ("rl_brax", {"env": "hopper"}, "no default return range for env 'hopper'; set task_family.return_range=[low,high]"),
+        (
+            "rl_gymnax",
+            {"env": "Breakout-MinAtar"},
+            "no default return range for env 'Breakout-MinAtar'; set task_family.return_range=[low,high]",
+        ),
+        (
+            "rl_brax",
+            {"env": "hopper"},
+            "no default return range for env 'hopper'; set task_family.return_range=[low,high]",
+        ),
         ("rl_brax", {"episode_length": 0}, "task_family.episode_length=0 must be >= 1"),
         ("rl_brax", {"backend": "nope"}, "unknown backend 'nope'; valid choices: spring, positional, generalized"),
         ("rosenbrock", {"dim": 1}, "must be >= 2"),
         ("mixture", {}, "task_family.members is empty"),
-        ("mixture", {"members": [{"name": "quadratic", "dim": 3}, {"name": "rosenbrock", "dim": 4}]}, "different parameter structure"),
+        (
+            "mixture",
+            {"members": [{"name": "quadratic", "dim": 3}, {"name": "rosenbrock", "dim": 4}]},
+            "different parameter structure",
+        ),
         ("mixture", {"members": [{"name": "nope"}]}, "unknown task_family 'nope'; valid choices: "),
     ],
 )
@@ -305,21 +349,68 @@ def test_bad_options_are_one_line_with_choices(name, options, message):
 
 FAMILY_RUNS = [
     pytest.param(["task_family=image_mlp", "task_family.batch_size=16"], id="image_mlp", marks=pytest.mark.slow),
-    pytest.param(["task_family=image_mlp", "task_family.datasets=[mnist5k,mnist1d]", "augmentation.reparam=global"], id="image_mlp-reparam"),
-    pytest.param(["task_family=image_conv", "task_family.batch_size=16", "task_family.channels=[4,8]"], id="image_conv", marks=pytest.mark.slow),
-    pytest.param(["task_family=lm", "task_family.seq_len=8", "task_family.batch_size=4", "task_family.d_model=16"], id="lm", marks=pytest.mark.slow),
+    pytest.param(
+        ["task_family=image_mlp", "task_family.datasets=[mnist5k,mnist1d]", "augmentation.reparam=global"],
+        id="image_mlp-reparam",
+    ),
+    pytest.param(
+        ["task_family=image_conv", "task_family.batch_size=16", "task_family.channels=[4,8]"],
+        id="image_conv",
+        marks=pytest.mark.slow,
+    ),
+    pytest.param(
+        ["task_family=lm", "task_family.seq_len=8", "task_family.batch_size=4", "task_family.d_model=16"],
+        id="lm",
+        marks=pytest.mark.slow,
+    ),
     pytest.param(["task_family=rosenbrock"], id="rosenbrock"),
-    pytest.param(["task_family=mixture", "task_family.members=[{name:quadratic,dim:6},{name:rosenbrock,dim:6}]", "task_family.weights=[1,2]"], id="mixture"),
-    pytest.param(["task_family=rl_gymnax", "task_family.num_envs=2", "task_family.rollout_steps=8"], id="rl_gymnax", marks=pytest.mark.slow),
-    pytest.param(["task_family=rl_gymnax", "task_family.env=Breakout-MinAtar", "task_family.num_envs=2", "task_family.rollout_steps=8", "task_family.return_range=[0,10]"], id="rl_minatar", marks=pytest.mark.slow),
-    pytest.param(["task_family=rl_brax", "task_family.num_envs=2", "task_family.rollout_steps=8"], id="rl_brax", marks=pytest.mark.slow),
+    pytest.param(
+        [
+            "task_family=mixture",
+            "task_family.members=[{name:quadratic,dim:6},{name:rosenbrock,dim:6}]",
+            "task_family.weights=[1,2]",
+        ],
+        id="mixture",
+    ),
+    pytest.param(
+        ["task_family=rl_gymnax", "task_family.num_envs=2", "task_family.rollout_steps=8"],
+        id="rl_gymnax",
+        marks=pytest.mark.slow,
+    ),
+    pytest.param(
+        [
+            "task_family=rl_gymnax",
+            "task_family.env=Breakout-MinAtar",
+            "task_family.num_envs=2",
+            "task_family.rollout_steps=8",
+            "task_family.return_range=[0,10]",
+        ],
+        id="rl_minatar",
+        marks=pytest.mark.slow,
+    ),
+    pytest.param(
+        ["task_family=rl_brax", "task_family.num_envs=2", "task_family.rollout_steps=8"],
+        id="rl_brax",
+        marks=pytest.mark.slow,
+    ),
 ]
 
 
 @pytest.mark.parametrize("overrides", FAMILY_RUNS)
 def test_family_meta_trains_two_generations(overrides):
     small = [o for o in TINY if not o.startswith(("task_family", "population_size", "tasks_per_member", "unroll."))]
-    cfg = load_config([*small, *overrides, "population_size=4", "tasks_per_member=1", "generations=2", "unroll.truncation_length=3", "unroll.min_length=3", "unroll.max_length=3"])
+    cfg = load_config(
+        [
+            *small,
+            *overrides,
+            "population_size=4",
+            "tasks_per_member=1",
+            "generations=2",
+            "unroll.truncation_length=3",
+            "unroll.min_length=3",
+            "unroll.max_length=3",
+        ]
+    )
     trainer, theta0 = build(cfg)
     state = trainer.init(jax.random.key(0), theta0)
     step = jax.jit(trainer.step)
@@ -331,7 +422,7 @@ def test_family_meta_trains_two_generations(overrides):
 
 @pytest.mark.parametrize("size, stride", [(8, 1), (8, 2), (7, 2), (7, 3)])
 def test_conv3x3_equals_lax_convolution(size, stride):
-    from task_families.image_conv import conv3x3
+    from evolopt.task_families.image_conv import conv3x3
 
     x = jax.random.normal(jax.random.key(0), (2, size, size, 3))
     kernel = jax.random.normal(jax.random.key(1), (3, 3, 3, 5))

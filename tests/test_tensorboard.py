@@ -14,8 +14,16 @@ from pathlib import Path
 
 from evolopt.distributed import free_local_port
 
-TAGS = ["fitness/mean", "fitness/min", "fitness/max", "meta_loss/mean_theta", "theta/norm",
-        "theta/update_norm", "speed/generations_per_s", "speed/member_steps_per_s"]
+TAGS = [
+    "fitness/mean",
+    "fitness/min",
+    "fitness/max",
+    "meta_loss/mean_theta",
+    "theta/norm",
+    "theta/update_norm",
+    "speed/generations_per_s",
+    "speed/member_steps_per_s",
+]
 
 
 def get_json(url: str):
@@ -28,7 +36,9 @@ def test_tensorboard_server_reads_back_run_scalars(tiny_run):
     exe = shutil.which("tensorboard", path=str(Path(sys.executable).parent)) or "tensorboard"
     proc = subprocess.Popen(
         [exe, "--logdir", str(tiny_run), "--host", "127.0.0.1", "--port", str(port), "--load_fast=false"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ},
     )
     base = f"http://127.0.0.1:{port}"
     try:

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import run_cli
 from optax.contrib import MuonDimensionNumbers, scale_by_muon
 
-from conftest import TINY, run_cli
 from evolopt.architectures.celo2 import momentum_theta, scale_by_celo2
 from evolopt.config import load_config
 from evolopt.export import save_theta_file
@@ -23,7 +22,9 @@ KEY = jax.random.key(0)
 
 def _grads(n: int, shapes: dict) -> list[dict]:
     keys = jax.random.split(jax.random.key(1), n)
-    return [{k: jax.random.normal(jax.random.fold_in(key, i), s) for i, (k, s) in enumerate(shapes.items())} for key in keys]
+    return [
+        {k: jax.random.normal(jax.random.fold_in(key, i), s) for i, (k, s) in enumerate(shapes.items())} for key in keys
+    ]
 
 
 def _unit_rms(x: jax.Array) -> jax.Array:
@@ -88,7 +89,9 @@ def test_initial_theta_refuses_other_archs_shapes_and_names(tmp_path):
         initial_theta(ARCHITECTURES.build("celo2"), str(path), KEY)
     with pytest.raises(ConfigError, match="does not fit this run's arch options"):
         initial_theta(ARCHITECTURES.build("small_fc_lopt", hidden_size=8), str(path), KEY)
-    with pytest.raises(ConfigError, match="theta_init='muon' is not a valid choice for arch 'small_fc_lopt'; valid: random, "):
+    with pytest.raises(
+        ConfigError, match="theta_init='muon' is not a valid choice for arch 'small_fc_lopt'; valid: random, "
+    ):
         initial_theta(small, "muon", KEY)
 
 
@@ -108,16 +111,3 @@ def test_bad_theta_init_is_one_line_and_creates_nothing(tmp_path):
         "valid: random, muon, a theta file, run dir or pretrained name"
     ]
     assert not (tmp_path / "run").exists()
-
-
-def test_runs_from_before_theta_init_still_resume(tiny_run, tmp_path):
-    run = tmp_path / "old"
-    shutil.copytree(tiny_run, run)
-    config = run / "config.yaml"
-    lines = config.read_text().splitlines()
-    assert any(line.startswith("theta_init:") for line in lines)
-    config.write_text("\n".join(line for line in lines if not line.startswith("theta_init:")) + "\n")
-    result = run_cli(*TINY, "generations=5", f"run_dir={run}")
-    assert result.returncode == 0, result.stderr[-2000:]
-    gens = [json.loads(line)["generation"] for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert max(gens) == 5

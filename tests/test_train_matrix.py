@@ -15,14 +15,29 @@ import evolopt
 from evolopt.train import main
 
 SMALL = [
-    "population_size=4", "tasks_per_member=1", "generations=2", "checkpoint_every=2",
-    "unroll.truncation_length=5", "unroll.min_length=10", "unroll.max_length=20",
-    "task_family.batch_size=16", "evaluation.steps=5", "evaluation.num_tasks=1",
-    "evaluation.every=2", "evaluation.meta_loss_every=2", "progress=false",
+    "population_size=4",
+    "tasks_per_member=1",
+    "generations=2",
+    "checkpoint_every=2",
+    "unroll.truncation_length=5",
+    "unroll.min_length=10",
+    "unroll.max_length=20",
+    "task_family.batch_size=16",
+    "evaluation.steps=5",
+    "evaluation.num_tasks=1",
+    "evaluation.every=2",
+    "evaluation.meta_loss_every=2",
+    "progress=false",
 ]
 ARCHS = ["celo2", "celo2_base", "celo", "small_fc_lopt", "mulo", "adam_hparams"]
-STRATEGIES = [["strategy=pes"], ["strategy=nres"], ["strategy=open_es"], ["strategy=cma_es"],
-              ["strategy=sep_cma_es"], ["strategy=evosax", "strategy.algorithm=SNES"]]
+STRATEGIES = [
+    ["strategy=pes"],
+    ["strategy=nres"],
+    ["strategy=open_es"],
+    ["strategy=cma_es"],
+    ["strategy=sep_cma_es"],
+    ["strategy=evosax", "strategy.algorithm=SNES"],
+]
 
 
 def generations_logged(run_dir) -> list[int]:

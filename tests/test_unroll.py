@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 import evolopt.architectures  # noqa: F401
-import strategies  # noqa: F401
-import task_families  # noqa: F401
+import evolopt.strategies  # noqa: F401
+import evolopt.task_families  # noqa: F401
 from evolopt.architectures.baselines import baseline
 from evolopt.meta import MetaTrainer, population_mesh
 from evolopt.registry import STRATEGIES, TASK_FAMILIES
@@ -58,7 +58,9 @@ def test_truncation_loss_equals_closed_form_and_splits_at_reset(family):
 
     _, loss3 = run(s2)  # steps 3..7 of the second trajectory: 4 before, then a reset at its step 7
     assert bool(loss3.reset)
-    np.testing.assert_allclose(loss3.before, closed_form_losses(s2.task, 7)[3:7].sum() / 5 / family.loss_scale, rtol=1e-5)
+    np.testing.assert_allclose(
+        loss3.before, closed_form_losses(s2.task, 7)[3:7].sum() / 5 / family.loss_scale, rtol=1e-5
+    )
 
 
 def test_diverging_inner_run_scores_worst_and_is_counted(family):

@@ -5,7 +5,6 @@ modules depend only on jax, numpy and optax, so exported optimizers need nothing
 else.
 """
 
-from evolopt.architectures.base import LearnedOptimizer, Theta
 from evolopt.architectures import (  # noqa: F401  (imported to register)
     adam_hparams,
     celo,
@@ -13,5 +12,6 @@ from evolopt.architectures import (  # noqa: F401  (imported to register)
     mulo,
     small_fc_lopt,
 )
+from evolopt.architectures.base import LearnedOptimizer, Theta
 
 __all__ = ["LearnedOptimizer", "Theta"]

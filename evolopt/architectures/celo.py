@@ -80,9 +80,7 @@ NUM_SCHEDULER_INPUTS = len(FRACTION_SCALES) + NUM_LOSS_EMAS - 1  # 18
 SCHEDULERS = ("learned", "none")
 
 
-def init_theta(
-    key: jax.Array, ff_hidden_size: int = 4, ff_hidden_layers: int = 2, lstm_hidden_size: int = 64
-) -> dict:
+def init_theta(key: jax.Array, ff_hidden_size: int = 4, ff_hidden_layers: int = 2, lstm_hidden_size: int = 64) -> dict:
     """``{"mlp": per-parameter MLP, "scheduler": mix layers, LSTM, eta head, initial state}``.
 
     Dense layers: truncated normal with std 1/sqrt(fan_in), zero biases (haiku's
@@ -301,8 +299,7 @@ def celo_optimizer(
 
         flat_g, treedef = jax.tree.flatten(grads)
         results = [
-            one(g, a, p)
-            for g, a, p in zip(flat_g, treedef.flatten_up_to(state["acc"]), treedef.flatten_up_to(params))
+            one(g, a, p) for g, a, p in zip(flat_g, treedef.flatten_up_to(state["acc"]), treedef.flatten_up_to(params))
         ]
         new_state["acc"] = treedef.unflatten([r[1] for r in results])
         return treedef.unflatten([r[0] for r in results]), new_state

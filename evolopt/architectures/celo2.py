@@ -42,8 +42,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from evolopt.architectures import published
 from evolopt.architectures import features as F
+from evolopt.architectures import published
 from evolopt.architectures.base import LearnedOptimizer
 from evolopt.registry import register_arch
 
@@ -83,7 +83,9 @@ def momentum_theta(key: jax.Array | None = None, hidden_size: int = 8, hidden_la
     """
     del key
     if hidden_size < 2 or hidden_layers < 1:
-        raise ValueError(f"momentum_theta needs hidden_size >= 2 and hidden_layers >= 1, got {hidden_size}, {hidden_layers}")
+        raise ValueError(
+            f"momentum_theta needs hidden_size >= 2 and hidden_layers >= 1, got {hidden_size}, {hidden_layers}"
+        )
     shapes = jax.eval_shape(lambda k: init_theta(k, hidden_size, hidden_layers), jax.random.key(0))
     zeros = jax.tree.map(lambda s: np.zeros(s.shape, np.float32), shapes)
     leaf = zeros["ff_mod_stack"]["~"]

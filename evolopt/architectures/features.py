@@ -119,9 +119,9 @@ def init_mlp(key: jax.Array, sizes: list[int]) -> dict:
     params = {}
     keys = jax.random.split(key, len(sizes) - 1)
     for i, (k, fan_in, fan_out) in enumerate(zip(keys, sizes[:-1], sizes[1:])):
-        params[f"w{i}"] = jax.random.truncated_normal(k, -2.0, 2.0, (fan_in, fan_out)) / np.sqrt(
-            fan_in
-        ) / 0.87962566  # std of a unit normal truncated at +-2
+        params[f"w{i}"] = (
+            jax.random.truncated_normal(k, -2.0, 2.0, (fan_in, fan_out)) / np.sqrt(fan_in) / 0.87962566
+        )  # std of a unit normal truncated at +-2
         params[f"b{i}"] = jnp.zeros((fan_out,))
     return params
 

@@ -65,9 +65,7 @@ def _key_name(entry: Any) -> str:
 
 def _natural_key(path: tuple[str, ...]) -> tuple:
     # "Dense_10" sorts after "Dense_9": digit runs compare as numbers.
-    return tuple(
-        tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", part)) for part in path
-    )
+    return tuple(tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", part)) for part in path)
 
 
 def mup_multipliers_for(tree: Any, spec: MupSpec = "hidden_fan_in") -> list[float]:

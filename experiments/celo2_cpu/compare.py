@@ -56,8 +56,11 @@ def main(argv: list[str]) -> None:
     print("|---|" + "---|" * len(cols))
     for t in tasks:
         print(f"| {t} | " + " | ".join(f"{c[t][0]:.3g} / {c[t][1]:.3g}" for _, c in cols) + " |")
-    print("| wins (+ within 10%), IQM | " + " | ".join(
-        f"{summary([c[t][0] for t in tasks])} / {summary([c[t][1] for t in tasks])}" for _, c in cols) + " |")
+    print(
+        "| wins (+ within 10%), IQM | "
+        + " | ".join(f"{summary([c[t][0] for t in tasks])} / {summary([c[t][1] for t in tasks])}" for _, c in cols)
+        + " |"
+    )
 
 
 if __name__ == "__main__":

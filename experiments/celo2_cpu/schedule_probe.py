@@ -26,11 +26,11 @@ import time
 import optax
 
 from evolopt.architectures.baselines import baseline
-from evolopt.config import import_builtins
+from evolopt.config import import_plugins
 from evolopt.eval_grid import final_scores, lr_grid, tune
 from evolopt.evaluate import resolve_candidate
 from evolopt.registry import TASK_FAMILIES
-from task_families.suites import get_suite
+from evolopt.suites import get_suite
 
 ADAM_GROUP_LR = 0.02  # 20 x 1e-3, the meta-training value
 
@@ -57,7 +57,7 @@ VARIANTS = {"cosine": cosine, "adam_group_fixed": adam_group_fixed}
 
 
 def main(argv: list[str]) -> None:
-    import_builtins()
+    import_plugins([])
     args = dict(a.split("=", 1) for a in argv[1:])
     cand = resolve_candidate(argv[0])
     variants = args.get("variants", "cosine,adam_group_fixed").split(",")
@@ -75,8 +75,11 @@ def main(argv: list[str]) -> None:
             t0 = time.perf_counter()
             best, _, _ = tune(family, VARIANTS[variant](lopt, task.steps), theta, task.steps, lrs, 3)
             train = final_scores(best.curves[None])[0]
-            print(f"| {task.name} | {label} | {variant} | {best.lr:.0e} | {train:.4f} | {best.valid.mean():.4f} |"
-                  f"  <!-- {time.perf_counter() - t0:.0f} s -->", flush=True)
+            print(
+                f"| {task.name} | {label} | {variant} | {best.lr:.0e} | {train:.4f} | {best.valid.mean():.4f} |"
+                f"  <!-- {time.perf_counter() - t0:.0f} s -->",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

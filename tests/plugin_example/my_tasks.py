@@ -18,8 +18,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from evolopt.contracts import TaskFamily
 from evolopt.registry import ConfigError, register_task_family
-from task_families.base import TaskFamily
 
 
 @register_task_family("my_linear_regression")
