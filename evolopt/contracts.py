@@ -155,7 +155,11 @@ class Strategy:
 
     @staticmethod
     def fitness(losses: TruncationLoss) -> jax.Array:
-        """Scalar fitness per member, ``[N]``: mean over its tasks of the truncation's meta-loss."""
+        """Scalar fitness per member, ``[N]``: mean over its tasks of the truncation's meta-loss.
+
+        The one definition: the generation step logs it, and the evosax adapter
+        (``evolopt.strategies.base.EvosaxStrategy``) hands it to evosax as the fitness to minimise.
+        """
         return jnp.mean(losses.total, axis=-1)
 
 

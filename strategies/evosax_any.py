@@ -21,6 +21,7 @@ rather than silently ignored. The named shortcuts ``strategy=cma_es``,
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from typing import Any
 
@@ -31,7 +32,15 @@ from evosax.core.fitness_shaping import weights_fitness_shaping_fn
 from jax.flatten_util import ravel_pytree
 
 from evolopt.registry import ConfigError, register_strategy
-from evolopt.strategies.base import FITNESS_SHAPING, EvosaxStrategy, choose, no_metrics, outer_optimizer, sigma_schedule
+from evolopt.strategies.base import (
+    FITNESS_SHAPING,
+    EvosaxStrategy,
+    NoiseSchedule,
+    OuterOptimizer,
+    choose,
+    no_metrics,
+    option_sets,
+)
 
 SHAPING = {**FITNESS_SHAPING, "weights": weights_fitness_shaping_fn}
 
@@ -44,13 +53,8 @@ REFUSED = {
     "SV_Open_ES": "keeps several means; not supported by the trainer",
 }
 
-OPTIMIZER_DEFAULTS = {
-    "learning_rate": 3e-3,
-    "lr_schedule": "constant",
-    "warmup": 0,
-    "weight_decay": 0.0,
-    "grad_clip": 0.0,
-}
+# strategy=evosax keeps the class's own optimizer unless one is named.
+EVOSAX_OUTER = OuterOptimizer(optimizer="default")
 
 
 def build_evosax(
@@ -58,12 +62,9 @@ def build_evosax(
     population_size: int,
     solution: Any,
     num_generations: int,
-    sigma: float = 0.01,
-    sigma_decay: float = 1.0,
-    sigma_min: float = 0.0,
+    noise: NoiseSchedule = NoiseSchedule(),
     fitness_shaping: str = "default",
-    optimizer: str = "default",
-    **optimizer_options: Any,
+    outer: OuterOptimizer = EVOSAX_OUTER,
 ) -> EvosaxStrategy:
     """The evosax class ``algorithm`` wrapped as an :class:`EvosaxStrategy`; see the module docstring."""
     if algorithm in REFUSED:
@@ -73,70 +74,53 @@ def build_evosax(
         raise ConfigError(f"unknown evosax algorithm '{algorithm}'; valid choices: {', '.join(valid)}")
     cls = algorithms[algorithm]
     takes = inspect.signature(cls.__init__).parameters
-    opt_options = {**OPTIMIZER_DEFAULTS, **optimizer_options}
 
     def refuse(option: str, why: str) -> None:
         raise ConfigError(f"strategy.{option} does not apply to {algorithm}: {why}")
 
     kwargs: dict[str, Any] = {"metrics_fn": no_metrics}
-    if "optimizer" in takes and optimizer != "default":
-        kwargs["optimizer"] = outer_optimizer(
-            optimizer,
-            opt_options["learning_rate"],
-            num_generations,
-            opt_options["weight_decay"],
-            opt_options["lr_schedule"],
-            opt_options["warmup"],
-            opt_options["grad_clip"],
-        )
-    elif optimizer != "default":
-        refuse("optimizer", "it takes no optax optimizer")
-    changed = sorted(k for k, v in opt_options.items() if v != OPTIMIZER_DEFAULTS[k])
-    if changed and "optimizer" not in kwargs:
-        refuse(changed[0], "it only applies with strategy.optimizer set (adam, adamw, sgd, sgdm)")
+    if outer.optimizer != "default":
+        if "optimizer" not in takes:
+            refuse("optimizer", "it takes no optax optimizer")
+        kwargs["optimizer"] = outer.build(num_generations)
+    else:
+        changed = sorted(k for k, v in dataclasses.asdict(outer).items() if v != getattr(EVOSAX_OUTER, k))
+        if changed:
+            refuse(changed[0], "it only applies with strategy.optimizer set (adam, adamw, sgd, sgdm)")
     if "std_schedule" in takes:
-        kwargs["std_schedule"] = sigma_schedule(sigma, sigma_decay, sigma_min)
-    elif (sigma_decay, sigma_min) != (1.0, 0.0):
-        refuse("sigma_decay" if sigma_decay != 1.0 else "sigma_min", "it adapts its own step size")
+        kwargs["std_schedule"] = noise.schedule()
+    elif (noise.sigma_decay, noise.sigma_min) != (1.0, 0.0):
+        refuse("sigma_decay" if noise.sigma_decay != 1.0 else "sigma_min", "it adapts its own step size")
     if fitness_shaping != "default":
         kwargs["fitness_shaping_fn"] = choose("fitness shaping", fitness_shaping, SHAPING)
     if "num_generations" in takes:  # DiffusionEvolution plans its noise schedule over the run
         kwargs["num_generations"] = num_generations
     if "sampling_fn" in takes:  # RandomSearch: Gaussian samples around the initial theta
         flat, unravel = ravel_pytree(solution)
+        sigma = noise.sigma
         kwargs["sampling_fn"] = lambda key: unravel(flat + sigma * jax.random.normal(key, flat.shape))
 
     es = cls(population_size, solution, **kwargs)
     params = es.default_params
     if hasattr(params, "std_init"):
-        params = params.replace(std_init=jnp.asarray(sigma, jnp.float32))
-    return EvosaxStrategy(es, params, init_std=sigma)
+        params = params.replace(std_init=jnp.asarray(noise.sigma, jnp.float32))
+    return EvosaxStrategy(es, params, init_std=noise.sigma)
 
 
 @register_strategy("evosax")
+@option_sets(noise=NoiseSchedule(), outer=EVOSAX_OUTER)
 def evosax_strategy(
     population_size: int,
     solution: Any,
     num_generations: int,
     *,
     algorithm: str = "SNES",
-    sigma: float = 0.01,
-    sigma_decay: float = 1.0,
-    sigma_min: float = 0.0,
+    noise: NoiseSchedule,
     fitness_shaping: str = "default",
-    optimizer: str = "default",
-    learning_rate: float = 3e-3,
-    lr_schedule: str = "constant",
-    warmup: int = 0,
-    weight_decay: float = 0.0,
-    grad_clip: float = 0.0,
+    outer: OuterOptimizer,
 ) -> EvosaxStrategy:
     """Any key of ``evosax.algorithms.algorithms`` (``algorithm``), options passed where they apply."""
-    return build_evosax(
-        algorithm, population_size, solution, num_generations, sigma, sigma_decay, sigma_min, fitness_shaping,
-        optimizer, learning_rate=learning_rate, lr_schedule=lr_schedule, warmup=warmup,
-        weight_decay=weight_decay, grad_clip=grad_clip,
-    )  # fmt: skip
+    return build_evosax(algorithm, population_size, solution, num_generations, noise, fitness_shaping, outer)
 
 
 @register_strategy("cma_es")
@@ -145,7 +129,7 @@ def cma_es(
 ) -> EvosaxStrategy:
     """CMA-ES (Hansen & Ostermeier 2001): full covariance, O(D^2) memory, an eigh per
     generation; for D up to a few thousand. ``sigma`` is the initial step size."""
-    return build_evosax("CMA_ES", population_size, solution, num_generations, sigma, fitness_shaping=fitness_shaping)
+    return build_evosax("CMA_ES", population_size, solution, num_generations, NoiseSchedule(sigma), fitness_shaping)
 
 
 @register_strategy("sep_cma_es")
@@ -153,9 +137,7 @@ def sep_cma_es(
     population_size: int, solution: Any, num_generations: int, *, sigma: float = 0.01, fitness_shaping: str = "default"
 ) -> EvosaxStrategy:
     """Separable CMA-ES (Ros & Hansen 2008): diagonal covariance, O(D) per generation."""
-    return build_evosax(
-        "Sep_CMA_ES", population_size, solution, num_generations, sigma, fitness_shaping=fitness_shaping
-    )
+    return build_evosax("Sep_CMA_ES", population_size, solution, num_generations, NoiseSchedule(sigma), fitness_shaping)
 
 
 @register_strategy("snes")
@@ -163,4 +145,4 @@ def snes(
     population_size: int, solution: Any, num_generations: int, *, sigma: float = 0.01, fitness_shaping: str = "default"
 ) -> EvosaxStrategy:
     """Separable NES (Schaul et al. 2011): per-coordinate step sizes by natural gradient."""
-    return build_evosax("SNES", population_size, solution, num_generations, sigma, fitness_shaping=fitness_shaping)
+    return build_evosax("SNES", population_size, solution, num_generations, NoiseSchedule(sigma), fitness_shaping)

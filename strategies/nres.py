@@ -45,8 +45,8 @@ from flax import struct
 
 from evolopt.contracts import TruncationLoss
 from evolopt.registry import register_strategy
-from evolopt.strategies.base import EvosaxStrategy
-from evolopt.strategies.pes import PES, build_per_particle
+from evolopt.strategies.base import NoiseSchedule, OuterOptimizer, option_sets
+from evolopt.strategies.pes import PER_PARTICLE_OUTER, PES
 from evolopt.strategies.pes import State as PESState
 
 
@@ -60,11 +60,10 @@ class State(PESState):
 class NRES(PES):
     """Noise-Reuse ES: PES whose pairs redraw their perturbation only after a reset."""
 
-    def _init(self, key: jax.Array, params: Any) -> State:
-        base = super()._init(key, params)
-        return State(
-            **{f: getattr(base, f) for f in base.__dataclass_fields__}, redraw=jnp.ones((self.num_pairs,), bool)
-        )
+    def _initial_state(self, mean: jax.Array) -> State:
+        base = super()._initial_state(mean)
+        fields = {f: getattr(base, f) for f in base.__dataclass_fields__}
+        return State(**fields, redraw=jnp.ones((self.num_pairs,), bool))
 
     def _new_noise(self, state: State) -> jax.Array:
         return state.redraw
@@ -78,25 +77,16 @@ class NRES(PES):
 
 
 @register_strategy("nres")
+@option_sets(noise=NoiseSchedule(), outer=PER_PARTICLE_OUTER)
 def nres(
     population_size: int,
     solution: Any,
     num_generations: int,
     *,
     tasks_per_member: int = 4,
-    sigma: float = 0.01,
-    sigma_decay: float = 1.0,
-    sigma_min: float = 0.0,
-    optimizer: str = "adamw",
-    learning_rate: float = 1e-3,
-    lr_schedule: str = "constant",
-    warmup: int = 0,
-    weight_decay: float = 1e-4,
-    grad_clip: float = 0.0,
-) -> EvosaxStrategy:
+    noise: NoiseSchedule,
+    outer: OuterOptimizer,
+) -> NRES:
     """Noise-Reuse ES (unbiased, lower variance than PES on long trajectories); options as
     ``strategy=pes``; ``tasks_per_member`` is passed by the trainer."""
-    return build_per_particle(
-        NRES, population_size, solution, num_generations, tasks_per_member, sigma, sigma_decay, sigma_min,
-        optimizer, learning_rate, lr_schedule, warmup, weight_decay, grad_clip,
-    )  # fmt: skip
+    return NRES(population_size, solution, tasks_per_member, outer.build(num_generations), noise.schedule())

@@ -14,24 +14,26 @@ from typing import Any
 from evosax.algorithms import Open_ES
 
 from evolopt.registry import register_strategy
-from evolopt.strategies.base import FITNESS_SHAPING, EvosaxStrategy, choose, no_metrics, outer_optimizer, sigma_schedule
+from evolopt.strategies.base import (
+    FITNESS_SHAPING,
+    EvosaxStrategy,
+    NoiseSchedule,
+    OuterOptimizer,
+    choose,
+    no_metrics,
+    option_sets,
+)
 
 
 @register_strategy("open_es")
+@option_sets(noise=NoiseSchedule(), outer=OuterOptimizer())
 def open_es(
     population_size: int,
     solution: Any,
     num_generations: int,
     *,
-    sigma: float = 0.01,
-    sigma_decay: float = 1.0,
-    sigma_min: float = 0.0,
-    optimizer: str = "adam",
-    learning_rate: float = 3e-3,
-    lr_schedule: str = "constant",
-    warmup: int = 0,
-    weight_decay: float = 0.0,
-    grad_clip: float = 0.0,
+    noise: NoiseSchedule,
+    outer: OuterOptimizer,
     fitness_shaping: str = "centered_rank",
 ) -> EvosaxStrategy:
     """OpenAI-ES with antithetic sampling and an optax outer optimizer."""
@@ -39,10 +41,8 @@ def open_es(
         population_size,
         solution,
         use_antithetic_sampling=True,
-        optimizer=outer_optimizer(
-            optimizer, learning_rate, num_generations, weight_decay, lr_schedule, warmup, grad_clip
-        ),
-        std_schedule=sigma_schedule(sigma, sigma_decay, sigma_min),
+        optimizer=outer.build(num_generations),
+        std_schedule=noise.schedule(),
         fitness_shaping_fn=choose("fitness shaping", fitness_shaping, FITNESS_SHAPING),
         metrics_fn=no_metrics,
     )

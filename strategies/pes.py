@@ -7,7 +7,7 @@ A *particle* is one (antithetic pair p, task k): member p trains trajectory k wi
 ``theta + delta_p``, member ``p + N/2`` the same trajectory (same key, same task,
 same batches) with ``theta - delta_p``. The trajectory, its resets and staggering
 belong to :mod:`evolopt.unroll`; this strategy only sees each truncation's
-:class:`~evolopt.unroll.TruncationLoss`, split at a reset.
+:class:`~evolopt.contracts.TruncationLoss`, split at a reset.
 
 Estimator. Let truncation j of a trajectory run with ``theta_j = theta + delta_j``,
 ``delta_j ~ N(0, sigma_j^2 I)`` independent across truncations, and let ``L_j`` be its
@@ -61,110 +61,93 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import optax
-from evosax.algorithms.distribution_based.base import (
-    DistributionBasedAlgorithm,
-    metrics_fn,
-)
-from evosax.algorithms.distribution_based.base import (
-    Params as BaseParams,
-)
-from evosax.algorithms.distribution_based.base import (
-    State as BaseState,
-)
-from evosax.core.fitness_shaping import identity_fitness_shaping_fn
-from evosax.types import Fitness, Metrics, Population, Solution
 from flax import struct
+from jax.flatten_util import ravel_pytree
 
-from evolopt.contracts import TruncationLoss
+from evolopt.contracts import Strategy, TruncationLoss
 from evolopt.registry import register_strategy
-from evolopt.strategies.base import EvosaxStrategy, no_metrics, outer_optimizer, sigma_schedule
+from evolopt.strategies.base import NoiseSchedule, OuterOptimizer, option_sets
+
+# pes/nres defaults: AdamW(1e-3, wd 1e-4), sigma 0.01: Celo2's sigma and decay, with mu-LO's
+# learning rate rather than Celo2's 5e-5, which is tuned for 100k generations.
+PER_PARTICLE_OUTER = OuterOptimizer(optimizer="adamw", learning_rate=1e-3, weight_decay=1e-4)
 
 
 @struct.dataclass
-class State(BaseState):
+class State:
     mean: jax.Array  # [D]
     std: jax.Array  # sigma of the latest ask
     opt_state: optax.OptState
     pert: jax.Array  # [P, D] delta of each pair's "+" member in this truncation
     pert_std: jax.Array  # [P] the sigma each delta was drawn with
     accum: jax.Array  # [P, K, D] sum of delta_i / sigma_i^2 over the trajectory's earlier truncations
+    generation: jax.Array  # int32: completed tells, the sigma schedule's step
 
 
-@struct.dataclass
-class Params(BaseParams):
-    pass
+class PES(Strategy):
+    """Persistent ES, one accumulator per (antithetic pair, task) trajectory.
 
-
-def as_truncation_loss(fitness: TruncationLoss | Fitness) -> TruncationLoss:
-    """Plain evosax fitness ([N] or [N, K]) is a truncation without resets."""
-    if isinstance(fitness, TruncationLoss):
-        return fitness
-    f = jnp.asarray(fitness)
-    f = f[:, None] if f.ndim == 1 else f
-    zeros = jnp.zeros_like(f)
-    return TruncationLoss(before=f, after=zeros, reset=zeros.astype(bool), nonfinite=zeros.astype(jnp.int32))
-
-
-class PES(DistributionBasedAlgorithm):
-    """Persistent ES, one accumulator per (antithetic pair, task) trajectory."""
-
-    takes_truncation_loss = True  # EvosaxStrategy hands tell the whole TruncationLoss
+    Members ``p`` and ``p + N/2`` are the pair ``theta +- delta_p``; ``tell`` takes the
+    losses of every member on each of its ``num_tasks`` trajectories, split at resets.
+    """
 
     def __init__(
         self,
         population_size: int,
-        solution: Solution,
+        solution: Any,
         num_tasks: int = 1,
         optimizer: optax.GradientTransformation = optax.adam(learning_rate=1e-3),
         std_schedule: Callable = optax.constant_schedule(0.01),
         persistent: bool = True,
-        metrics_fn: Callable = metrics_fn,
     ):
-        """``num_tasks``: trajectories per member (K); ``persistent=False`` gives truncated ES."""
-        assert population_size % 2 == 0, "Population size must be even (antithetic pairs)."
-        # Loss differences must enter the estimator raw: shaping would bias it.
-        super().__init__(population_size, solution, identity_fitness_shaping_fn, metrics_fn)
+        """``solution``: a theta (its structure); ``num_tasks``: trajectories per member (K);
+        ``persistent=False`` gives truncated ES."""
+        if population_size < 2 or population_size % 2:
+            raise ValueError(f"population_size={population_size} must be even (antithetic pairs)")
+        self.population_size = population_size
         self.num_tasks = num_tasks
         self.optimizer = optimizer
         self.std_schedule = std_schedule
         self.persistent = persistent
+        flat, self.unravel = ravel_pytree(solution)
+        self.num_dims = flat.size
 
     @property
     def num_pairs(self) -> int:
         return self.population_size // 2
 
-    @property
-    def _default_params(self) -> Params:
-        return Params()
+    @partial(jax.jit, static_argnames=("self",))
+    def init(self, key: jax.Array, theta0: Any) -> State:
+        return self._initial_state(ravel_pytree(theta0)[0])
 
-    def _init(self, key: jax.Array, params: Params) -> State:
+    def _initial_state(self, mean: jax.Array) -> State:
         p, k, d = self.num_pairs, self.num_tasks, self.num_dims
         std = jnp.asarray(self.std_schedule(0), jnp.float32)
         return State(
-            mean=jnp.full((d,), jnp.nan),
+            mean=mean,
             std=std,
             opt_state=self.optimizer.init(jnp.zeros(d)),
             pert=jnp.zeros((p, d)),
             pert_std=jnp.full((p,), std),
             accum=jnp.zeros((p, k, d)),  # the first trajectories were built with the unperturbed theta
-            best_solution=jnp.full((d,), jnp.nan),
-            best_fitness=jnp.inf,
-            generation_counter=0,
+            generation=jnp.zeros((), jnp.int32),
         )
 
     def _new_noise(self, state: State) -> jax.Array:
         """[P] bool: which pairs draw a fresh delta at this ask (PES: all of them)."""
         return jnp.ones((self.num_pairs,), bool)
 
-    def _ask(self, key: jax.Array, state: State, params: Params) -> tuple[Population, State]:
+    @partial(jax.jit, static_argnames=("self",))
+    def ask(self, key: jax.Array, state: State) -> tuple[Any, State]:
+        """``theta +- delta`` as N thetas: ``[mean + delta_p]_p`` then ``[mean - delta_p]_p``."""
         # No lag: the sigma of generation g draws generation g's perturbations.
-        std = jnp.asarray(self.std_schedule(state.generation_counter), jnp.float32)
+        std = jnp.asarray(self.std_schedule(state.generation), jnp.float32)
         new = self._new_noise(state)
         z = jax.random.normal(key, (self.num_pairs, self.num_dims))
         pert = jnp.where(new[:, None], std * z, state.pert)
         pert_std = jnp.where(new, std, state.pert_std)
-        population = jnp.concatenate([state.mean + pert, state.mean - pert])  # evosax's pair layout
-        return population, state.replace(std=std, pert=pert, pert_std=pert_std)
+        population = jnp.concatenate([state.mean + pert, state.mean - pert])
+        return jax.vmap(self.unravel)(population), state.replace(std=std, pert=pert, pert_std=pert_std)
 
     def _trajectory_scores(self, state: State, score: jax.Array) -> jax.Array:
         """xi_j [P, K, D]: the scores of every delta that has shaped each trajectory so far."""
@@ -195,85 +178,38 @@ class PES(DistributionBasedAlgorithm):
             )
 
     @partial(jax.jit, static_argnames=("self",))
-    def tell(
-        self,
-        key: jax.Array,
-        population: Population,
-        fitness: TruncationLoss | Fitness,
-        state: State,
-        params: Params,
-    ) -> tuple[State, Metrics]:
-        """evosax's bookkeeping (best member, metrics, counter) on the mean truncation loss
-        over tasks; then the persistent update, which needs the split losses."""
-        losses = as_truncation_loss(fitness)
+    def tell(self, key: jax.Array, population: Any, losses: TruncationLoss, state: State) -> tuple[State, dict]:
+        """Move the mean by the optimizer along the mean of the per-particle estimates."""
         self._check(losses)
-        scalar = jnp.mean(losses.before + losses.after, axis=-1)
-        state, metrics = super().tell(key, population, scalar, state, params)
         grads, accum = self.particle_estimates(state, losses)
         grad = jnp.mean(grads, axis=(0, 1))
         updates, opt_state = self.optimizer.update(grad, state.opt_state, state.mean)
-        state = state.replace(mean=optax.apply_updates(state.mean, updates), opt_state=opt_state, accum=accum)
-        return self._end_truncation(state, losses), metrics
-
-    def _tell(self, key: jax.Array, population: Population, fitness: Fitness, state: State, params: Params) -> State:
-        """Bookkeeping only: the update is in :meth:`tell`, which has the split losses."""
-        return state
+        state = state.replace(
+            mean=optax.apply_updates(state.mean, updates),
+            opt_state=opt_state,
+            accum=accum,
+            generation=state.generation + 1,
+        )
+        return self._end_truncation(state, losses), {}
 
     def _end_truncation(self, state: State, losses: TruncationLoss) -> State:
         return state
 
-
-def build_per_particle(
-    cls: type,
-    population_size: int,
-    solution: Any,
-    num_generations: int,
-    tasks_per_member: int,
-    sigma: float,
-    sigma_decay: float,
-    sigma_min: float,
-    optimizer: str,
-    learning_rate: float,
-    lr_schedule: str,
-    warmup: int,
-    weight_decay: float,
-    grad_clip: float,
-) -> EvosaxStrategy:
-    """The shared factory body of ``strategy=pes`` and ``strategy=nres``."""
-    es = cls(
-        population_size,
-        solution,
-        num_tasks=tasks_per_member,
-        optimizer=outer_optimizer(
-            optimizer, learning_rate, num_generations, weight_decay, lr_schedule, warmup, grad_clip
-        ),
-        std_schedule=sigma_schedule(sigma, sigma_decay, sigma_min),
-        metrics_fn=no_metrics,
-    )
-    return EvosaxStrategy(es)
+    def mean(self, state: State) -> Any:
+        return self.unravel(state.mean)
 
 
 @register_strategy("pes")
+@option_sets(noise=NoiseSchedule(), outer=PER_PARTICLE_OUTER)
 def pes(
     population_size: int,
     solution: Any,
     num_generations: int,
     *,
     tasks_per_member: int = 4,
-    sigma: float = 0.01,
-    sigma_decay: float = 1.0,
-    sigma_min: float = 0.0,
-    optimizer: str = "adamw",
-    learning_rate: float = 1e-3,
-    lr_schedule: str = "constant",
-    warmup: int = 0,
-    weight_decay: float = 1e-4,
-    grad_clip: float = 0.0,
-) -> EvosaxStrategy:
+    noise: NoiseSchedule,
+    outer: OuterOptimizer,
+) -> PES:
     """Persistent ES, unbiased under truncated unrolls; ``tasks_per_member`` is passed by
-    the trainer (it shapes the accumulators). AdamW(1e-3, wd 1e-4), sigma 0.01: Celo2's sigma and decay, with mu-LO's
-    learning rate rather than Celo2's 5e-5, which is tuned for 100k generations."""
-    return build_per_particle(
-        PES, population_size, solution, num_generations, tasks_per_member, sigma, sigma_decay, sigma_min,
-        optimizer, learning_rate, lr_schedule, warmup, weight_decay, grad_clip,
-    )  # fmt: skip
+    the trainer (it shapes the accumulators)."""
+    return PES(population_size, solution, tasks_per_member, outer.build(num_generations), noise.schedule())

@@ -12,6 +12,8 @@ Monte-Carlo error is ~1e-5, a hundredth of the estimators' standard error).
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -26,7 +28,8 @@ from evolopt.config import load_config
 from evolopt.contracts import TaskFamily
 from evolopt.loop import build
 from evolopt.meta import MetaTrainer, population_mesh
-from evolopt.registry import STRATEGIES, ConfigError
+from evolopt.registry import STRATEGIES, ConfigError, factory_defaults
+from evolopt.strategies.base import NoiseSchedule, OuterOptimizer, option_sets
 from evolopt.strategies.nres import NRES
 from evolopt.strategies.pes import PES
 from evolopt.unroll import TruncationLoss, UnrollConfig, init_inner_state, unroll
@@ -78,16 +81,15 @@ def particle_totals(es: PES, cfg: UnrollConfig, inner0) -> np.ndarray:
 
     Runs the strategy's own ask/tell; tell's update (with sgd(1)) is checked to be the
     mean of the per-particle estimates, then the mean is put back."""
-    params = es.default_params
-    state = es.init(jax.random.key(0), THETA0, params)
+    state = es.init(jax.random.key(0), THETA0)
     inner = jax.tree.map(lambda x: jnp.broadcast_to(x, (es.population_size, 1) + x.shape), inner0)
     run = jax.jit(jax.vmap(jax.vmap(lambda th, st: unroll(th, st, FAMILY, LOPT, cfg), (None, 0))))
     total = 0.0
     for g in range(GENS):
-        population, state = es.ask(jax.random.key(100 + g), state, params)
+        population, state = es.ask(jax.random.key(100 + g), state)
         inner, losses = run(population, inner)
         grads, _ = es.particle_estimates(state, losses)
-        new, _ = es.tell(jax.random.key(0), population, losses, state, params)
+        new, _ = es.tell(jax.random.key(0), population, losses, state)
         np.testing.assert_allclose(state.mean - new.mean, grads.mean((0, 1)), rtol=1e-4, atol=1e-7)
         state = new.replace(mean=state.mean)
         total = total + grads[:, 0]
@@ -169,16 +171,17 @@ def influence_balancing(persistent: bool, iterations: int = 2000) -> np.ndarray:
     a = 0.5 * jnp.eye(n) + 0.5 * jnp.eye(n, k=1)
     sign = jnp.where(jnp.arange(n) < 10, 1.0, -1.0)
     es = PES(2000, jnp.zeros(1), 1, optax.sgd(1e-4), optax.constant_schedule(0.1), persistent=persistent)
-    params = es.default_params
+    no_reset = jnp.zeros((2000, 1))
 
     def generation(carry, key):
         state, s = carry
-        population, state = es.ask(key, state, params)
+        population, state = es.ask(key, state)
         s = s @ a.T + population * sign
-        state, _ = es.tell(key, population, 0.5 * jnp.square(s[:, 0] - 1.0), state, params)  # plain fitness: no resets
+        loss = TruncationLoss(0.5 * jnp.square(s[:, :1] - 1.0), no_reset, no_reset.astype(bool), no_reset.astype(int))
+        state, _ = es.tell(key, population, loss, state)
         return (state, s), state.mean[0]
 
-    carry = (es.init(jax.random.key(0), jnp.array([0.5]), params), jnp.ones((2000, n)))
+    carry = (es.init(jax.random.key(0), jnp.array([0.5])), jnp.ones((2000, n)))
     keys = jax.random.split(jax.random.key(1), iterations)
     return np.asarray(jax.jit(lambda c, k: jax.lax.scan(generation, c, k))(carry, keys)[1])
 
@@ -206,30 +209,29 @@ def test_pes_accumulators_by_hand():
     pair 0 restarts, pair 1 not. Generation 1: no restarts. Accumulators hold delta / sigma^2
     with each delta's own sigma; the update follows the split formula."""
     es = PES(4, jnp.zeros(1), 1, optax.sgd(1.0), lambda g: 0.5 * 0.5**g)
-    params = es.default_params
-    state = es.init(jax.random.key(0), jnp.zeros(1), params)
+    state = es.init(jax.random.key(0), jnp.zeros(1))
 
-    pop, state = es.ask(jax.random.key(1), state, params)
+    pop, state = es.ask(jax.random.key(1), state)
     d0 = np.asarray(state.pert[:, 0])
     np.testing.assert_allclose(np.asarray(pop[:, 0]), np.concatenate([d0, -d0]))
     np.testing.assert_allclose(float(state.std), 0.5)
-    new, _ = es.tell(
-        jax.random.key(2), pop, losses([1.0, 2.0, 0.5, 1.0], [3.0, 0.0, 1.0, 0.0], [1, 0, 1, 0]), state, params
-    )
+    split = losses([1.0, 2.0, 0.5, 1.0], [3.0, 0.0, 1.0, 0.0], [1, 0, 1, 0])
+    new, metrics = es.tell(jax.random.key(2), pop, split, state)
     s0 = d0 / 0.25
     np.testing.assert_allclose(np.asarray(new.accum[:, 0, 0]), s0, rtol=1e-6)  # reset -> pert; else 0 + pert
     g0 = (0.5 * (0.5 * s0[0] + 2.0 * s0[0]) + 0.5 * (1.0 * s0[1])) / 2  # [(dB xi + dA score) / 2] mean over pairs
     np.testing.assert_allclose(float(-new.mean[0]), g0, rtol=1e-5)
-    np.testing.assert_allclose(float(new.best_fitness), 1.0)  # bookkeeping saw before + after: (1.5, 2, 1.5, 1)
+    np.testing.assert_array_equal(np.asarray(es.fitness(split)), [4.0, 2.0, 1.5, 1.0])  # logged: before + after
+    assert metrics == {} and int(new.generation) == 1  # the trainer computes fitness, once
 
-    pop, state = es.ask(jax.random.key(3), new, params)
+    pop, state = es.ask(jax.random.key(3), new)
     d1 = np.asarray(state.pert[:, 0])
     np.testing.assert_allclose(float(state.std), 0.25)  # no lag: generation 1 draws with sigma(1)
-    new, _ = es.tell(jax.random.key(4), pop, losses([1.0, 1.0, 0.0, 0.0], [0, 0, 0, 0], [0, 0, 0, 0]), state, params)
+    new, _ = es.tell(jax.random.key(4), pop, losses([1.0, 1.0, 0.0, 0.0], [0, 0, 0, 0], [0, 0, 0, 0]), state)
     np.testing.assert_allclose(np.asarray(new.accum[:, 0, 0]), s0 + d1 / 0.0625, rtol=1e-5)
 
-    pop, state = es.ask(jax.random.key(5), new, params)
-    new, _ = es.tell(jax.random.key(6), pop, losses([0, 0, 0, 0], [1, 1, 0, 0], [1, 1, 0, 0]), state, params)
+    pop, state = es.ask(jax.random.key(5), new)
+    new, _ = es.tell(jax.random.key(6), pop, losses([0, 0, 0, 0], [1, 1, 0, 0], [1, 1, 0, 0]), state)
     np.testing.assert_allclose(np.asarray(new.accum[:, 0, 0]), np.asarray(state.pert[:, 0]) / 0.125**2, rtol=1e-5)
 
 
@@ -237,28 +239,27 @@ def test_nres_reuses_noise_until_a_reset():
     """Two pairs, two tasks, D = 2: a pair keeps its delta until one of its trajectories restarts;
     every trajectory credits each distinct delta it has seen once."""
     es = NRES(4, jnp.zeros(2), 2, optax.sgd(1.0), optax.constant_schedule(0.1))
-    params = es.default_params
-    state = es.init(jax.random.key(0), jnp.zeros(2), params)
+    state = es.init(jax.random.key(0), jnp.zeros(2))
     no_reset = TruncationLoss(jnp.ones((4, 2)), jnp.ones((4, 2)), jnp.zeros((4, 2), bool), jnp.zeros((4, 2), jnp.int32))
     score = lambda d: jnp.broadcast_to(d[:, None] / 0.01, (2, 2, 2))  # noqa: E731
 
-    pop, state = es.ask(jax.random.key(1), state, params)
+    pop, state = es.ask(jax.random.key(1), state)
     first = state.pert
-    state, _ = es.tell(jax.random.key(2), pop, no_reset, state, params)
+    state, _ = es.tell(jax.random.key(2), pop, no_reset, state)
     np.testing.assert_allclose(state.accum, score(first), rtol=1e-6)
 
-    pop, state = es.ask(jax.random.key(3), state, params)
+    pop, state = es.ask(jax.random.key(3), state)
     np.testing.assert_array_equal(state.pert, first)  # reused, and not credited twice
     one_reset = no_reset.replace(reset=jnp.zeros((4, 2), bool).at[1, 0].set(True).at[3, 0].set(True))
-    state, _ = es.tell(jax.random.key(4), pop, one_reset, state, params)
+    state, _ = es.tell(jax.random.key(4), pop, one_reset, state)
     np.testing.assert_allclose(state.accum, score(first), rtol=1e-6)  # the restarted one has seen `first` too
     np.testing.assert_array_equal(np.asarray(state.redraw), [False, True])
 
-    pop, state = es.ask(jax.random.key(5), state, params)
+    pop, state = es.ask(jax.random.key(5), state)
     np.testing.assert_array_equal(state.pert[0], first[0])
     assert not np.allclose(state.pert[1], first[1])  # pair 1 redraws after its task 0 restarted
     new = state.pert
-    state, _ = es.tell(jax.random.key(6), pop, no_reset, state, params)
+    state, _ = es.tell(jax.random.key(6), pop, no_reset, state)
     np.testing.assert_allclose(state.accum[0], score(first)[0], rtol=1e-6)
     np.testing.assert_allclose(state.accum[1], score(first + new)[1], rtol=1e-5)
 
@@ -288,7 +289,7 @@ def test_staggered_generation_through_the_registry(name):
     assert new.strategy.accum.shape == (4, 2, 4)
     assert np.all(np.isfinite(np.asarray(new.strategy.accum)))
     assert float(metrics["theta/update_norm"]) > 0
-    assert trainer.strategy.es.num_tasks == 2  # the trainer's tasks_per_member, not an option of its own
+    assert trainer.strategy.num_tasks == 2  # the trainer's tasks_per_member, not an option of its own
     with pytest.raises(ConfigError, match="unknown key 'strategy.tasks_per_member'"):
         load_config(TINY + [f"strategy={name}", "strategy.tasks_per_member=2"])
 
@@ -343,3 +344,48 @@ def test_evosax_option_errors():
     with pytest.raises(ConfigError, match="optimizer does not apply to CMA_ES"):
         STRATEGIES.build("evosax", 8, theta0, 10, algorithm="CMA_ES", optimizer="adam")
     assert STRATEGIES.build("evosax", 8, theta0, 10, algorithm="PSO", sigma=0.2).init_std == 0.2
+
+
+def test_outer_options_are_declared_once_and_reach_optax():
+    """Every strategy with an outer optimizer / noise schedule takes those dataclasses' fields as
+    options, with its own defaults. Set options reach the optax transformation: sgdm with
+    b1 = 0.5, lr 0.1 after a linear warmup of 2 generations, on constant gradients g = 1, moves
+    by -lr_t m_t with m_t = 1 + 0.5 m_{t-1} = (1, 1.5, 1.75, 1.875) and lr_t = (0, 0.05, 0.1, 0.1)."""
+    outer = [f.name for f in dataclasses.fields(OuterOptimizer)]
+    noise = [f.name for f in dataclasses.fields(NoiseSchedule)]
+    for name in ("pes", "nres", "open_es", "evosax"):
+        assert set(outer + noise) <= set(STRATEGIES.defaults(name)), name
+    assert STRATEGIES.defaults("pes")["optimizer"] == "adamw" and STRATEGIES.defaults("pes")["weight_decay"] == 1e-4
+    assert (
+        STRATEGIES.defaults("open_es")["optimizer"] == "adam"
+        and STRATEGIES.defaults("evosax")["optimizer"] == "default"
+    )
+
+    es = STRATEGIES.build("pes", 4, jnp.zeros(2), 10, optimizer="sgdm", learning_rate=0.1, warmup=2, b1=0.5, sigma=0.3)
+    opt_state, moves = es.optimizer.init(jnp.zeros(2)), []
+    for _ in range(4):
+        update, opt_state = es.optimizer.update(jnp.ones(2), opt_state)
+        moves.append(float(update[0]))
+    np.testing.assert_allclose(moves, [0.0, -0.075, -0.175, -0.1875], rtol=1e-6)
+    assert float(es.std_schedule(5)) == pytest.approx(0.3)
+
+    with pytest.raises(ConfigError, match=r"^strategy.b1='x' must be of type float \(default 0.9\)$"):
+        STRATEGIES.build("nres", 4, jnp.zeros(2), 10, b1="x")
+    with pytest.raises(ConfigError, match="b2 does not apply to CMA_ES: it only applies with strategy.optimizer set"):
+        STRATEGIES.build("evosax", 8, jnp.zeros(3), 10, algorithm="CMA_ES", b2=0.99)
+
+
+def test_option_sets_splice_fields_into_the_signature():
+    """The decorated factory takes the fields (not the set) by keyword, rejects unknown ones, and
+    the original receives one instance with the given values over the declared defaults."""
+
+    @option_sets(noise=NoiseSchedule(sigma=0.5))
+    def factory(n, *, noise, scale=1.0):
+        return n, noise, scale
+
+    assert factory_defaults(factory) == {"sigma": 0.5, "sigma_decay": 1.0, "sigma_min": 0.0, "scale": 1.0}
+    assert factory(3, sigma_min=0.1) == (3, NoiseSchedule(sigma=0.5, sigma_min=0.1), 1.0)
+    with pytest.raises(TypeError):
+        factory(3, noise=NoiseSchedule())
+    with pytest.raises(TypeError, match="no parameter 'outer'"):
+        option_sets(outer=OuterOptimizer())(factory.__wrapped__)
