@@ -81,31 +81,54 @@ def augment(
     use_init = not init_scale_low == init_scale_high == 1.0
     if reparam == "none" and not use_init and batch_min == 0:
         return family
-    fam = family
-
-    def scales(key: jax.Array, base_task: Any) -> Any:
-        """Per-leaf scales: shape () for global/tensor, the leaf's shape for parameter."""
-        shapes = jax.eval_shape(fam.init_params, jax.random.key(0), base_task)
-        leaves, treedef = jax.tree.flatten(shapes)
-        if reparam == "none":
-            return jax.tree.unflatten(treedef, [jnp.ones(()) for _ in leaves])
-        if reparam == "global":
-            s = log_uniform(key, (), reparam_low, reparam_high)
-            return jax.tree.unflatten(treedef, [s for _ in leaves])
-        keys = jax.random.split(key, len(leaves))
-        shape = (lambda leaf: ()) if reparam == "tensor" else (lambda leaf: leaf.shape)
-        return jax.tree.unflatten(
-            treedef, [log_uniform(k, shape(leaf), reparam_low, reparam_high) for k, leaf in zip(keys, leaves)]
-        )
 
     def sample_task(key):
-        base = fam.sample_task(key)  # same key as the plain family: s = 1 reproduces it
+        base = family.sample_task(key)  # same key as the plain family: s = 1 reproduces it
         k_s, k_c = jax.random.split(jax.random.fold_in(key, 0x5CA1E))
         init = log_uniform(k_c, (), init_scale_low, init_scale_high) if use_init else jnp.ones(())
-        task = {"base": base, "reparam": scales(k_s, base), "init_scale": init}
+        shapes = jax.eval_shape(family.init_params, jax.random.key(0), base)
+        task = {
+            "base": base,
+            "reparam": reparam_scales(k_s, shapes, reparam, reparam_low, reparam_high),
+            "init_scale": init,
+        }
         if batch_min:  # only then: tasks (and checkpoints) without it keep their old layout
-            task["batch_size"] = sample_batch_size(jax.random.fold_in(key, 0xBA7C4), batch_min, fam.batch_size)
+            task["batch_size"] = sample_batch_size(jax.random.fold_in(key, 0xBA7C4), batch_min, family.batch_size)
         return task
+
+    tags = (
+        ([f"reparam_{reparam}"] if reparam != "none" else [])
+        + (["init_scale"] if use_init else [])
+        + (["batch_size"] if batch_min else [])
+    )
+    return dataclasses.replace(
+        family,
+        name=f"{family.name}+{'+'.join(tags)}",
+        sample_task=sample_task,
+        unaugmented=family.unaugmented or family,
+        **_on_augmented_tasks(family, weighted=bool(batch_min)),
+    )
+
+
+def reparam_scales(key: jax.Array, shapes: Any, level: str, low: float, high: float) -> Any:
+    """Per-leaf scales ``s`` for params of ``shapes``, log-uniform in ``[low, high]``: one for all
+    leaves (global), one per leaf (tensor, shape ()), one per entry (parameter, the leaf's
+    shape); ones for none."""
+    leaves, treedef = jax.tree.flatten(shapes)
+    if level == "none":
+        return jax.tree.unflatten(treedef, [jnp.ones(()) for _ in leaves])
+    if level == "global":
+        s = log_uniform(key, (), low, high)
+        return jax.tree.unflatten(treedef, [s for _ in leaves])
+    keys = jax.random.split(key, len(leaves))
+    shape = (lambda leaf: ()) if level == "tensor" else (lambda leaf: leaf.shape)
+    return jax.tree.unflatten(treedef, [log_uniform(k, shape(leaf), low, high) for k, leaf in zip(keys, leaves)])
+
+
+def _on_augmented_tasks(fam: TaskFamily, weighted: bool) -> dict[str, Any]:
+    """``fam``'s functions of params, batches and task state, taking an augmented task
+    ``{"base", "reparam", "init_scale"[, "batch_size"]}`` and stored params ``q``;
+    ``weighted``: batches carry the example weights ``w_i = [i < b]``."""
 
     def init_params(key, task):
         params = fam.init_params(key, task["base"])
@@ -113,40 +136,22 @@ def augment(
 
     def sample_batch(key, task):
         batch = fam.sample_batch(key, task["base"])
-        if batch_min:
+        if weighted:
             batch = {**batch, "weights": (jnp.arange(fam.batch_size) < task["batch_size"]).astype(jnp.float32)}
         return batch
 
     def loss(params, task, batch):
         return fam.loss(true_params(params, task), task["base"], batch)
 
-    stateful = {}
-    if fam.stateful:
-        stateful = {
-            "init_task_state": lambda key, task: fam.init_task_state(key, task["base"]),
-            "step_batch": lambda key, task, params, state: fam.step_batch(
-                key, task["base"], true_params(params, task), state
-            ),
-        }
-    valid = None
+    out = {"init_params": init_params, "sample_batch": sample_batch, "loss": loss, "valid_batch": None}
     if fam.valid_batch is not None:
-        valid = lambda key, task: fam.valid_batch(key, task["base"])  # noqa: E731
-    tags = (
-        ([f"reparam_{reparam}"] if reparam != "none" else [])
-        + (["init_scale"] if use_init else [])
-        + (["batch_size"] if batch_min else [])
-    )
-    return dataclasses.replace(
-        fam,
-        name=f"{fam.name}+{'+'.join(tags)}",
-        sample_task=sample_task,
-        init_params=init_params,
-        sample_batch=sample_batch,
-        loss=loss,
-        valid_batch=valid,
-        unaugmented=fam.unaugmented or fam,
-        **stateful,
-    )
+        out["valid_batch"] = lambda key, task: fam.valid_batch(key, task["base"])
+    if fam.stateful:
+        out["init_task_state"] = lambda key, task: fam.init_task_state(key, task["base"])
+        out["step_batch"] = lambda key, task, params, state: fam.step_batch(
+            key, task["base"], true_params(params, task), state
+        )
+    return out
 
 
 def sample_batch_size(key: jax.Array, low: int, high: int) -> jax.Array:

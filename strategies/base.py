@@ -51,6 +51,11 @@ def choose(kind: str, value: str, table: dict) -> Any:
     return table[value]
 
 
+def shaping_fn(name: str, table: dict = FITNESS_SHAPING) -> Callable:
+    """The evosax fitness shaping function called ``name`` in ``table``."""
+    return choose("fitness shaping", name, table)
+
+
 @dataclasses.dataclass(frozen=True)
 class OuterOptimizer:
     """The optax optimizer that moves the ES mean along the estimated gradient.

@@ -37,9 +37,9 @@ from evolopt.strategies.base import (
     EvosaxStrategy,
     NoiseSchedule,
     OuterOptimizer,
-    choose,
     no_metrics,
     option_sets,
+    shaping_fn,
 )
 
 SHAPING = {**FITNESS_SHAPING, "weights": weights_fitness_shaping_fn}
@@ -92,7 +92,7 @@ def build_evosax(
     elif (noise.sigma_decay, noise.sigma_min) != (1.0, 0.0):
         refuse("sigma_decay" if noise.sigma_decay != 1.0 else "sigma_min", "it adapts its own step size")
     if fitness_shaping != "default":
-        kwargs["fitness_shaping_fn"] = choose("fitness shaping", fitness_shaping, SHAPING)
+        kwargs["fitness_shaping_fn"] = shaping_fn(fitness_shaping, SHAPING)
     if "num_generations" in takes:  # DiffusionEvolution plans its noise schedule over the run
         kwargs["num_generations"] = num_generations
     if "sampling_fn" in takes:  # RandomSearch: Gaussian samples around the initial theta

@@ -14,15 +14,7 @@ from typing import Any
 from evosax.algorithms import Open_ES
 
 from evolopt.registry import register_strategy
-from evolopt.strategies.base import (
-    FITNESS_SHAPING,
-    EvosaxStrategy,
-    NoiseSchedule,
-    OuterOptimizer,
-    choose,
-    no_metrics,
-    option_sets,
-)
+from evolopt.strategies.base import EvosaxStrategy, NoiseSchedule, OuterOptimizer, no_metrics, option_sets, shaping_fn
 
 
 @register_strategy("open_es")
@@ -43,7 +35,7 @@ def open_es(
         use_antithetic_sampling=True,
         optimizer=outer.build(num_generations),
         std_schedule=noise.schedule(),
-        fitness_shaping_fn=choose("fitness shaping", fitness_shaping, FITNESS_SHAPING),
+        fitness_shaping_fn=shaping_fn(fitness_shaping),
         metrics_fn=no_metrics,
     )
     return EvosaxStrategy(es)

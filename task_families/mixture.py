@@ -23,6 +23,7 @@ alone, and the optimizer trains on the members' own losses.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -57,11 +58,7 @@ def mixture(*, members: list = (), weights: list = ()) -> TaskFamily:
     if len(members) < 1:
         raise ConfigError("task_family.members is empty; give a list like [{name: quadratic}, {name: rosenbrock}]")
     fams = [build_member(spec, i) for i, spec in enumerate(members)]
-    weights = list(weights) or [1.0] * len(fams)
-    for w in weights:
-        check_type("task_family.weights", w, 1.0)
-    if len(weights) != len(fams) or min(weights) < 0 or sum(weights) <= 0:
-        raise ConfigError(f"task_family.weights={weights} must be {len(fams)} non-negative numbers, not all zero")
+    weights = _check_weights(list(weights) or [1.0] * len(fams), len(fams))
     sig0 = _signature(fams[0])
     for i, fam in enumerate(fams[1:], 1):
         if _signature(fam) != sig0:
@@ -83,39 +80,61 @@ def mixture(*, members: list = (), weights: list = ()) -> TaskFamily:
         branches = [lambda k, ts, f=f, i=i: f.init_params(k, ts[i]) for i, f in enumerate(fams)]
         return jax.lax.switch(task["member"], branches, key, task["tasks"])
 
-    def batches(split):
-        def sample(key, task):
-            keys = jax.random.split(key, len(fams))
-            out = []
-            for f, k, t in zip(fams, keys, task["tasks"]):
-                fn = f.valid_batch if (split == "valid" and f.valid_batch is not None) else f.sample_batch
-                out.append(fn(k, t))
-            return tuple(out)
-
-        return sample
-
     def loss(params, task, batch):
-        def branch(i, f):
-            def run(p, ts, bs):
-                value = f.loss(p, ts[i], bs[i])
-                return with_meta_value(value, value / f.loss_scale)
+        branches = [_normalized_member_loss(i, f) for i, f in enumerate(fams)]
+        return jax.lax.switch(task["member"], branches, params, task["tasks"], batch)
 
-            return run
-
-        return jax.lax.switch(task["member"], [branch(i, f) for i, f in enumerate(fams)], params, task["tasks"], batch)
-
-    stateful = {}
-    if any(f.stateful for f in fams):  # every member's state (like batches, all are evaluated under vmap)
-
-        def init_task_state(key, task):
-            keys = jax.random.split(key, len(fams))
-            return tuple(f.initial_task_state(k, t) for f, k, t in zip(fams, keys, task["tasks"]))
-
-        def step_batch(key, task, params, state):
-            keys = jax.random.split(key, len(fams))  # the keys sample_batch gives each member
-            out = [f.next_batch(k, t, params, s) for f, k, t, s in zip(fams, keys, task["tasks"], state)]
-            return tuple(b for b, _ in out), tuple(s for _, s in out)
-
-        stateful = {"init_task_state": init_task_state, "step_batch": step_batch}
     name = "mixture(" + ",".join(f.name for f in fams) + ")"
-    return TaskFamily(name, sample_task, init_params, batches("train"), loss, 1.0, batches("valid"), **stateful)
+    train, valid = _batches(fams, "train"), _batches(fams, "valid")
+    return TaskFamily(name, sample_task, init_params, train, loss, 1.0, valid, **_task_states(fams))
+
+
+def _check_weights(weights: list, count: int) -> list:
+    for w in weights:
+        check_type("task_family.weights", w, 1.0)
+    if len(weights) != count or min(weights) < 0 or sum(weights) <= 0:
+        raise ConfigError(f"task_family.weights={weights} must be {count} non-negative numbers, not all zero")
+    return weights
+
+
+def _batches(fams: list[TaskFamily], split: str) -> Callable:
+    """``(key, task) -> batch``: every member's batch (its valid batch if ``split == "valid"``
+    and it has one), as a tuple."""
+
+    def sample(key, task):
+        keys = jax.random.split(key, len(fams))
+        out = []
+        for f, k, t in zip(fams, keys, task["tasks"]):
+            fn = f.valid_batch if (split == "valid" and f.valid_batch is not None) else f.sample_batch
+            out.append(fn(k, t))
+        return tuple(out)
+
+    return sample
+
+
+def _normalized_member_loss(i: int, f: TaskFamily) -> Callable:
+    """Member ``i``'s loss, valued ``loss / loss_scale`` with the gradient of ``loss``."""
+
+    def run(p, ts, bs):
+        value = f.loss(p, ts[i], bs[i])
+        return with_meta_value(value, value / f.loss_scale)
+
+    return run
+
+
+def _task_states(fams: list[TaskFamily]) -> dict[str, Callable]:
+    """``init_task_state`` / ``step_batch`` over every member's state (like batches, all are
+    evaluated under vmap); none if no member keeps one."""
+    if not any(f.stateful for f in fams):
+        return {}
+
+    def init_task_state(key, task):
+        keys = jax.random.split(key, len(fams))
+        return tuple(f.initial_task_state(k, t) for f, k, t in zip(fams, keys, task["tasks"]))
+
+    def step_batch(key, task, params, state):
+        keys = jax.random.split(key, len(fams))  # the keys sample_batch gives each member
+        out = [f.next_batch(k, t, params, s) for f, k, t, s in zip(fams, keys, task["tasks"], state)]
+        return tuple(b for b, _ in out), tuple(s for _, s in out)
+
+    return {"init_task_state": init_task_state, "step_batch": step_batch}
