@@ -154,3 +154,12 @@ def describe() -> str:
         f"process {jax.process_index()} of {jax.process_count()}, "
         f"{jax.local_device_count()} local / {jax.device_count()} global devices"
     )
+
+
+def agree_int(value: int) -> int:
+    """Process 0's ``value`` on every process."""
+    if jax.process_count() == 1:
+        return value
+    from jax.experimental import multihost_utils
+
+    return int(multihost_utils.broadcast_one_to_all(np.asarray(value, np.int32)))

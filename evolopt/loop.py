@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -16,15 +17,27 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from evolopt import distributed
 from evolopt.architectures.baselines import baseline
-from evolopt.checkpoint import Checkpointer, has_checkpoint
+from evolopt.checkpoint import CORRUPT_DIR, Checkpointer, has_checkpoint
 from evolopt.config import group_config
 from evolopt.export import ThetaFileError, check_structure, load_learned_optimizer, resolve_path, save_theta_file
 from evolopt.logger import RunLogger, plot_run
 from evolopt.meta import MetaTrainer, choose_member_chunks, free_device_memory, make_evaluator, population_mesh
 from evolopt.registry import ARCHITECTURES, STRATEGIES, TASK_FAMILIES, ConfigError
+from evolopt.run_dir import (
+    LOCK_NAME,
+    TMP_PREFIX,
+    RunAborted,
+    RunLock,
+    StopRequest,
+    atomic_write_text,
+    disk_error,
+    fault,
+    remove_temp_files,
+)
 from evolopt.unroll import UnrollConfig
 
 # Keys that may change when a run is resumed.
@@ -41,6 +54,10 @@ RESUMABLE_CHANGES = {
     "distributed",  # the population splits over any number of processes with the same numbers
 }
 
+
+# Every name a run writes in its run dir (anything else there means it is not ours).
+RUN_FILES = {"config.yaml", "metrics.jsonl", "tb", "checkpoints", "theta.npz", "theta.npz.tmp", "meta_training.png"}
+RUN_FILES |= {LOCK_NAME, CORRUPT_DIR}
 
 MEMORY_FRACTION = 0.6  # member_chunks=auto: share of free device memory the step may plan to use
 
@@ -106,6 +123,10 @@ def _check_counts(cfg: DictConfig) -> None:
     for key in ("generations", "population_size", "tasks_per_member", "checkpoint_every", "keep_checkpoints"):
         if not isinstance(cfg[key], int) or cfg[key] < 1:
             raise ConfigError(f"{key}={cfg[key]!r} must be a positive integer")
+    if cfg.population_size % 2:
+        raise ConfigError(
+            f"population_size={cfg.population_size} must be even: members are antithetic pairs (i, i + N/2)"
+        )
     if cfg.member_chunks != "auto" and (not isinstance(cfg.member_chunks, int) or cfg.member_chunks < 1):
         raise ConfigError(f"member_chunks={cfg.member_chunks!r} must be a positive integer or auto")
     for key in ("meta_loss_every", "every", "num_tasks", "steps"):
@@ -113,8 +134,27 @@ def _check_counts(cfg: DictConfig) -> None:
             raise ConfigError(f"evaluation.{key}={cfg.evaluation[key]!r} must be a positive integer")
 
 
+def check_values(cfg: DictConfig) -> None:
+    """Values every run needs, in one line each: interpolations resolve, an integer seed,
+    a positive finite ``strategy.sigma`` (a zero search scale makes every update NaN)."""
+    try:
+        OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None) or "the config"
+        raise ConfigError(f"bad value for '{key}': {str(e).splitlines()[0]}") from None
+    seed = cfg.get("seed")
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise ConfigError(f"seed={seed!r} must be an integer, e.g. seed=0")
+    sigma = cfg.get("strategy", {}).get("sigma")
+    if sigma is not None and not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma > 0):
+        raise ConfigError(f"strategy.sigma={sigma!r} must be a positive number (the search scale), e.g. 0.01")
+
+
 def _check_resumable(run_dir: Path, cfg: DictConfig) -> None:
-    saved = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"))
+    path = run_dir / "config.yaml"
+    if not path.is_file() or path.stat().st_size == 0:  # a kill before it was written: this command writes it
+        return
+    saved = OmegaConf.to_container(OmegaConf.load(path))
     now = OmegaConf.to_container(cfg)
     for key in sorted(set(saved) | set(now)):
         if key not in RESUMABLE_CHANGES and saved.get(key) != now.get(key):
@@ -124,8 +164,18 @@ def _check_resumable(run_dir: Path, cfg: DictConfig) -> None:
             )
 
 
+def _foreign_files(run_dir: Path) -> list[str]:
+    """Names in ``run_dir`` that no evolopt run writes (a run killed early leaves only its own)."""
+    if not run_dir.is_dir():
+        return []
+    return sorted(p.name for p in run_dir.iterdir() if p.name not in RUN_FILES and not p.name.startswith(TMP_PREFIX))
+
+
 def prepare_run_dir(cfg: DictConfig) -> tuple[Path, bool]:
-    """``(run_dir, resuming)``, refusing anything that would overwrite another run."""
+    """``(run_dir, resuming)``, refusing anything that would overwrite another run.
+
+    A run dir with no checkpoint yet but only a run's own files (killed during start-up
+    or before its first checkpoint) is started afresh by the same command."""
     run_dir = Path(cfg.run_dir)
     resume = str(cfg.resume).lower()
     if resume not in ("auto", "true", "false"):
@@ -135,11 +185,243 @@ def prepare_run_dir(cfg: DictConfig) -> tuple[Path, bool]:
         raise ConfigError(f"resume=true but run_dir '{run_dir}' holds no checkpoint")
     if exists and resume == "false":
         raise ConfigError(f"run_dir '{run_dir}' already holds a run; pass resume=true or choose a new run_dir")
-    if not exists and run_dir.exists() and any(run_dir.iterdir()):
-        raise ConfigError(f"run_dir '{run_dir}' exists and is not an evolopt run; choose a new run_dir")
-    if exists:
-        _check_resumable(run_dir, cfg)
+    foreign = _foreign_files(run_dir)
+    if not exists and foreign:
+        raise ConfigError(
+            f"run_dir '{run_dir}' exists and is not an evolopt run (it holds {', '.join(foreign[:3])}); "
+            "choose a new run_dir"
+        )
+    _check_resumable(run_dir, cfg)
     return run_dir, exists
+
+
+def plan_memory(trainer: MetaTrainer, abstract: Any, cfg: DictConfig) -> tuple[MetaTrainer, Any]:
+    """Compile the step for the state's shapes (nothing allocated yet) and check that it fits.
+
+    XLA's memory analysis gives the bytes of arguments + outputs (fixed) and of
+    temporaries (the members' inner training, which scale as 1 / member_chunks).
+    ``member_chunks=auto`` picks the fewest chunks that fit; a run that would not fit
+    even one member per chunk is refused here, before its run dir exists."""
+    step = _jit_step(trainer, abstract).lower(abstract).compile()
+    use = step.memory_analysis()
+    if use is None:  # the backend does not say: trust the config
+        return trainer, step
+    members = trainer.strategy.population_size // trainer.mesh.size
+    fixed = use.argument_size_in_bytes + use.output_size_in_bytes
+    temp_all = use.temp_size_in_bytes * trainer.member_chunks  # as if all members at once
+    free = free_device_memory()
+    if fixed + temp_all / members > free:
+        raise ConfigError(
+            f"population_size={trainer.strategy.population_size} does not fit: even one member at a time "
+            f"(member_chunks={members}) needs about {_gib(fixed + temp_all / members)} per device, "
+            f"{_gib(free)} free; use a smaller population_size, tasks_per_member or unroll.truncation_length"
+        )
+    if cfg.member_chunks != "auto":
+        if fixed + temp_all / trainer.member_chunks > free:
+            raise ConfigError(
+                f"member_chunks={trainer.member_chunks} needs about {_gib(fixed + temp_all / trainer.member_chunks)} "
+                f"per device, {_gib(free)} free; use member_chunks=auto or a larger divisor of {members}"
+            )
+        return trainer, step
+    chunks = choose_member_chunks(fixed, temp_all, members, MEMORY_FRACTION * free)
+    if chunks == 1:
+        return trainer, step
+    trainer = dataclasses.replace(trainer, member_chunks=chunks)
+    return trainer, _jit_step(trainer, abstract).lower(abstract).compile()
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.2f} GiB"
+
+
+@dataclasses.dataclass
+class _Run:
+    """What the generation loop needs, built once (see :func:`_setup`)."""
+
+    cfg: DictConfig
+    trainer: MetaTrainer
+    step: Any
+    run_dir: Path
+    resuming: bool
+    main: bool
+    lopt_eval: Any
+    adam_eval: Any
+    eval_key: jax.Array
+    theta0: Any
+    logger: RunLogger | None = None
+    ckpt: Checkpointer | None = None
+    adam: tuple[Any, Any] | None = None
+
+
+def _setup(cfg: DictConfig) -> _Run:
+    """Build and compile everything, checking it fits, before anything is written."""
+    check_values(cfg)
+    trainer, theta0 = build(cfg)
+    run_dir, resuming = prepare_run_dir(cfg)
+    ev = cfg.evaluation
+    plain = trainer.family.unaugmented or trainer.family  # users train un-reparameterised models
+    lopt_eval = make_evaluator(plain, trainer.lopt, ev.num_tasks, ev.steps, cfg.unroll.loss_clip)
+    adam_eval = make_evaluator(plain, baseline("adam", ev.adam_lr), ev.num_tasks, ev.steps, cfg.unroll.loss_clip)
+    eval_key = jax.random.fold_in(jax.random.key(cfg.seed), 2)  # the same validation tasks every time
+    abstract = trainer.abstract_init(jax.random.fold_in(jax.random.key(cfg.seed), 1), theta0)
+    try:  # trace everything once before touching the disk: a bad option fails here, cleanly
+        jax.eval_shape(trainer.step, abstract)
+        jax.eval_shape(lopt_eval, theta0, eval_key)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"the config does not give a valid training step: {str(e).splitlines()[0]}") from None
+    trainer, step = plan_memory(trainer, abstract, cfg)
+    main = distributed.is_main_process()
+    return _Run(cfg, trainer, step, run_dir, resuming, main, lopt_eval, adam_eval, eval_key, theta0)
+
+
+def _open_run_dir(run: _Run) -> RunLock:
+    """Create the run dir, take its lock (process 0), decide again under the lock whether
+    this is a resume, and write config.yaml atomically."""
+    cfg, lock = run.cfg, RunLock(run.run_dir)
+    error = None
+    if run.main:
+        run.run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            lock.acquire()
+        except ConfigError as e:
+            error = e
+    if distributed.agree(error is not None):  # every process stops if process 0 has no lock
+        raise error or ConfigError(f"run_dir '{run.run_dir}' is in use (process 0 could not take its lock)")
+    fault("startup")
+    distributed.barrier("evolopt:run-dir-locked")
+    run.run_dir, run.resuming = prepare_run_dir(cfg)  # another run may have written before we locked
+    distributed.barrier("evolopt:run-dir-checked")  # nobody writes before every process has looked
+    if run.main:
+        remove_temp_files(run.run_dir)
+        config = run.run_dir / "config.yaml"
+        if run.resuming and config.is_file() and config.stat().st_size:  # record a changed horizon only
+            saved = OmegaConf.load(config)
+            saved.generations = cfg.generations
+            atomic_write_text(config, OmegaConf.to_yaml(saved))
+        else:
+            atomic_write_text(config, OmegaConf.to_yaml(cfg))
+    distributed.barrier("evolopt:run-dir-ready")
+    return lock
+
+
+def _start(run: _Run) -> tuple[Any, int]:
+    """The initial or restored state, the logger (metrics and events recovered), Adam's curves."""
+    cfg = run.cfg
+    state = run.trainer.init(jax.random.fold_in(jax.random.key(cfg.seed), 1), run.theta0)
+    run.ckpt = Checkpointer(run.run_dir / "checkpoints", cfg.keep_checkpoints)
+    if run.resuming:
+        try:
+            state = run.ckpt.restore_newest_valid(state, note=_stderr_line)
+        except ValueError as e:
+            raise ConfigError(f"{e}; move the checkpoints away to start afresh") from None
+    start = int(state.generation)
+    run.adam = jax.device_get(run.adam_eval({}, run.eval_key))
+    run.logger = RunLogger(run.run_dir, cfg.generations, start, cfg.progress, write=run.main)
+    if jax.process_count() > 1:
+        run.logger.note(f"distributed run: {distributed.describe()}")
+    if run.trainer.member_chunks > 1:
+        run.logger.note(f"training each device's members in {run.trainer.member_chunks} sequential chunks")
+    return state, start
+
+
+def _stderr_line(message: str) -> None:
+    print(f"evolopt.train: {message}", file=sys.stderr)
+
+
+def _export(run: _Run, state: Any, generation: int) -> None:
+    theta = run.trainer.strategy.mean(state.strategy)  # on every process: a computation over the global mesh
+    if not run.main:
+        return
+    arch_name, arch_cfg = group_config(run.cfg, "arch")
+    fault("write:theta.npz")
+    path = run.run_dir / "theta.npz"
+    save_theta_file(path, theta, arch_name, arch_cfg, generation=generation, run_dir=str(run.run_dir))
+
+
+def _eval_metrics(run: _Run, generation: int, evals: Any, curves_too: bool) -> dict[str, float]:
+    """The mean theta's evaluation (already dispatched) next to Adam's, fetched now."""
+    curves, valid = jax.device_get(evals)
+    adam_curves, adam_valid = run.adam
+    out = {"meta_loss/mean_theta": float(curves.mean()), "meta_loss/adam": float(adam_curves.mean())}
+    if curves_too:
+        out |= {
+            "eval/final_train_loss": float(curves[:, -1].mean()),
+            "eval/adam_final_train_loss": float(adam_curves[:, -1].mean()),
+            "eval/valid_loss": float(valid.mean()),
+            "eval/adam_valid_loss": float(adam_valid.mean()),
+        }
+        run.logger.curves(generation, {"learned": curves.mean(0), "adam": adam_curves.mean(0)})
+    return out
+
+
+def _log(run: _Run, done: int, metrics: Any, evals: Any, tick: float) -> float:
+    """Fetch generation ``done``'s metrics (its successor may already be running) and log them.
+    RunAborted if the mean theta is no longer finite (nothing of it is checkpointed)."""
+    cfg = run.cfg
+    metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+    now = time.perf_counter()
+    metrics["speed/generations_per_s"] = 1.0 / (now - tick)
+    metrics["speed/member_steps_per_s"] = run.trainer.member_steps_per_generation / (now - tick)
+    if evals is not None:
+        every = cfg.evaluation.every
+        metrics |= _eval_metrics(run, done, evals, curves_too=done % every == 0 or done == cfg.generations)
+    if metrics["fitness/nonfinite_steps"] > 0:
+        run.logger.note(
+            f"generation {done}: {int(metrics['fitness/nonfinite_steps'])} inner steps diverged (NaN/inf), "
+            "scored as worst"
+        )
+    run.logger.generation(done, metrics)
+    if not math.isfinite(metrics["theta/norm"]):
+        last = run.ckpt.latest()
+        raise RunAborted(
+            f"the mean theta became non-finite at generation {done}; stopped. The last finite checkpoint "
+            f"(generation {last}) and theta.npz are kept; try a smaller strategy learning rate or sigma"
+        )
+    fault("logged:generation")
+    return now
+
+
+def _stop_reason(run: _Run, stop: StopRequest, began: float) -> str | None:
+    """Why the loop stops after this generation: the same answer on every process."""
+    budget_s = 60.0 * float(run.cfg.get("time_budget_minutes", 0) or 0)
+    code = 1 if stop.requested else 2 if budget_s > 0 and time.perf_counter() - began > budget_s else 0
+    code = distributed.agree_int(code)
+    return {0: None, 1: "signal", 2: "time"}[code]
+
+
+def _generations(run: _Run, state: Any, start: int, stop: StopRequest) -> tuple[Any, int, str | None]:
+    """Generations ``start+1 ..``: each is dispatched before the previous one's metrics are
+    read, so the device never waits for the host's logging (numbers are unchanged)."""
+    cfg, ev = run.cfg, run.cfg.evaluation
+    pending, tick = None, time.perf_counter()
+    began = tick
+    for gen in range(start, cfg.generations):
+        state, metrics = run.step(state)
+        done = gen + 1
+        due = done % ev.meta_loss_every == 0 or done == cfg.generations
+        evals = run.lopt_eval(run.trainer.strategy.mean(state.strategy), run.eval_key) if due else None
+        if pending is not None:
+            tick = _log(run, *pending, tick)
+        pending = (done, metrics, evals)
+        reason = _stop_reason(run, stop, began)
+        if done % cfg.checkpoint_every == 0 or done == cfg.generations or reason:
+            tick = _log(run, *pending, tick)
+            pending = None
+            run.ckpt.save(done, state)
+            _export(run, state, done)
+        if reason:
+            return state, done, reason
+    return state, cfg.generations, None
+
+
+def _finish(run: _Run, stop: StopRequest, reason: str | None, done: int) -> None:
+    if reason == "time":
+        run.logger.note(
+            f"time budget of {run.cfg.time_budget_minutes} min spent at generation {done}; "
+            "run the same command again to continue"
+        )
+    if reason == "signal":
+        raise RunAborted(f"stopped at generation {done}; the same command resumes", 128 + stop.signum)
 
 
 def meta_train(cfg: DictConfig) -> Path:
@@ -147,117 +429,68 @@ def meta_train(cfg: DictConfig) -> Path:
 
     Under ``jax.distributed`` every process calls this with the same config; the
     decisions about the run directory are taken by all before process 0 writes.
+    Faults (README "Faults and resuming"): SIGTERM/SIGINT checkpoint and raise
+    RunAborted; a full disk raises RunAborted; the same call then resumes.
     """
     distributed.initialize(cfg.get("distributed"))  # before anything touches a device
-    main = distributed.is_main_process()
-    trainer, theta0 = build(cfg)
-    run_dir, resuming = prepare_run_dir(cfg)
-    state = trainer.init(jax.random.fold_in(jax.random.key(cfg.seed), 1), theta0)
-    ev = cfg.evaluation
-    plain = trainer.family.unaugmented or trainer.family  # users train un-reparameterised models
-    lopt_eval = make_evaluator(plain, trainer.lopt, ev.num_tasks, ev.steps, cfg.unroll.loss_clip)
-    adam = baseline("adam", ev.adam_lr)
-    adam_eval = make_evaluator(plain, adam, ev.num_tasks, ev.steps, cfg.unroll.loss_clip)
-    eval_key = jax.random.fold_in(jax.random.key(cfg.seed), 2)  # the same validation tasks every time
-    try:  # trace everything once before touching the disk: a bad option fails here, cleanly
-        jax.eval_shape(trainer.step, state)
-        jax.eval_shape(lopt_eval, theta0, eval_key)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"the config does not give a valid training step: {str(e).splitlines()[0]}") from None
-    step = _jit_step(trainer, state)
-    if cfg.member_chunks == "auto":  # compile all-at-once; split the members only if that would not fit
-        step = step.lower(state).compile()
-        use = step.memory_analysis()
-        if use is not None:
-            fixed = use.argument_size_in_bytes + use.output_size_in_bytes
-            members = trainer.strategy.population_size // trainer.mesh.size
-            chunks = choose_member_chunks(
-                fixed, use.temp_size_in_bytes, members, MEMORY_FRACTION * free_device_memory()
-            )
-            if chunks > 1:
-                trainer = dataclasses.replace(trainer, member_chunks=chunks)
-                step = _jit_step(trainer, state)
+    with StopRequest() as stop:
+        run = _setup(cfg)
+        lock = None
+        try:
+            lock = _open_run_dir(run)
+            state, start = _start(run)
+            if start == 0:
+                evals = run.lopt_eval(run.trainer.strategy.mean(state.strategy), run.eval_key)
+                run.logger.record(0, _eval_metrics(run, 0, evals, curves_too=True))
+            state, done, reason = _generations(run, state, start, stop)
+            _close(run)
+            if start >= cfg.generations:
+                _export(run, state, start)
+            if run.main:
+                plot_run(run.run_dir)
+            _finish(run, stop, reason, done)
+        except Exception as e:
+            _close(run, quiet=True)
+            aborted = _disk_full(run, e)
+            if aborted is None:
+                raise
+            raise aborted from None
+        finally:
+            if lock is not None:
+                lock.release()
+    return run.run_dir
 
-    distributed.barrier("evolopt:run-dir-checked")  # nobody writes before every process has looked
-    if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if not resuming:
-            OmegaConf.save(cfg, run_dir / "config.yaml")
-        else:  # record a changed horizon, keep everything else as it was
-            saved = OmegaConf.load(run_dir / "config.yaml")
-            saved.generations = cfg.generations
-            OmegaConf.save(saved, run_dir / "config.yaml")
-    distributed.barrier("evolopt:run-dir-ready")
-    ckpt = Checkpointer(run_dir / "checkpoints", cfg.keep_checkpoints)
-    if resuming:
-        state = ckpt.restore(state)
-    start = int(state.generation)
-    adam_curves, adam_valid = jax.device_get(adam_eval({}, eval_key))
 
-    logger = RunLogger(run_dir, cfg.generations, start, cfg.progress, write=main)
-    if jax.process_count() > 1:
-        logger.note(f"distributed run: {distributed.describe()}")
-    if trainer.member_chunks > 1:
-        logger.note(f"training each device's members in {trainer.member_chunks} sequential chunks (member_chunks)")
-    logger.scalars(start, {"meta_loss/adam": float(adam_curves.mean())})
-    arch_name, arch_cfg = group_config(cfg, "arch")
+def _close(run: _Run, quiet: bool = False) -> None:
+    for part in (run.logger, run.ckpt):
+        try:
+            if part is not None:
+                part.close()
+        except Exception:
+            if not quiet:
+                raise
+    run.logger = run.ckpt = None
 
-    def export(generation: int) -> None:
-        theta = trainer.strategy.mean(state.strategy)  # on every process: a computation over the global mesh
-        if not main:
-            return
-        save_theta_file(run_dir / "theta.npz", theta, arch_name, arch_cfg, generation=generation, run_dir=str(run_dir))
 
-    def evaluate(generation: int, curves_too: bool) -> dict[str, float]:
-        curves, valid = jax.device_get(lopt_eval(trainer.strategy.mean(state.strategy), eval_key))
-        out = {"meta_loss/mean_theta": float(curves.mean()), "meta_loss/adam": float(adam_curves.mean())}
-        if curves_too:
-            out |= {
-                "eval/final_train_loss": float(curves[:, -1].mean()),
-                "eval/adam_final_train_loss": float(adam_curves[:, -1].mean()),
-                "eval/valid_loss": float(valid.mean()),
-                "eval/adam_valid_loss": float(adam_valid.mean()),
-            }
-            logger.curves(generation, {"learned": curves.mean(0), "adam": adam_curves.mean(0)})
-        return out
+def _empty_file(p: Path) -> bool:
+    return p.is_file() and p.stat().st_size == 0
 
-    if start == 0:
-        logger.record(0, evaluate(0, curves_too=True))
-    tick = began = time.perf_counter()
-    budget_s = 60.0 * float(cfg.get("time_budget_minutes", 0) or 0)
-    for gen in range(start, cfg.generations):
-        state, metrics = step(state)
-        metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-        now = time.perf_counter()
-        metrics["speed/generations_per_s"] = 1.0 / (now - tick)
-        metrics["speed/member_steps_per_s"] = trainer.member_steps_per_generation / (now - tick)
-        done = gen + 1
-        if done % ev.meta_loss_every == 0 or done == cfg.generations:
-            metrics |= evaluate(done, curves_too=done % ev.every == 0 or done == cfg.generations)
-        if metrics["fitness/nonfinite_steps"] > 0:
-            logger.note(
-                f"generation {done}: {int(metrics['fitness/nonfinite_steps'])} inner steps diverged (NaN/inf), "
-                "scored as worst"
-            )
-        logger.generation(done, metrics)
-        out_of_time = budget_s > 0 and distributed.agree(time.perf_counter() - began > budget_s)  # same on all
-        if done % cfg.checkpoint_every == 0 or done == cfg.generations or out_of_time:
-            ckpt.save(done, state)
-            export(done)
-        if out_of_time:
-            logger.note(
-                f"time budget of {cfg.time_budget_minutes} min spent at generation {done}; "
-                "run the same command again to continue"
-            )
-            break
-        tick = time.perf_counter()
-    logger.close()
-    ckpt.close()
-    if start >= cfg.generations:
-        export(start)
-    if main:
-        plot_run(run_dir)
-    return run_dir
+
+def _disk_full(run: _Run, e: Exception) -> RunAborted | None:
+    err = disk_error(e)
+    if err is None:
+        return None
+    if run.main:  # no half files: a theta file cut short, empty event files, orbax's temporary folders
+        for leftover in [*run.run_dir.glob("*.tmp"), *(p for p in run.run_dir.rglob("*") if _empty_file(p))]:
+            if "checkpoints" not in leftover.relative_to(run.run_dir).parts:
+                leftover.unlink(missing_ok=True)
+        remove_temp_files(run.run_dir)
+        Checkpointer.remove_partial_in(run.run_dir / "checkpoints")
+    where = f" ({err.filename})" if err.filename else ""
+    return RunAborted(
+        f"cannot write to run_dir '{run.run_dir}': {err.strerror}{where}. The last complete checkpoint is kept; "
+        "free space (or fix permissions) and run the same command to resume"
+    )
 
 
 def summarize(run_dir: Path) -> str:

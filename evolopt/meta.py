@@ -83,24 +83,40 @@ class MetaTrainer:
     def _shard(self, tree: Any) -> Any:
         return jax.lax.with_sharding_constraint(tree, self.member_sharding)
 
-    def init(self, key: jax.Array, theta0: Any) -> MetaState:
-        """Strategy state, and K trajectories per antithetic pair (shared by both partners)."""
+    def _make_state(self, theta0: Any) -> Callable[[jax.Array], MetaState]:
         n, k = self.strategy.population_size, self.tasks_per_member
-        if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-            key = jax.random.key_data(key)  # raw uint32 keys: plain arrays for checkpoints
         init_one = lambda key: init_inner_state(key, theta0, self.family, self.lopt, self.unroll_cfg)  # noqa: E731
 
         def make(key):
             k_strategy, k_inner, k_loop = jax.random.split(key, 3)
             pair_keys = jax.random.split(k_inner, (n // 2, k))
             inner = jax.vmap(jax.vmap(init_one))(jnp.concatenate([pair_keys, pair_keys]))
-            return MetaState(self.strategy.init(k_strategy, theta0), inner, k_loop, jnp.zeros((), jnp.int32))
+            state = MetaState(self.strategy.init(k_strategy, theta0), inner, k_loop, jnp.zeros((), jnp.int32))
+            return strong_types(state)
 
+        return make
+
+    @staticmethod
+    def _raw_key(key: jax.Array) -> np.ndarray:
+        if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+            key = jax.random.key_data(key)  # raw uint32 keys: plain arrays for checkpoints
+        return np.asarray(jax.device_get(key))
+
+    def init(self, key: jax.Array, theta0: Any) -> MetaState:
+        """Strategy state, and K trajectories per antithetic pair (shared by both partners)."""
+        make, key = self._make_state(theta0), self._raw_key(key)
         # Built inside one jit straight into its shardings: under jax.distributed every
         # process computes the same replicated values, and no host array is copied around.
-        key = np.asarray(jax.device_get(key))
         shardings = self.state_sharding(jax.eval_shape(make, key))
-        return strong_types(jax.jit(make, out_shardings=shardings)(key))
+        return jax.jit(make, out_shardings=shardings)(key)
+
+    def abstract_init(self, key: jax.Array, theta0: Any) -> MetaState:
+        """Shapes, dtypes and shardings of :meth:`init`'s state, allocating nothing
+        (to plan memory before a large population is created)."""
+        shapes = jax.eval_shape(self._make_state(theta0), self._raw_key(key))
+        return jax.tree.map(
+            lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, self.state_sharding(shapes)
+        )
 
     def state_sharding(self, state: MetaState) -> MetaState:
         """Inner states split over the population axis; everything else replicated."""
