@@ -156,10 +156,11 @@ def describe() -> str:
     )
 
 
-def agree_int(value: int) -> int:
-    """Process 0's ``value`` on every process."""
+def agree_max(value: int) -> int:
+    """The largest ``value`` of all processes, on every process (a signal that reached any
+    one process stops them all at the same generation)."""
     if jax.process_count() == 1:
         return value
     from jax.experimental import multihost_utils
 
-    return int(multihost_utils.broadcast_one_to_all(np.asarray(value, np.int32)))
+    return int(np.max(multihost_utils.process_allgather(np.asarray(value, np.int32))))

@@ -21,43 +21,15 @@ from omegaconf.errors import OmegaConfBaseException
 
 from evolopt import distributed
 from evolopt.architectures.baselines import baseline
-from evolopt.checkpoint import CORRUPT_DIR, Checkpointer, has_checkpoint
+from evolopt.checkpoint import Checkpointer, has_checkpoint
 from evolopt.config import group_config
 from evolopt.export import ThetaFileError, check_structure, load_learned_optimizer, resolve_path, save_theta_file
 from evolopt.logger import RunLogger, plot_run
 from evolopt.meta import MetaTrainer, choose_member_chunks, free_device_memory, make_evaluator, population_mesh
 from evolopt.registry import ARCHITECTURES, STRATEGIES, TASK_FAMILIES, ConfigError
-from evolopt.run_dir import (
-    LOCK_NAME,
-    TMP_PREFIX,
-    RunAborted,
-    RunLock,
-    StopRequest,
-    atomic_write_text,
-    disk_error,
-    fault,
-    remove_temp_files,
-)
+from evolopt.resume import RESUMABLE_CHANGES, disk_full, open_run_dir, prepare_run_dir  # noqa: F401 (API)
+from evolopt.run_dir import RunAborted, StopRequest, fault
 from evolopt.unroll import UnrollConfig
-
-# Keys that may change when a run is resumed.
-RESUMABLE_CHANGES = {
-    "generations",
-    "resume",
-    "progress",
-    "run_dir",
-    "plugins",
-    "checkpoint_every",
-    "keep_checkpoints",
-    "time_budget_minutes",
-    "member_chunks",  # same numbers, different memory use
-    "distributed",  # the population splits over any number of processes with the same numbers
-}
-
-
-# Every name a run writes in its run dir (anything else there means it is not ours).
-RUN_FILES = {"config.yaml", "metrics.jsonl", "tb", "checkpoints", "theta.npz", "theta.npz.tmp", "meta_training.png"}
-RUN_FILES |= {LOCK_NAME, CORRUPT_DIR}
 
 MEMORY_FRACTION = 0.6  # member_chunks=auto: share of free device memory the step may plan to use
 
@@ -150,51 +122,6 @@ def check_values(cfg: DictConfig) -> None:
         raise ConfigError(f"strategy.sigma={sigma!r} must be a positive number (the search scale), e.g. 0.01")
 
 
-def _check_resumable(run_dir: Path, cfg: DictConfig) -> None:
-    path = run_dir / "config.yaml"
-    if not path.is_file() or path.stat().st_size == 0:  # a kill before it was written: this command writes it
-        return
-    saved = OmegaConf.to_container(OmegaConf.load(path))
-    now = OmegaConf.to_container(cfg)
-    for key in sorted(set(saved) | set(now)):
-        if key not in RESUMABLE_CHANGES and saved.get(key) != now.get(key):
-            raise ConfigError(
-                f"run_dir '{run_dir}' holds a run with {key}={saved.get(key)}, not {now.get(key)}; "
-                "resume it with its own config or choose a new run_dir"
-            )
-
-
-def _foreign_files(run_dir: Path) -> list[str]:
-    """Names in ``run_dir`` that no evolopt run writes (a run killed early leaves only its own)."""
-    if not run_dir.is_dir():
-        return []
-    return sorted(p.name for p in run_dir.iterdir() if p.name not in RUN_FILES and not p.name.startswith(TMP_PREFIX))
-
-
-def prepare_run_dir(cfg: DictConfig) -> tuple[Path, bool]:
-    """``(run_dir, resuming)``, refusing anything that would overwrite another run.
-
-    A run dir with no checkpoint yet but only a run's own files (killed during start-up
-    or before its first checkpoint) is started afresh by the same command."""
-    run_dir = Path(cfg.run_dir)
-    resume = str(cfg.resume).lower()
-    if resume not in ("auto", "true", "false"):
-        raise ConfigError(f"bad resume '{cfg.resume}'; valid choices: auto, true, false")
-    exists = has_checkpoint(run_dir / "checkpoints")
-    if resume == "true" and not exists:
-        raise ConfigError(f"resume=true but run_dir '{run_dir}' holds no checkpoint")
-    if exists and resume == "false":
-        raise ConfigError(f"run_dir '{run_dir}' already holds a run; pass resume=true or choose a new run_dir")
-    foreign = _foreign_files(run_dir)
-    if not exists and foreign:
-        raise ConfigError(
-            f"run_dir '{run_dir}' exists and is not an evolopt run (it holds {', '.join(foreign[:3])}); "
-            "choose a new run_dir"
-        )
-    _check_resumable(run_dir, cfg)
-    return run_dir, exists
-
-
 def plan_memory(trainer: MetaTrainer, abstract: Any, cfg: DictConfig) -> tuple[MetaTrainer, Any]:
     """Compile the step for the state's shapes (nothing allocated yet) and check that it fits.
 
@@ -272,36 +199,6 @@ def _setup(cfg: DictConfig) -> _Run:
     trainer, step = plan_memory(trainer, abstract, cfg)
     main = distributed.is_main_process()
     return _Run(cfg, trainer, step, run_dir, resuming, main, lopt_eval, adam_eval, eval_key, theta0)
-
-
-def _open_run_dir(run: _Run) -> RunLock:
-    """Create the run dir, take its lock (process 0), decide again under the lock whether
-    this is a resume, and write config.yaml atomically."""
-    cfg, lock = run.cfg, RunLock(run.run_dir)
-    error = None
-    if run.main:
-        run.run_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            lock.acquire()
-        except ConfigError as e:
-            error = e
-    if distributed.agree(error is not None):  # every process stops if process 0 has no lock
-        raise error or ConfigError(f"run_dir '{run.run_dir}' is in use (process 0 could not take its lock)")
-    fault("startup")
-    distributed.barrier("evolopt:run-dir-locked")
-    run.run_dir, run.resuming = prepare_run_dir(cfg)  # another run may have written before we locked
-    distributed.barrier("evolopt:run-dir-checked")  # nobody writes before every process has looked
-    if run.main:
-        remove_temp_files(run.run_dir)
-        config = run.run_dir / "config.yaml"
-        if run.resuming and config.is_file() and config.stat().st_size:  # record a changed horizon only
-            saved = OmegaConf.load(config)
-            saved.generations = cfg.generations
-            atomic_write_text(config, OmegaConf.to_yaml(saved))
-        else:
-            atomic_write_text(config, OmegaConf.to_yaml(cfg))
-    distributed.barrier("evolopt:run-dir-ready")
-    return lock
 
 
 def _start(run: _Run) -> tuple[Any, int]:
@@ -384,9 +281,9 @@ def _log(run: _Run, done: int, metrics: Any, evals: Any, tick: float) -> float:
 def _stop_reason(run: _Run, stop: StopRequest, began: float) -> str | None:
     """Why the loop stops after this generation: the same answer on every process."""
     budget_s = 60.0 * float(run.cfg.get("time_budget_minutes", 0) or 0)
-    code = 1 if stop.requested else 2 if budget_s > 0 and time.perf_counter() - began > budget_s else 0
-    code = distributed.agree_int(code)
-    return {0: None, 1: "signal", 2: "time"}[code]
+    code = 2 if stop.requested else 1 if budget_s > 0 and time.perf_counter() - began > budget_s else 0
+    code = distributed.agree_max(code)
+    return {0: None, 1: "time", 2: "signal"}[code]
 
 
 def _generations(run: _Run, state: Any, start: int, stop: StopRequest) -> tuple[Any, int, str | None]:
@@ -421,7 +318,8 @@ def _finish(run: _Run, stop: StopRequest, reason: str | None, done: int) -> None
             "run the same command again to continue"
         )
     if reason == "signal":
-        raise RunAborted(f"stopped at generation {done}; the same command resumes", 128 + stop.signum)
+        signum = stop.signum or 15  # a process that was not signalled stops with the one that was
+        raise RunAborted(f"stopped at generation {done}; the same command resumes", 128 + signum)
 
 
 def meta_train(cfg: DictConfig) -> Path:
@@ -437,7 +335,7 @@ def meta_train(cfg: DictConfig) -> Path:
         run = _setup(cfg)
         lock = None
         try:
-            lock = _open_run_dir(run)
+            lock, run.run_dir, run.resuming = open_run_dir(cfg, run.main)
             state, start = _start(run)
             if start == 0:
                 evals = run.lopt_eval(run.trainer.strategy.mean(state.strategy), run.eval_key)
@@ -451,7 +349,7 @@ def meta_train(cfg: DictConfig) -> Path:
             _finish(run, stop, reason, done)
         except Exception as e:
             _close(run, quiet=True)
-            aborted = _disk_full(run, e)
+            aborted = disk_full(run.run_dir, run.main, e)
             if aborted is None:
                 raise
             raise aborted from None
@@ -470,27 +368,6 @@ def _close(run: _Run, quiet: bool = False) -> None:
             if not quiet:
                 raise
     run.logger = run.ckpt = None
-
-
-def _empty_file(p: Path) -> bool:
-    return p.is_file() and p.stat().st_size == 0
-
-
-def _disk_full(run: _Run, e: Exception) -> RunAborted | None:
-    err = disk_error(e)
-    if err is None:
-        return None
-    if run.main:  # no half files: a theta file cut short, empty event files, orbax's temporary folders
-        for leftover in [*run.run_dir.glob("*.tmp"), *(p for p in run.run_dir.rglob("*") if _empty_file(p))]:
-            if "checkpoints" not in leftover.relative_to(run.run_dir).parts:
-                leftover.unlink(missing_ok=True)
-        remove_temp_files(run.run_dir)
-        Checkpointer.remove_partial_in(run.run_dir / "checkpoints")
-    where = f" ({err.filename})" if err.filename else ""
-    return RunAborted(
-        f"cannot write to run_dir '{run.run_dir}': {err.strerror}{where}. The last complete checkpoint is kept; "
-        "free space (or fix permissions) and run the same command to resume"
-    )
 
 
 def summarize(run_dir: Path) -> str:
