@@ -65,9 +65,10 @@ class Checkpointer:
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
         return self.manager.restore(generation, args=ocp.args.StandardRestore(abstract))
 
-    def restore_newest_valid(self, template: Any, note: Callable[[str], None] = print) -> Any:
-        """The newest checkpoint that restores; newer ones that do not are moved to
-        ``../corrupt_checkpoints/`` with one line each. ValueError if none restores."""
+    def restore_newest_valid(self, template: Any, note: Callable[[str], None] = print, set_aside: bool = True) -> Any:
+        """The newest checkpoint that restores, saying in one line each which newer ones do
+        not (``set_aside``: moved to ``../corrupt_checkpoints/``, so that training can save
+        those generations again). ValueError if none restores."""
         bad = []
         for step in sorted(self.manager.all_steps(), reverse=True):
             try:
@@ -77,7 +78,7 @@ class Checkpointer:
                 reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
                 note(f"checkpoint of generation {step} does not restore ({reason}); trying an older one")
                 continue
-            if bad:
+            if bad and set_aside:
                 self._set_aside(bad)
                 note(f"resuming from generation {step}, the newest checkpoint that restores")
             return state

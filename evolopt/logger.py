@@ -85,6 +85,9 @@ class RunLogger:
             self.writer.close()
 
 
+REWRITTEN_EVENTS = "events.out.tfevents.0000000000.rewritten"
+
+
 class EventFile:
     """A TensorBoard event file written synchronously by the caller's thread, so that
     a write error (a full disk) is an OSError here, and nothing is left to flush at
@@ -144,7 +147,7 @@ def _rewrite_tensorboard(tb: Path, rows: list[dict], start: int) -> None:
             shutil.rmtree(p)
     fresh = tb / ".rewrite"
     shutil.rmtree(fresh, ignore_errors=True)  # a kill during an earlier rewrite
-    events = EventFile(fresh, ".rewritten")
+    events = EventFile(fresh)
     for r in rows:
         for tag, v in r.items():
             if tag != "generation" and isinstance(v, (int, float)):
@@ -153,8 +156,8 @@ def _rewrite_tensorboard(tb: Path, rows: list[dict], start: int) -> None:
     for p in tb.iterdir():  # metrics.jsonl is the record: a kill from here on is redone next time
         if p.is_file() and "tfevents" in p.name:
             p.unlink()
-    for p in fresh.iterdir():
-        p.rename(tb / p.name)
+    (written,) = fresh.iterdir()
+    written.rename(tb / REWRITTEN_EVENTS)  # named to sort (and so load) before the new events
     fresh.rmdir()
 
 

@@ -270,9 +270,10 @@ def _log(run: _Run, done: int, metrics: Any, evals: Any, tick: float) -> float:
     run.logger.generation(done, metrics)
     if not math.isfinite(metrics["theta/norm"]):
         last = run.ckpt.latest()
+        kept = f"the last finite checkpoint (generation {last}) and theta.npz are kept" if last else "no checkpoint yet"
         raise RunAborted(
-            f"the mean theta became non-finite at generation {done}; stopped. The last finite checkpoint "
-            f"(generation {last}) and theta.npz are kept; try a smaller strategy learning rate or sigma"
+            f"the mean theta became non-finite at generation {done} (theta/norm={metrics['theta/norm']}); "
+            f"stopped, {kept}; try a smaller strategy learning rate or sigma"
         )
     fault("logged:generation")
     return now
@@ -398,7 +399,14 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, generation: i
     steps = ckpt.manager.all_steps()
     if generation is not None and generation not in steps:
         raise ConfigError(f"no checkpoint for generation {generation} in '{run_dir}'; available: {sorted(steps)}")
-    state = ckpt.restore(trainer.init(jax.random.key(0), theta0), generation)
+    template = trainer.init(jax.random.key(0), theta0)
+    if generation is None:  # a damaged newest checkpoint: say so and export the newest that restores
+        try:
+            state = ckpt.restore_newest_valid(template, note=_stderr_line, set_aside=False)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+    else:
+        state = ckpt.restore(template, generation)
     ckpt.close()
     arch_name, arch_cfg = group_config(cfg, "arch")
     out = run_dir / "theta.npz" if out is None else Path(out)
