@@ -313,8 +313,8 @@ def _generations(run: _Run, state: Any, start: int, stop: StopRequest) -> tuple[
 
 
 def _finish(run: _Run, stop: StopRequest, reason: str | None, done: int) -> None:
-    if reason == "time":
-        run.logger.note(
+    if reason == "time" and run.main:
+        _stderr_line(
             f"time budget of {run.cfg.time_budget_minutes} min spent at generation {done}; "
             "run the same command again to continue"
         )

@@ -326,3 +326,14 @@ def test_population_too_large_for_memory_refused_before_the_run_dir(tmp_path, mo
     with pytest.raises(ConfigError, match=r"population_size=4 does not fit: even one member at a time"):
         evolopt.loop.meta_train(cfg)
     assert not run_dir.exists()
+
+
+@pytest.mark.slow
+def test_time_budget_checkpoints_and_the_same_command_continues(tmp_path):
+    run_dir = tmp_path / "budget"
+    result = train(run_dir, "time_budget_minutes=0.000001")  # spent within the first generation
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "time budget of 1e-06 min spent at generation 1" in result.stderr
+    assert checkpoints(run_dir) == [1] and numbers(run_dir)[-1]["generation"] == 1
+    result = train(run_dir, "time_budget_minutes=0.000001")
+    assert result.returncode == 0 and checkpoints(run_dir) == [1, 2]
