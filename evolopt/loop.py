@@ -15,7 +15,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-from jax.sharding import NamedSharding, PartitionSpec
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -25,13 +24,11 @@ from evolopt.checkpoint import Checkpointer, has_checkpoint
 from evolopt.config import group_config
 from evolopt.export import ThetaFileError, check_structure, load_learned_optimizer, resolve_path, save_theta_file
 from evolopt.logger import RunLogger, plot_run
-from evolopt.meta import MetaTrainer, choose_member_chunks, free_device_memory, make_evaluator, population_mesh
+from evolopt.meta import MetaTrainer, make_evaluator, plan_memory, population_mesh
 from evolopt.registry import ARCHITECTURES, STRATEGIES, TASK_FAMILIES, ConfigError
 from evolopt.resume import RESUMABLE_CHANGES, disk_full, open_run_dir, prepare_run_dir  # noqa: F401 (API)
 from evolopt.run_dir import RunAborted, StopRequest, fault
 from evolopt.unroll import UnrollConfig
-
-MEMORY_FRACTION = 0.6  # member_chunks=auto: share of free device memory the step may plan to use
 
 
 def build(cfg: DictConfig) -> tuple[MetaTrainer, Any]:
@@ -85,12 +82,6 @@ def initial_theta(lopt: Any, spec: str, key: jax.Array) -> Any:
     return jax.tree.map(jnp.asarray, theta)
 
 
-def _jit_step(trainer: MetaTrainer, state: Any):
-    """The generation step, jitted: state donated, metrics replicated (readable on every process)."""
-    replicated = NamedSharding(trainer.mesh, PartitionSpec())
-    return jax.jit(trainer.step, donate_argnums=0, out_shardings=(trainer.state_sharding(state), replicated))
-
-
 def _check_counts(cfg: DictConfig) -> None:
     for key in ("generations", "population_size", "tasks_per_member", "checkpoint_every", "keep_checkpoints"):
         if not isinstance(cfg[key], int) or cfg[key] < 1:
@@ -120,45 +111,6 @@ def check_values(cfg: DictConfig) -> None:
     sigma = cfg.get("strategy", {}).get("sigma")
     if sigma is not None and not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma > 0):
         raise ConfigError(f"strategy.sigma={sigma!r} must be a positive number (the search scale), e.g. 0.01")
-
-
-def plan_memory(trainer: MetaTrainer, abstract: Any, cfg: DictConfig) -> tuple[MetaTrainer, Any]:
-    """Compile the step for the state's shapes (nothing allocated yet) and check that it fits.
-
-    XLA's memory analysis gives the bytes of arguments + outputs (fixed) and of
-    temporaries (the members' inner training, which scale as 1 / member_chunks).
-    ``member_chunks=auto`` picks the fewest chunks that fit; a run that would not fit
-    even one member per chunk is refused here, before its run dir exists."""
-    step = _jit_step(trainer, abstract).lower(abstract).compile()
-    use = step.memory_analysis()
-    if use is None:  # the backend does not say: trust the config
-        return trainer, step
-    members = trainer.strategy.population_size // trainer.mesh.size
-    fixed = use.argument_size_in_bytes + use.output_size_in_bytes
-    temp_all = use.temp_size_in_bytes * trainer.member_chunks  # as if all members at once
-    free = free_device_memory()
-    if fixed + temp_all / members > free:
-        raise ConfigError(
-            f"population_size={trainer.strategy.population_size} does not fit: even one member at a time "
-            f"(member_chunks={members}) needs about {_gib(fixed + temp_all / members)} per device, "
-            f"{_gib(free)} free; use a smaller population_size, tasks_per_member or unroll.truncation_length"
-        )
-    if cfg.member_chunks != "auto":
-        if fixed + temp_all / trainer.member_chunks > free:
-            raise ConfigError(
-                f"member_chunks={trainer.member_chunks} needs about {_gib(fixed + temp_all / trainer.member_chunks)} "
-                f"per device, {_gib(free)} free; use member_chunks=auto or a larger divisor of {members}"
-            )
-        return trainer, step
-    chunks = choose_member_chunks(fixed, temp_all, members, MEMORY_FRACTION * free)
-    if chunks == 1:
-        return trainer, step
-    trainer = dataclasses.replace(trainer, member_chunks=chunks)
-    return trainer, _jit_step(trainer, abstract).lower(abstract).compile()
-
-
-def _gib(n: float) -> str:
-    return f"{n / 2**30:.2f} GiB"
 
 
 @dataclasses.dataclass
@@ -196,7 +148,7 @@ def _setup(cfg: DictConfig) -> _Run:
         jax.eval_shape(lopt_eval, theta0, eval_key)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"the config does not give a valid training step: {str(e).splitlines()[0]}") from None
-    trainer, step = plan_memory(trainer, abstract, cfg)
+    trainer, step = plan_memory(trainer, abstract, cfg.member_chunks)
     main = distributed.is_main_process()
     return _Run(cfg, trainer, step, run_dir, resuming, main, lopt_eval, adam_eval, eval_key, theta0)
 

@@ -318,11 +318,12 @@ def test_bad_numbers_one_line_exit_2_nothing_created(tmp_path, capsys, overrides
 
 def test_population_too_large_for_memory_refused_before_the_run_dir(tmp_path, monkeypatch):
     import evolopt.loop
+    import evolopt.meta
     from evolopt.config import load_config
 
     run_dir = tmp_path / "huge"
     cfg = load_config([*ARGS, f"run_dir={run_dir}"])
-    monkeypatch.setattr(evolopt.loop, "free_device_memory", lambda: 1000)  # bytes
+    monkeypatch.setattr(evolopt.meta, "free_device_memory", lambda: 1000)  # bytes
     with pytest.raises(ConfigError, match=r"population_size=4 does not fit: even one member at a time"):
         evolopt.loop.meta_train(cfg)
     assert not run_dir.exists()
