@@ -154,3 +154,13 @@ def describe() -> str:
         f"process {jax.process_index()} of {jax.process_count()}, "
         f"{jax.local_device_count()} local / {jax.device_count()} global devices"
     )
+
+
+def agree_max(value: int) -> int:
+    """The largest ``value`` of all processes, on every process (a signal that reached any
+    one process stops them all at the same generation)."""
+    if jax.process_count() == 1:
+        return value
+    from jax.experimental import multihost_utils
+
+    return int(np.max(multihost_utils.process_allgather(np.asarray(value, np.int32))))

@@ -3,28 +3,38 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
+import os
+import shutil
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from tensorboardX import SummaryWriter
+from tensorboardX.event_file_writer import EventsWriter
+from tensorboardX.proto import event_pb2
+from tensorboardX.summary import scalar as scalar_summary
 from tqdm import tqdm
+
+from evolopt.run_dir import TMP_PREFIX, atomic_write_text, fault
+
+logging.getLogger("tensorboardX.x2num").setLevel(logging.ERROR)  # NaN metrics are expected: a diverged member
 
 
 class RunLogger:
     """Scalars to TensorBoard and to ``metrics.jsonl`` (one JSON object per generation).
 
     ``write=False`` (every process but 0 of a distributed run) keeps the interface and writes nothing.
+    A run starting at generation ``start`` first recovers both from a kill: see :func:`recover`.
     """
 
     def __init__(self, run_dir: Path, total: int, start: int, progress: str | bool = "auto", write: bool = True):
         self.run_dir, self.write = run_dir, write
-        self.writer = SummaryWriter(str(run_dir / "tb"), flush_secs=5) if write else None
         self.jsonl = run_dir / "metrics.jsonl"
         if write:
-            _truncate_jsonl(self.jsonl, start)  # a resumed run rewrites the generations after its checkpoint
+            recover(run_dir, start)
+        self.writer = EventFile(run_dir / "tb") if write else None
         show = write and (sys.stderr.isatty() if progress == "auto" else bool(progress))
         self.bar = tqdm(total=total, initial=start, desc="meta-train", unit="gen", disable=not show, dynamic_ncols=True)
         self.last_time = time.perf_counter()
@@ -38,15 +48,20 @@ class RunLogger:
         if not self.write:
             return
         for tag, v in values.items():
-            self.writer.add_scalar(tag, v, generation)
+            self.writer.scalar(tag, v, generation)
+        self.writer.flush()
 
     def record(self, generation: int, metrics: dict[str, float]) -> None:
         """To TensorBoard and as one line of metrics.jsonl."""
         if not self.write:
             return
         self.scalars(generation, metrics)
-        with open(self.jsonl, "a") as f:
-            f.write(json.dumps({"generation": generation, **metrics}) + "\n")
+        line = json.dumps({"generation": generation, **metrics}) + "\n"
+        with open(self.jsonl, "a") as f:  # append-only: a kill mid-line is dropped by recover()
+            f.write(line[: len(line) // 2])
+            f.flush()
+            fault("append:metrics.jsonl")
+            f.write(line[len(line) // 2 :])
 
     def generation(self, generation: int, metrics: dict[str, float]) -> None:
         self.record(generation, metrics)
@@ -57,11 +72,12 @@ class RunLogger:
         """Loss-vs-inner-step curves of one evaluation, overlaid in one TensorBoard chart."""
         if not self.write:
             return
-        length = len(next(iter(curves.values())))
-        for step in range(length):
-            self.writer.add_scalars(
-                f"eval_curve/gen_{generation:06d}", {k: float(v[step]) for k, v in curves.items()}, step
-            )
+        tag = f"eval_curve/gen_{generation:06d}"  # one chart per evaluation, a run per curve
+        for name, curve in curves.items():
+            events = EventFile(self.run_dir / "tb" / tag / name)
+            for step, v in enumerate(curve):
+                events.scalar(tag, float(v), step)
+            events.close()
 
     def close(self) -> None:
         self.bar.close()
@@ -69,15 +85,85 @@ class RunLogger:
             self.writer.close()
 
 
-def _truncate_jsonl(path: Path, start: int) -> None:
-    if not path.exists():
+REWRITTEN_EVENTS = "events.out.tfevents.0000000000.rewritten"
+
+
+class EventFile:
+    """A TensorBoard event file written synchronously by the caller's thread, so that
+    a write error (a full disk) is an OSError here, and nothing is left to flush at
+    exit (tensorboardX's SummaryWriter writes from threads that print tracebacks then)."""
+
+    def __init__(self, logdir: Path, suffix: str = ""):
+        logdir.mkdir(parents=True, exist_ok=True)
+        self._events = EventsWriter(str(logdir / "events"), f".{os.getpid()}{suffix}")
+
+    def scalar(self, tag: str, value: float, step: int) -> None:
+        event = event_pb2.Event(wall_time=time.time(), step=int(step), summary=scalar_summary(tag, value))
+        self._events.write_event(event)
+
+    def flush(self) -> None:
+        self._events.flush()
+
+    def close(self) -> None:
+        self._events.close()
+
+
+def recover(run_dir: Path, start: int) -> None:
+    """Make ``metrics.jsonl`` and TensorBoard hold exactly the generations up to ``start``
+    (the restored checkpoint; none when a run starts from scratch) before appending:
+    a half-written last line (a kill mid-write) and the generations after the checkpoint
+    (recomputed now) go. The events are rewritten from the kept lines, so TensorBoard
+    shows every generation once."""
+    path = run_dir / "metrics.jsonl"
+    rows = _complete_rows(path) if path.exists() else []
+    keep = [r for r in rows if start > 0 and r["generation"] <= start]
+    if path.exists():
+        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
+    _rewrite_tensorboard(run_dir / "tb", keep, start)
+
+
+def _complete_rows(path: Path) -> list[dict]:
+    text = path.read_text(errors="replace")
+    lines = text.split("\n")
+    rows = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i >= len(lines) - 2:  # only the last line can be half-written; drop it
+                break
+            raise ValueError(f"{path}: line {i + 1} is not JSON (the file was edited?)") from None
+    return rows
+
+
+def _rewrite_tensorboard(tb: Path, rows: list[dict], start: int) -> None:
+    """Scalars from ``rows`` into a fresh event file; curves of later generations removed."""
+    if not tb.is_dir():
         return
-    keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["generation"] <= start]
-    path.write_text("".join(line + "\n" for line in keep))
+    for p in (tb / "eval_curve").glob("gen_*"):  # one folder per evaluation's curves
+        if start == 0 or int(p.name.removeprefix("gen_")) > start:
+            shutil.rmtree(p)
+    fresh = tb / ".rewrite"
+    shutil.rmtree(fresh, ignore_errors=True)  # a kill during an earlier rewrite
+    events = EventFile(fresh)
+    for r in rows:
+        for tag, v in r.items():
+            if tag != "generation" and isinstance(v, (int, float)):
+                events.scalar(tag, v, r["generation"])
+    events.close()
+    for p in tb.iterdir():  # metrics.jsonl is the record: a kill from here on is redone next time
+        if p.is_file() and "tfevents" in p.name:
+            p.unlink()
+    (written,) = fresh.iterdir()
+    written.rename(tb / REWRITTEN_EVENTS)  # named to sort (and so load) before the new events
+    fresh.rmdir()
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line]
+    """The complete lines of a metrics file (a half-written last line is skipped)."""
+    return _complete_rows(Path(path))
 
 
 def plot_run(run_dir: Path) -> Path | None:
@@ -110,6 +196,8 @@ def plot_run(run_dir: Path) -> Path | None:
     ax.legend()
     fig.tight_layout()
     out = run_dir / "meta_training.png"
-    fig.savefig(out, dpi=120)
+    tmp = run_dir / f"{TMP_PREFIX}meta_training.png"
+    fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
+    os.replace(tmp, out)
     return out

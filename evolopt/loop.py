@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-from jax.sharding import NamedSharding, PartitionSpec
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from evolopt import distributed
 from evolopt.architectures.baselines import baseline
@@ -23,26 +24,11 @@ from evolopt.checkpoint import Checkpointer, has_checkpoint
 from evolopt.config import group_config
 from evolopt.export import ThetaFileError, check_structure, load_learned_optimizer, resolve_path, save_theta_file
 from evolopt.logger import RunLogger, plot_run
-from evolopt.meta import MetaTrainer, choose_member_chunks, free_device_memory, make_evaluator, population_mesh
+from evolopt.meta import MetaTrainer, make_evaluator, plan_memory, population_mesh
 from evolopt.registry import ARCHITECTURES, STRATEGIES, TASK_FAMILIES, ConfigError
+from evolopt.resume import RESUMABLE_CHANGES, disk_full, open_run_dir, prepare_run_dir  # noqa: F401 (API)
+from evolopt.run_dir import RunAborted, StopRequest, fault
 from evolopt.unroll import UnrollConfig
-
-# Keys that may change when a run is resumed.
-RESUMABLE_CHANGES = {
-    "generations",
-    "resume",
-    "progress",
-    "run_dir",
-    "plugins",
-    "checkpoint_every",
-    "keep_checkpoints",
-    "time_budget_minutes",
-    "member_chunks",  # same numbers, different memory use
-    "distributed",  # the population splits over any number of processes with the same numbers
-}
-
-
-MEMORY_FRACTION = 0.6  # member_chunks=auto: share of free device memory the step may plan to use
 
 
 def build(cfg: DictConfig) -> tuple[MetaTrainer, Any]:
@@ -96,16 +82,14 @@ def initial_theta(lopt: Any, spec: str, key: jax.Array) -> Any:
     return jax.tree.map(jnp.asarray, theta)
 
 
-def _jit_step(trainer: MetaTrainer, state: Any):
-    """The generation step, jitted: state donated, metrics replicated (readable on every process)."""
-    replicated = NamedSharding(trainer.mesh, PartitionSpec())
-    return jax.jit(trainer.step, donate_argnums=0, out_shardings=(trainer.state_sharding(state), replicated))
-
-
 def _check_counts(cfg: DictConfig) -> None:
     for key in ("generations", "population_size", "tasks_per_member", "checkpoint_every", "keep_checkpoints"):
         if not isinstance(cfg[key], int) or cfg[key] < 1:
             raise ConfigError(f"{key}={cfg[key]!r} must be a positive integer")
+    if cfg.population_size % 2:
+        raise ConfigError(
+            f"population_size={cfg.population_size} must be even: members are antithetic pairs (i, i + N/2)"
+        )
     if cfg.member_chunks != "auto" and (not isinstance(cfg.member_chunks, int) or cfg.member_chunks < 1):
         raise ConfigError(f"member_chunks={cfg.member_chunks!r} must be a positive integer or auto")
     for key in ("meta_loss_every", "every", "num_tasks", "steps"):
@@ -113,33 +97,182 @@ def _check_counts(cfg: DictConfig) -> None:
             raise ConfigError(f"evaluation.{key}={cfg.evaluation[key]!r} must be a positive integer")
 
 
-def _check_resumable(run_dir: Path, cfg: DictConfig) -> None:
-    saved = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"))
-    now = OmegaConf.to_container(cfg)
-    for key in sorted(set(saved) | set(now)):
-        if key not in RESUMABLE_CHANGES and saved.get(key) != now.get(key):
-            raise ConfigError(
-                f"run_dir '{run_dir}' holds a run with {key}={saved.get(key)}, not {now.get(key)}; "
-                "resume it with its own config or choose a new run_dir"
-            )
+def check_values(cfg: DictConfig) -> None:
+    """Values every run needs, in one line each: interpolations resolve, an integer seed,
+    a positive finite ``strategy.sigma`` (a zero search scale makes every update NaN)."""
+    try:
+        OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None) or "the config"
+        raise ConfigError(f"bad value for '{key}': {str(e).splitlines()[0]}") from None
+    seed = cfg.get("seed")
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise ConfigError(f"seed={seed!r} must be an integer, e.g. seed=0")
+    sigma = cfg.get("strategy", {}).get("sigma")
+    if sigma is not None and not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma > 0):
+        raise ConfigError(f"strategy.sigma={sigma!r} must be a positive number (the search scale), e.g. 0.01")
 
 
-def prepare_run_dir(cfg: DictConfig) -> tuple[Path, bool]:
-    """``(run_dir, resuming)``, refusing anything that would overwrite another run."""
-    run_dir = Path(cfg.run_dir)
-    resume = str(cfg.resume).lower()
-    if resume not in ("auto", "true", "false"):
-        raise ConfigError(f"bad resume '{cfg.resume}'; valid choices: auto, true, false")
-    exists = has_checkpoint(run_dir / "checkpoints")
-    if resume == "true" and not exists:
-        raise ConfigError(f"resume=true but run_dir '{run_dir}' holds no checkpoint")
-    if exists and resume == "false":
-        raise ConfigError(f"run_dir '{run_dir}' already holds a run; pass resume=true or choose a new run_dir")
-    if not exists and run_dir.exists() and any(run_dir.iterdir()):
-        raise ConfigError(f"run_dir '{run_dir}' exists and is not an evolopt run; choose a new run_dir")
-    if exists:
-        _check_resumable(run_dir, cfg)
-    return run_dir, exists
+@dataclasses.dataclass
+class _Run:
+    """What the generation loop needs, built once (see :func:`_setup`)."""
+
+    cfg: DictConfig
+    trainer: MetaTrainer
+    step: Any
+    run_dir: Path
+    resuming: bool
+    main: bool
+    lopt_eval: Any
+    adam_eval: Any
+    eval_key: jax.Array
+    theta0: Any
+    logger: RunLogger | None = None
+    ckpt: Checkpointer | None = None
+    adam: tuple[Any, Any] | None = None
+
+
+def _setup(cfg: DictConfig) -> _Run:
+    """Build and compile everything, checking it fits, before anything is written."""
+    check_values(cfg)
+    trainer, theta0 = build(cfg)
+    run_dir, resuming = prepare_run_dir(cfg)
+    ev = cfg.evaluation
+    plain = trainer.family.unaugmented or trainer.family  # users train un-reparameterised models
+    lopt_eval = make_evaluator(plain, trainer.lopt, ev.num_tasks, ev.steps, cfg.unroll.loss_clip)
+    adam_eval = make_evaluator(plain, baseline("adam", ev.adam_lr), ev.num_tasks, ev.steps, cfg.unroll.loss_clip)
+    eval_key = jax.random.fold_in(jax.random.key(cfg.seed), 2)  # the same validation tasks every time
+    abstract = trainer.abstract_init(jax.random.fold_in(jax.random.key(cfg.seed), 1), theta0)
+    try:  # trace everything once before touching the disk: a bad option fails here, cleanly
+        jax.eval_shape(trainer.step, abstract)
+        jax.eval_shape(lopt_eval, theta0, eval_key)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"the config does not give a valid training step: {str(e).splitlines()[0]}") from None
+    trainer, step = plan_memory(trainer, abstract, cfg.member_chunks)
+    main = distributed.is_main_process()
+    return _Run(cfg, trainer, step, run_dir, resuming, main, lopt_eval, adam_eval, eval_key, theta0)
+
+
+def _start(run: _Run) -> tuple[Any, int]:
+    """The initial or restored state, the logger (metrics and events recovered), Adam's curves."""
+    cfg = run.cfg
+    state = run.trainer.init(jax.random.fold_in(jax.random.key(cfg.seed), 1), run.theta0)
+    run.ckpt = Checkpointer(run.run_dir / "checkpoints", cfg.keep_checkpoints)
+    if run.resuming:
+        try:
+            state = run.ckpt.restore_newest_valid(state, note=_stderr_line)
+        except ValueError as e:
+            raise ConfigError(f"{e}; move the checkpoints away to start afresh") from None
+    start = int(state.generation)
+    run.adam = jax.device_get(run.adam_eval({}, run.eval_key))
+    run.logger = RunLogger(run.run_dir, cfg.generations, start, cfg.progress, write=run.main)
+    if jax.process_count() > 1:
+        run.logger.note(f"distributed run: {distributed.describe()}")
+    if run.trainer.member_chunks > 1:
+        run.logger.note(f"training each device's members in {run.trainer.member_chunks} sequential chunks")
+    return state, start
+
+
+def _stderr_line(message: str) -> None:
+    print(f"evolopt.train: {message}", file=sys.stderr)
+
+
+def _export(run: _Run, state: Any, generation: int) -> None:
+    theta = run.trainer.strategy.mean(state.strategy)  # on every process: a computation over the global mesh
+    if not run.main:
+        return
+    arch_name, arch_cfg = group_config(run.cfg, "arch")
+    fault("write:theta.npz")
+    path = run.run_dir / "theta.npz"
+    save_theta_file(path, theta, arch_name, arch_cfg, generation=generation, run_dir=str(run.run_dir))
+
+
+def _eval_metrics(run: _Run, generation: int, evals: Any, curves_too: bool) -> dict[str, float]:
+    """The mean theta's evaluation (already dispatched) next to Adam's, fetched now."""
+    curves, valid = jax.device_get(evals)
+    adam_curves, adam_valid = run.adam
+    out = {"meta_loss/mean_theta": float(curves.mean()), "meta_loss/adam": float(adam_curves.mean())}
+    if curves_too:
+        out |= {
+            "eval/final_train_loss": float(curves[:, -1].mean()),
+            "eval/adam_final_train_loss": float(adam_curves[:, -1].mean()),
+            "eval/valid_loss": float(valid.mean()),
+            "eval/adam_valid_loss": float(adam_valid.mean()),
+        }
+        run.logger.curves(generation, {"learned": curves.mean(0), "adam": adam_curves.mean(0)})
+    return out
+
+
+def _log(run: _Run, done: int, metrics: Any, evals: Any, tick: float) -> float:
+    """Fetch generation ``done``'s metrics (its successor may already be running) and log them.
+    RunAborted if the mean theta is no longer finite (nothing of it is checkpointed)."""
+    cfg = run.cfg
+    metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+    now = time.perf_counter()
+    metrics["speed/generations_per_s"] = 1.0 / (now - tick)
+    metrics["speed/member_steps_per_s"] = run.trainer.member_steps_per_generation / (now - tick)
+    if evals is not None:
+        every = cfg.evaluation.every
+        metrics |= _eval_metrics(run, done, evals, curves_too=done % every == 0 or done == cfg.generations)
+    if metrics["fitness/nonfinite_steps"] > 0:
+        run.logger.note(
+            f"generation {done}: {int(metrics['fitness/nonfinite_steps'])} inner steps diverged (NaN/inf), "
+            "scored as worst"
+        )
+    run.logger.generation(done, metrics)
+    if not math.isfinite(metrics["theta/norm"]):
+        last = run.ckpt.latest()
+        kept = f"the last finite checkpoint (generation {last}) and theta.npz are kept" if last else "no checkpoint yet"
+        raise RunAborted(
+            f"the mean theta became non-finite at generation {done} (theta/norm={metrics['theta/norm']}); "
+            f"stopped, {kept}; try a smaller strategy learning rate or sigma"
+        )
+    fault("logged:generation")
+    return now
+
+
+def _stop_reason(run: _Run, stop: StopRequest, began: float) -> str | None:
+    """Why the loop stops after this generation: the same answer on every process."""
+    budget_s = 60.0 * float(run.cfg.get("time_budget_minutes", 0) or 0)
+    code = 2 if stop.requested else 1 if budget_s > 0 and time.perf_counter() - began > budget_s else 0
+    code = distributed.agree_max(code)
+    return {0: None, 1: "time", 2: "signal"}[code]
+
+
+def _generations(run: _Run, state: Any, start: int, stop: StopRequest) -> tuple[Any, int, str | None]:
+    """Generations ``start+1 ..``: each is dispatched before the previous one's metrics are
+    read, so the device never waits for the host's logging (numbers are unchanged)."""
+    cfg, ev = run.cfg, run.cfg.evaluation
+    pending, tick = None, time.perf_counter()
+    began = tick
+    for gen in range(start, cfg.generations):
+        state, metrics = run.step(state)
+        done = gen + 1
+        due = done % ev.meta_loss_every == 0 or done == cfg.generations
+        evals = run.lopt_eval(run.trainer.strategy.mean(state.strategy), run.eval_key) if due else None
+        if pending is not None:
+            tick = _log(run, *pending, tick)
+        pending = (done, metrics, evals)
+        reason = _stop_reason(run, stop, began)
+        if done % cfg.checkpoint_every == 0 or done == cfg.generations or reason:
+            tick = _log(run, *pending, tick)
+            pending = None
+            run.ckpt.save(done, state)
+            _export(run, state, done)
+        if reason:
+            return state, done, reason
+    return state, cfg.generations, None
+
+
+def _finish(run: _Run, stop: StopRequest, reason: str | None, done: int) -> None:
+    if reason == "time" and run.main:
+        _stderr_line(
+            f"time budget of {run.cfg.time_budget_minutes} min spent at generation {done}; "
+            "run the same command again to continue"
+        )
+    if reason == "signal":
+        signum = stop.signum or 15  # a process that was not signalled stops with the one that was
+        raise RunAborted(f"stopped at generation {done}; the same command resumes", 128 + signum)
 
 
 def meta_train(cfg: DictConfig) -> Path:
@@ -147,117 +280,47 @@ def meta_train(cfg: DictConfig) -> Path:
 
     Under ``jax.distributed`` every process calls this with the same config; the
     decisions about the run directory are taken by all before process 0 writes.
+    Faults (README "Faults and resuming"): SIGTERM/SIGINT checkpoint and raise
+    RunAborted; a full disk raises RunAborted; the same call then resumes.
     """
     distributed.initialize(cfg.get("distributed"))  # before anything touches a device
-    main = distributed.is_main_process()
-    trainer, theta0 = build(cfg)
-    run_dir, resuming = prepare_run_dir(cfg)
-    state = trainer.init(jax.random.fold_in(jax.random.key(cfg.seed), 1), theta0)
-    ev = cfg.evaluation
-    plain = trainer.family.unaugmented or trainer.family  # users train un-reparameterised models
-    lopt_eval = make_evaluator(plain, trainer.lopt, ev.num_tasks, ev.steps, cfg.unroll.loss_clip)
-    adam = baseline("adam", ev.adam_lr)
-    adam_eval = make_evaluator(plain, adam, ev.num_tasks, ev.steps, cfg.unroll.loss_clip)
-    eval_key = jax.random.fold_in(jax.random.key(cfg.seed), 2)  # the same validation tasks every time
-    try:  # trace everything once before touching the disk: a bad option fails here, cleanly
-        jax.eval_shape(trainer.step, state)
-        jax.eval_shape(lopt_eval, theta0, eval_key)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"the config does not give a valid training step: {str(e).splitlines()[0]}") from None
-    step = _jit_step(trainer, state)
-    if cfg.member_chunks == "auto":  # compile all-at-once; split the members only if that would not fit
-        step = step.lower(state).compile()
-        use = step.memory_analysis()
-        if use is not None:
-            fixed = use.argument_size_in_bytes + use.output_size_in_bytes
-            members = trainer.strategy.population_size // trainer.mesh.size
-            chunks = choose_member_chunks(
-                fixed, use.temp_size_in_bytes, members, MEMORY_FRACTION * free_device_memory()
-            )
-            if chunks > 1:
-                trainer = dataclasses.replace(trainer, member_chunks=chunks)
-                step = _jit_step(trainer, state)
+    with StopRequest() as stop:
+        run = _setup(cfg)
+        lock = None
+        try:
+            lock, run.run_dir, run.resuming = open_run_dir(cfg, run.main)
+            state, start = _start(run)
+            if start == 0:
+                evals = run.lopt_eval(run.trainer.strategy.mean(state.strategy), run.eval_key)
+                run.logger.record(0, _eval_metrics(run, 0, evals, curves_too=True))
+            state, done, reason = _generations(run, state, start, stop)
+            _close(run)
+            if start >= cfg.generations:
+                _export(run, state, start)
+            if run.main:
+                plot_run(run.run_dir)
+            _finish(run, stop, reason, done)
+        except Exception as e:
+            _close(run, quiet=True)
+            aborted = disk_full(run.run_dir, run.main, e)
+            if aborted is None:
+                raise
+            raise aborted from None
+        finally:
+            if lock is not None:
+                lock.release()
+    return run.run_dir
 
-    distributed.barrier("evolopt:run-dir-checked")  # nobody writes before every process has looked
-    if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if not resuming:
-            OmegaConf.save(cfg, run_dir / "config.yaml")
-        else:  # record a changed horizon, keep everything else as it was
-            saved = OmegaConf.load(run_dir / "config.yaml")
-            saved.generations = cfg.generations
-            OmegaConf.save(saved, run_dir / "config.yaml")
-    distributed.barrier("evolopt:run-dir-ready")
-    ckpt = Checkpointer(run_dir / "checkpoints", cfg.keep_checkpoints)
-    if resuming:
-        state = ckpt.restore(state)
-    start = int(state.generation)
-    adam_curves, adam_valid = jax.device_get(adam_eval({}, eval_key))
 
-    logger = RunLogger(run_dir, cfg.generations, start, cfg.progress, write=main)
-    if jax.process_count() > 1:
-        logger.note(f"distributed run: {distributed.describe()}")
-    if trainer.member_chunks > 1:
-        logger.note(f"training each device's members in {trainer.member_chunks} sequential chunks (member_chunks)")
-    logger.scalars(start, {"meta_loss/adam": float(adam_curves.mean())})
-    arch_name, arch_cfg = group_config(cfg, "arch")
-
-    def export(generation: int) -> None:
-        theta = trainer.strategy.mean(state.strategy)  # on every process: a computation over the global mesh
-        if not main:
-            return
-        save_theta_file(run_dir / "theta.npz", theta, arch_name, arch_cfg, generation=generation, run_dir=str(run_dir))
-
-    def evaluate(generation: int, curves_too: bool) -> dict[str, float]:
-        curves, valid = jax.device_get(lopt_eval(trainer.strategy.mean(state.strategy), eval_key))
-        out = {"meta_loss/mean_theta": float(curves.mean()), "meta_loss/adam": float(adam_curves.mean())}
-        if curves_too:
-            out |= {
-                "eval/final_train_loss": float(curves[:, -1].mean()),
-                "eval/adam_final_train_loss": float(adam_curves[:, -1].mean()),
-                "eval/valid_loss": float(valid.mean()),
-                "eval/adam_valid_loss": float(adam_valid.mean()),
-            }
-            logger.curves(generation, {"learned": curves.mean(0), "adam": adam_curves.mean(0)})
-        return out
-
-    if start == 0:
-        logger.record(0, evaluate(0, curves_too=True))
-    tick = began = time.perf_counter()
-    budget_s = 60.0 * float(cfg.get("time_budget_minutes", 0) or 0)
-    for gen in range(start, cfg.generations):
-        state, metrics = step(state)
-        metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-        now = time.perf_counter()
-        metrics["speed/generations_per_s"] = 1.0 / (now - tick)
-        metrics["speed/member_steps_per_s"] = trainer.member_steps_per_generation / (now - tick)
-        done = gen + 1
-        if done % ev.meta_loss_every == 0 or done == cfg.generations:
-            metrics |= evaluate(done, curves_too=done % ev.every == 0 or done == cfg.generations)
-        if metrics["fitness/nonfinite_steps"] > 0:
-            logger.note(
-                f"generation {done}: {int(metrics['fitness/nonfinite_steps'])} inner steps diverged (NaN/inf), "
-                "scored as worst"
-            )
-        logger.generation(done, metrics)
-        out_of_time = budget_s > 0 and distributed.agree(time.perf_counter() - began > budget_s)  # same on all
-        if done % cfg.checkpoint_every == 0 or done == cfg.generations or out_of_time:
-            ckpt.save(done, state)
-            export(done)
-        if out_of_time:
-            logger.note(
-                f"time budget of {cfg.time_budget_minutes} min spent at generation {done}; "
-                "run the same command again to continue"
-            )
-            break
-        tick = time.perf_counter()
-    logger.close()
-    ckpt.close()
-    if start >= cfg.generations:
-        export(start)
-    if main:
-        plot_run(run_dir)
-    return run_dir
+def _close(run: _Run, quiet: bool = False) -> None:
+    for part in (run.logger, run.ckpt):
+        try:
+            if part is not None:
+                part.close()
+        except Exception:
+            if not quiet:
+                raise
+    run.logger = run.ckpt = None
 
 
 def summarize(run_dir: Path) -> str:
@@ -288,7 +351,14 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, generation: i
     steps = ckpt.manager.all_steps()
     if generation is not None and generation not in steps:
         raise ConfigError(f"no checkpoint for generation {generation} in '{run_dir}'; available: {sorted(steps)}")
-    state = ckpt.restore(trainer.init(jax.random.key(0), theta0), generation)
+    template = trainer.init(jax.random.key(0), theta0)
+    if generation is None:  # a damaged newest checkpoint: say so and export the newest that restores
+        try:
+            state = ckpt.restore_newest_valid(template, note=_stderr_line, set_aside=False)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+    else:
+        state = ckpt.restore(template, generation)
     ckpt.close()
     arch_name, arch_cfg = group_config(cfg, "arch")
     out = run_dir / "theta.npz" if out is None else Path(out)

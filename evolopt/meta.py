@@ -25,9 +25,11 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from evolopt.architectures.base import LearnedOptimizer
 from evolopt.contracts import Strategy, TaskFamily
+from evolopt.registry import ConfigError
 from evolopt.unroll import InnerState, TruncationLoss, UnrollConfig, init_inner_state, train_curve, unroll
 
 POP_AXIS = "pop"
+MEMORY_FRACTION = 0.6  # member_chunks=auto: share of free device memory the step may plan to use
 
 
 @struct.dataclass
@@ -83,24 +85,40 @@ class MetaTrainer:
     def _shard(self, tree: Any) -> Any:
         return jax.lax.with_sharding_constraint(tree, self.member_sharding)
 
-    def init(self, key: jax.Array, theta0: Any) -> MetaState:
-        """Strategy state, and K trajectories per antithetic pair (shared by both partners)."""
+    def _make_state(self, theta0: Any) -> Callable[[jax.Array], MetaState]:
         n, k = self.strategy.population_size, self.tasks_per_member
-        if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-            key = jax.random.key_data(key)  # raw uint32 keys: plain arrays for checkpoints
         init_one = lambda key: init_inner_state(key, theta0, self.family, self.lopt, self.unroll_cfg)  # noqa: E731
 
         def make(key):
             k_strategy, k_inner, k_loop = jax.random.split(key, 3)
             pair_keys = jax.random.split(k_inner, (n // 2, k))
             inner = jax.vmap(jax.vmap(init_one))(jnp.concatenate([pair_keys, pair_keys]))
-            return MetaState(self.strategy.init(k_strategy, theta0), inner, k_loop, jnp.zeros((), jnp.int32))
+            state = MetaState(self.strategy.init(k_strategy, theta0), inner, k_loop, jnp.zeros((), jnp.int32))
+            return strong_types(state)
 
+        return make
+
+    @staticmethod
+    def _raw_key(key: jax.Array) -> np.ndarray:
+        if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+            key = jax.random.key_data(key)  # raw uint32 keys: plain arrays for checkpoints
+        return np.asarray(jax.device_get(key))
+
+    def init(self, key: jax.Array, theta0: Any) -> MetaState:
+        """Strategy state, and K trajectories per antithetic pair (shared by both partners)."""
+        make, key = self._make_state(theta0), self._raw_key(key)
         # Built inside one jit straight into its shardings: under jax.distributed every
         # process computes the same replicated values, and no host array is copied around.
-        key = np.asarray(jax.device_get(key))
         shardings = self.state_sharding(jax.eval_shape(make, key))
-        return strong_types(jax.jit(make, out_shardings=shardings)(key))
+        return jax.jit(make, out_shardings=shardings)(key)
+
+    def abstract_init(self, key: jax.Array, theta0: Any) -> MetaState:
+        """Shapes, dtypes and shardings of :meth:`init`'s state, allocating nothing
+        (to plan memory before a large population is created)."""
+        shapes = jax.eval_shape(self._make_state(theta0), self._raw_key(key))
+        return jax.tree.map(
+            lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, self.state_sharding(shapes)
+        )
 
     def state_sharding(self, state: MetaState) -> MetaState:
         """Inner states split over the population axis; everything else replicated."""
@@ -195,3 +213,48 @@ def choose_member_chunks(fixed_bytes: int, temp_bytes: int, members_per_device: 
         if members_per_device % c == 0 and fixed_bytes + temp_bytes / c <= budget_bytes:
             return c
     return members_per_device
+
+
+def jit_step(trainer: MetaTrainer, state: Any):
+    """The generation step, jitted: state donated, metrics replicated (readable on every process)."""
+    replicated = NamedSharding(trainer.mesh, PartitionSpec())
+    return jax.jit(trainer.step, donate_argnums=0, out_shardings=(trainer.state_sharding(state), replicated))
+
+
+def plan_memory(trainer: MetaTrainer, abstract: Any, member_chunks: Any) -> tuple[MetaTrainer, Any]:
+    """Compile the step for the state's shapes (nothing allocated yet) and check that it fits.
+
+    XLA's memory analysis gives the bytes of arguments + outputs (fixed) and of
+    temporaries (the members' inner training, which scale as 1 / member_chunks).
+    ``member_chunks=auto`` picks the fewest chunks that fit; a run that would not fit
+    even one member per chunk is refused here, before its run dir exists."""
+    step = jit_step(trainer, abstract).lower(abstract).compile()
+    use = step.memory_analysis()
+    if use is None:  # the backend does not say: trust the config
+        return trainer, step
+    members = trainer.strategy.population_size // trainer.mesh.size
+    fixed = use.argument_size_in_bytes + use.output_size_in_bytes
+    temp_all = use.temp_size_in_bytes * trainer.member_chunks  # as if all members at once
+    free = free_device_memory()
+    if fixed + temp_all / members > free:
+        raise ConfigError(
+            f"population_size={trainer.strategy.population_size} does not fit: even one member at a time "
+            f"(member_chunks={members}) needs about {_gib(fixed + temp_all / members)} per device, "
+            f"{_gib(free)} free; use a smaller population_size, tasks_per_member or unroll.truncation_length"
+        )
+    if member_chunks != "auto":
+        if fixed + temp_all / trainer.member_chunks > free:
+            raise ConfigError(
+                f"member_chunks={trainer.member_chunks} needs about {_gib(fixed + temp_all / trainer.member_chunks)} "
+                f"per device, {_gib(free)} free; use member_chunks=auto or a larger divisor of {members}"
+            )
+        return trainer, step
+    chunks = choose_member_chunks(fixed, temp_all, members, MEMORY_FRACTION * free)
+    if chunks == 1:
+        return trainer, step
+    trainer = dataclasses.replace(trainer, member_chunks=chunks)
+    return trainer, jit_step(trainer, abstract).lower(abstract).compile()
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.2f} GiB"

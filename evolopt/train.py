@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 
 from evolopt.registry import ConfigError
+from evolopt.run_dir import RunAborted  # reliability
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,6 +33,12 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"evolopt.train: error: {e}", file=sys.stderr)
         return 2
+    except RunAborted as e:  # reliability (run_dir.py): signal, full disk, non-finite theta -> one line
+        print(f"evolopt.train: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:  # reliability: Ctrl-C before the run's own handler is installed
+        print("evolopt.train: interrupted; the same command resumes from the last checkpoint", file=sys.stderr)
+        return 130
     except Exception as e:  # a broken collective: say so in one line, not only in a traceback
         import jax
 
