@@ -14,10 +14,8 @@ best baseline final train loss) and speedup, and over tasks the win rate and IQM
 from __future__ import annotations
 
 import dataclasses
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,7 +23,7 @@ import numpy as np
 from evolopt.architectures.base import LearnedOptimizer, Theta
 from evolopt.architectures.baselines import OPTAX_BASELINES, baseline
 from evolopt.eval_grid import Tuned, final_scores, grid_mesh, lr_grid, smooth, train_grid, tune
-from evolopt.eval_report import Result, iqm, normalized, steps_to_reach, write_report
+from evolopt.eval_report import Result, iqm, normalized, steps_to_reach
 from evolopt.registry import ARCHITECTURES, TASK_FAMILIES, ConfigError
 
 __all__ = [
@@ -159,101 +157,11 @@ def evaluate_task(
     )
 
 
-def _count(args: dict, key: str, default: int, minimum: int) -> int:
-    raw = args.get(key, str(default))
-    try:
-        value = int(raw)
-    except ValueError:
-        value = None
-    if value is None or value < minimum:
-        raise ConfigError(f"{key}={raw} must be an integer >= {minimum}")
-    return value
-
-
-USAGE = (
-    "usage: python -m evolopt.evaluate "
-    "optimizer=<theta.npz | run dir | pretrained | arch:theta (celo2:muon) | adam | ...> suite=<name> "
-    "[tasks=<subset of the suite>] [seeds=3] [baselines=adam,adamw,sgdm] [lrs=9] "
-    "[candidate_lrs=<lrs; 0: own rate only>] "
-    "[out=DIR] [plugins=m1,m2]"
-)
-KEYS = {"optimizer", "suite", "tasks", "seeds", "baselines", "lrs", "candidate_lrs", "out", "plugins"}
-
-
 def main(argv: list[str] | None = None) -> int:
-    """The CLI; returns the exit status (2 for bad arguments, with one line on stderr)."""
-    import jax
-    from tqdm import tqdm
+    """The CLI (:mod:`evolopt.eval_cli`); returns the exit status (2 for bad arguments, with one line on stderr)."""
+    from evolopt.eval_cli import main as cli_main
 
-    from evolopt.config import import_plugins
-    from evolopt.suites import get_suite
-
-    argv = sys.argv[1:] if argv is None else argv
-    if any(a in ("-h", "--help") for a in argv):
-        print(USAGE)
-        return 0
-    args = dict(a.split("=", 1) for a in argv if "=" in a)
-    bad = [a for a in argv if "=" not in a] + sorted(set(args) - KEYS)
-    try:
-        if bad or "optimizer" not in args:
-            raise ConfigError(f"bad arguments {bad or argv}; valid keys: {', '.join(sorted(KEYS))}")
-        import_plugins([m for m in args.get("plugins", "").split(",") if m])
-        suite_name = args.get("suite", "heldout")
-        suite = get_suite(suite_name)
-        if "tasks" in args:
-            names = [t.name for t in suite]
-            for name in args["tasks"].split(","):
-                if name not in names:
-                    raise ConfigError(
-                        f"task '{name}' is not in suite '{suite_name}'; valid choices: {', '.join(names)}"
-                    )
-            suite = [t for t in suite if t.name in args["tasks"].split(",")]
-        seeds, n_lrs = _count(args, "seeds", 3, 1), _count(args, "lrs", 9, 1)
-        n_cand = _count(args, "candidate_lrs", n_lrs, 0)
-        baselines = [b for b in args.get("baselines", "adam,adamw,sgdm").split(",") if b]
-        for b in baselines or [""]:
-            if b not in OPTAX_BASELINES:
-                raise ConfigError(f"unknown baseline '{b}'; valid choices: {', '.join(OPTAX_BASELINES)}")
-        candidate = resolve_candidate(args["optimizer"])
-        if n_cand and candidate.own_lr is None:
-            raise ConfigError(
-                f"candidate_lrs={n_cand}: arch '{candidate.lopt.name}' has no learning_rate hyperparameter to tune; "
-                "valid: candidate_lrs=0"
-            )
-        for task in suite:
-            TASK_FAMILIES.get(task.family)
-    except (ConfigError, ValueError) as e:
-        print(f"evolopt.evaluate: error: {e}", file=sys.stderr)
-        return 2
-    lrs, cand_lrs = lr_grid(n_lrs), lr_grid(n_cand)
-    mesh = grid_mesh()
-    devices = f"{mesh.size} {jax.local_devices()[0].platform} device(s)"
-    protocol = (
-        f"Baselines ({', '.join(baselines)}) tuned over {len(lrs)} learning rates ({lrs[0]:.0e}..{lrs[-1]:.0e}); "
-        + (
-            f"candidate tuned over {len(cand_lrs)} ({cand_lrs[0]:.0e}..{cand_lrs[-1]:.0e}) the same way "
-            f"(lowest mean smoothed final train loss over {seeds} seeds), also shown at its own rate"
-            if len(cand_lrs)
-            else "candidate at its own learning rate"
-        )
-        + f". {seeds} seeds per task; grids sharded over {devices}."
-    )
-    out = Path(args.get("out", f"evaluations/{Path(args['optimizer']).stem}_{suite_name}"))
-    results = []
-    bar = tqdm(suite, desc="evaluate", unit="task", disable=not sys.stderr.isatty())
-    log = bar.write if not bar.disable else (lambda s: print(s, file=sys.stderr, flush=True))
-    log(f"evaluating {candidate.label} on {len(suite)} tasks; {protocol}")
-    for task in bar:
-        results.append(evaluate_task(task, candidate, baselines, seeds, lrs, cand_lrs, mesh, log))
-        r = results[-1]
-        log(
-            f"[{len(results)}/{len(suite)}] {r.task}: normalised loss {r.normalized_loss:.3f} "
-            f"at lr {r.candidate_lr:.0e} "
-            f"({r.own_normalized_loss:.3f} at own lr), {r.seconds:.0f} s"
-        )
-    print(write_report(results, out, candidate.label, suite_name, protocol))
-    print(f"wrote {out}/results.md, results.csv, curves.png, tb/")
-    return 0
+    return cli_main(argv)
 
 
 if __name__ == "__main__":
