@@ -40,6 +40,25 @@ def import_plugins(modules: list[str]) -> None:
             raise ConfigError(f"cannot import plugin '{name}': {e}") from None
 
 
+def import_plugins_for_run(cfg: DictConfig, say: Any = None) -> list[str]:
+    """Import plug-ins for a saved run only if its strategy, arch or task family is not a built-in;
+    then say which entries needed them. Returns the modules imported (besides the built-ins)."""
+    import sys
+
+    say = say or (lambda m: print(m, file=sys.stderr))
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.value.startswith("evolopt."):
+            ep.load()
+    missing = [f"{g} '{cfg[g].name}'" for g, registry in GROUPS.items() if cfg[g].name not in registry]
+    if not missing:
+        return []
+    modules = [ep.value for ep in entry_points(group=ENTRY_POINT_GROUP) if not ep.value.startswith("evolopt.")]
+    modules += list(cfg.get("plugins") or [])
+    say(f"importing plug-ins {', '.join(modules) or '(none)'} to rebuild the run's {', '.join(missing)}")
+    import_plugins(list(cfg.get("plugins") or []))
+    return modules
+
+
 def _plain(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 

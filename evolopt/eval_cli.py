@@ -96,6 +96,7 @@ def settings(cfg: Any) -> Settings:
     from evolopt.architectures.baselines import OPTAX_BASELINES
     from evolopt.config import import_plugins
     from evolopt.evaluate import resolve_candidate
+    from evolopt.export import ThetaFileError
     from evolopt.registry import TASK_FAMILIES
     from evolopt.suites import get_suite
 
@@ -117,7 +118,10 @@ def settings(cfg: Any) -> Settings:
     for b in baselines or [""]:
         if b not in OPTAX_BASELINES:
             raise ConfigError(f"unknown baseline '{b}'; valid choices: {', '.join(OPTAX_BASELINES)}")
-    candidate = resolve_candidate(str(spec))
+    try:
+        candidate = resolve_candidate(str(spec))
+    except ThetaFileError as e:
+        raise ConfigError(f"optimizer={spec}: {e}") from None
     if n_cand and candidate.own_lr is None:
         raise ConfigError(
             f"candidate_lrs={n_cand}: arch '{candidate.lopt.name}' has no learning_rate hyperparameter to tune; "

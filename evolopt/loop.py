@@ -24,6 +24,7 @@ from evolopt.config import group_config
 from evolopt.export import ThetaFileError, check_structure, load_learned_optimizer, resolve_path, save_theta_file
 from evolopt.logger import RunLogger, plot_run
 from evolopt.meta import MetaTrainer, choose_member_chunks, free_device_memory, make_evaluator, population_mesh
+from evolopt.provenance import provenance
 from evolopt.registry import ARCHITECTURES, STRATEGIES, TASK_FAMILIES, ConfigError
 from evolopt.unroll import UnrollConfig
 
@@ -206,7 +207,8 @@ def meta_train(cfg: DictConfig) -> Path:
         theta = trainer.strategy.mean(state.strategy)  # on every process: a computation over the global mesh
         if not main:
             return
-        save_theta_file(run_dir / "theta.npz", theta, arch_name, arch_cfg, generation=generation, run_dir=str(run_dir))
+        info = provenance(cfg, run_dir)  # usability: task family, strategy, seed, versions, commit, evaluation
+        save_theta_file(run_dir / "theta.npz", theta, arch_name, arch_cfg, generation=generation, **info)
 
     def evaluate(generation: int, curves_too: bool) -> dict[str, float]:
         curves, valid = jax.device_get(lopt_eval(trainer.strategy.mean(state.strategy), eval_key))
@@ -280,9 +282,9 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, generation: i
     if not (run_dir / "config.yaml").is_file() or not has_checkpoint(run_dir / "checkpoints"):
         raise ConfigError(f"'{run_dir}' is not an evolopt run directory (no config.yaml or checkpoints)")
     cfg = OmegaConf.load(run_dir / "config.yaml")
-    from evolopt.config import import_plugins
+    from evolopt.config import import_plugins_for_run
 
-    import_plugins(list(cfg.plugins))
+    import_plugins_for_run(cfg)  # usability: plug-ins only if the run's entries need them (and says which)
     trainer, theta0 = build(cfg)
     ckpt = Checkpointer(run_dir / "checkpoints", cfg.keep_checkpoints)
     steps = ckpt.manager.all_steps()
@@ -293,6 +295,5 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, generation: i
     arch_name, arch_cfg = group_config(cfg, "arch")
     out = run_dir / "theta.npz" if out is None else Path(out)
     gen = int(state.generation)
-    return save_theta_file(
-        out, trainer.strategy.mean(state.strategy), arch_name, arch_cfg, generation=gen, run_dir=str(run_dir)
-    )
+    info = provenance(cfg, run_dir)  # usability: see evolopt/provenance.py
+    return save_theta_file(out, trainer.strategy.mean(state.strategy), arch_name, arch_cfg, generation=gen, **info)
