@@ -12,6 +12,9 @@ import numpy as np
 from tensorboardX import SummaryWriter
 from tqdm import tqdm
 
+from evolopt.progress import ProgressReporter
+from evolopt.tb import write_curves
+
 
 class RunLogger:
     """Scalars to TensorBoard and to ``metrics.jsonl`` (one JSON object per generation).
@@ -28,6 +31,7 @@ class RunLogger:
         show = write and (sys.stderr.isatty() if progress == "auto" else bool(progress))
         self.bar = tqdm(total=total, initial=start, desc="meta-train", unit="gen", disable=not show, dynamic_ncols=True)
         self.last_time = time.perf_counter()
+        self.reporter = ProgressReporter(total, start) if write and not show else None  # lines off a terminal
 
     def note(self, message: str) -> None:
         """A line for the person watching (above the bar)."""
@@ -46,22 +50,20 @@ class RunLogger:
             return
         self.scalars(generation, metrics)
         with open(self.jsonl, "a") as f:
-            f.write(json.dumps({"generation": generation, **metrics}) + "\n")
+            f.write(json.dumps({"generation": generation, "time": round(time.time(), 3), **metrics}) + "\n")
 
     def generation(self, generation: int, metrics: dict[str, float]) -> None:
         self.record(generation, metrics)
         self.bar.set_postfix(best=f"{metrics['fitness/min']:.4f}", mean=f"{metrics['fitness/mean']:.4f}")
         self.bar.update(1)
+        if self.reporter is not None:
+            self.reporter.update(generation, metrics)
 
     def curves(self, generation: int, curves: dict[str, np.ndarray]) -> None:
         """Loss-vs-inner-step curves of one evaluation, overlaid in one TensorBoard chart."""
         if not self.write:
             return
-        length = len(next(iter(curves.values())))
-        for step in range(length):
-            self.writer.add_scalars(
-                f"eval_curve/gen_{generation:06d}", {k: float(v[step]) for k, v in curves.items()}, step
-            )
+        write_curves(self.writer, generation, curves)  # tags of this run, not a run per curve
 
     def close(self) -> None:
         self.bar.close()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -22,10 +23,13 @@ from evolopt.architectures.baselines import baseline
 from evolopt.checkpoint import Checkpointer, has_checkpoint
 from evolopt.config import group_config
 from evolopt.export import ThetaFileError, check_structure, load_learned_optimizer, resolve_path, save_theta_file
+from evolopt.learnable import check_learnable
 from evolopt.logger import RunLogger, plot_run
 from evolopt.meta import MetaTrainer, choose_member_chunks, free_device_memory, make_evaluator, population_mesh
+from evolopt.progress import start_line
 from evolopt.provenance import provenance
 from evolopt.registry import ARCHITECTURES, STRATEGIES, TASK_FAMILIES, ConfigError
+from evolopt.tb import write_config
 from evolopt.unroll import UnrollConfig
 
 # Keys that may change when a run is resumed.
@@ -153,6 +157,11 @@ def meta_train(cfg: DictConfig) -> Path:
     main = distributed.is_main_process()
     trainer, theta0 = build(cfg)
     run_dir, resuming = prepare_run_dir(cfg)
+    # usability: refuse a family the arch learns nothing on; say what starts before compiling
+    check_learnable(trainer.lopt, trainer.family.unaugmented or trainer.family, theta0, group_config(cfg, "arch")[1])
+    if main:
+        devices = f"{jax.device_count()} {jax.devices()[0].platform} device(s)"
+        print(start_line(cfg, run_dir, resuming, devices), file=sys.stderr, flush=True)
     state = trainer.init(jax.random.fold_in(jax.random.key(cfg.seed), 1), theta0)
     ev = cfg.evaluation
     plain = trainer.family.unaugmented or trainer.family  # users train un-reparameterised models
@@ -196,6 +205,9 @@ def meta_train(cfg: DictConfig) -> Path:
     adam_curves, adam_valid = jax.device_get(adam_eval({}, eval_key))
 
     logger = RunLogger(run_dir, cfg.generations, start, cfg.progress, write=main)
+    write_config(logger.writer, cfg)  # usability: the config in TensorBoard's text tab
+    if resuming:
+        logger.note(f"resumed at generation {start} of {cfg.generations} from {run_dir / 'checkpoints'}")
     if jax.process_count() > 1:
         logger.note(f"distributed run: {distributed.describe()}")
     if trainer.member_chunks > 1:

@@ -40,7 +40,8 @@ def _validate(overrides: list[str]) -> None:
 def train_job(cfg: Any) -> float:
     """One Hydra job: meta-train ``cfg``; returns the final meta-loss of the mean theta (what a sweeper minimises)."""
     from evolopt import distributed
-    from evolopt.loop import meta_train, summarize
+    from evolopt.loop import meta_train
+    from evolopt.summary import summarize
 
     cfg.run_dir = job_dir(cfg.run_dir)
     try:
@@ -60,7 +61,7 @@ def train_job(cfg: Any) -> float:
         )
         raise SystemExit(3) from None
     if distributed.is_main_process():
-        print(summarize(run_dir))
+        print(summarize(run_dir, cfg))
     return final_meta_loss(run_dir)
 
 
