@@ -17,27 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from evolopt.cli import Argv, run_hydra
+from evolopt.eval_run import _minutes, estimate_seconds
 from evolopt.registry import ConfigError
 
 PROG = "evolopt.evaluate"
 LIST_KEYS = ("tasks", "baselines", "plugins")
-
-# Rough wall seconds per task for the default protocol (3 seeds; 3 baselines x 9 rates and the
-# candidate, Celo2, tuned over 9 rates: 108 runs) on 2 CPU cores. heldout: measured, see
-# experiments/celo2_cpu/eval_seed0_tuned/results.md; tiny: this CLI's test machine.
-DEFAULT_RUNS = 108
-SECONDS = {
-    "quadratic_d10": 12,
-    "digits_mlp32_8x8": 105,
-    "digits_mlp128x2_8x8": 422,
-    "digits_mlp32_horizon5k": 136,
-    "mnist5k_mlp64x2_16x16": 177,
-    "mnist1d_mlp64_tanh": 110,
-    "digits_conv": 278,
-    "lm_char_transformer": 894,
-    "rl_cartpole_ppo": 140,
-}
-TINY_SECONDS = {"quadratic_d10": 12, "digits_mlp32_8x8": 27}  # 30 steps each
 
 
 @dataclasses.dataclass
@@ -95,7 +79,7 @@ def settings(cfg: Any) -> Settings:
     """Check a composed evaluate config; ConfigError naming the bad value and the valid choices."""
     from evolopt.architectures.baselines import OPTAX_BASELINES
     from evolopt.config import import_plugins
-    from evolopt.evaluate import resolve_candidate
+    from evolopt.eval_task import resolve_candidate
     from evolopt.export import ThetaFileError
     from evolopt.registry import TASK_FAMILIES
     from evolopt.suites import get_suite
@@ -148,21 +132,6 @@ def _check_out(s: Settings) -> None:
         )
     if old is None and s.out.exists() and (s.out / "results.md").exists():
         raise ConfigError(f"out='{s.out}' holds a finished evaluation; choose another out=")
-
-
-def estimate_seconds(suite: list, seeds: int, n_baselines: int, n_lrs: int, n_cand: int) -> float:
-    """Rough wall seconds on 2 CPU cores: each task's measured default time scaled by its number of runs."""
-    runs = seeds * (n_baselines * n_lrs + max(n_cand, 1))
-    table = {**SECONDS, **TINY_SECONDS}
-    total = 0.0
-    for t in suite:
-        base = TINY_SECONDS.get(t.name) if t.steps <= 50 else table.get(t.name)
-        total += (base if base is not None else t.steps * 0.1) * runs / DEFAULT_RUNS
-    return total
-
-
-def _minutes(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
 
 
 def help_text() -> str:
@@ -222,6 +191,8 @@ def _prepare(args: Argv) -> None:
     bad = [ov for ov in args.overrides if "=" not in ov]
     if bad:
         raise ConfigError(f"bad arguments {bad}; give KEY=VALUE with keys {', '.join(_KEYS)}")
+    if args.multirun and args.runs_task and not any(ov.startswith("out=") for ov in args.overrides):
+        raise ConfigError("a sweep (-m) needs out=DIR: job N writes under DIR/N")
 
 
 def evaluate_job(cfg: Any) -> float:

@@ -10,6 +10,38 @@ import numpy as np
 from evolopt.eval_report import iqm, write_report
 from evolopt.eval_store import load_result, save_result
 
+# Rough wall seconds per task for the default protocol (3 seeds; 3 baselines x 9 rates and the
+# candidate, Celo2, tuned over 9 rates: 108 runs) on 2 CPU cores. heldout: measured, see
+# experiments/celo2_cpu/eval_seed0_tuned/results.md; tiny: this CLI's test machine.
+DEFAULT_RUNS = 108
+SECONDS = {
+    "quadratic_d10": 12,
+    "digits_mlp32_8x8": 105,
+    "digits_mlp128x2_8x8": 422,
+    "digits_mlp32_horizon5k": 136,
+    "mnist5k_mlp64x2_16x16": 177,
+    "mnist1d_mlp64_tanh": 110,
+    "digits_conv": 278,
+    "lm_char_transformer": 894,
+    "rl_cartpole_ppo": 140,
+}
+TINY_SECONDS = {"quadratic_d10": 12, "digits_mlp32_8x8": 27}  # 30 steps each
+
+
+def estimate_seconds(suite: list, seeds: int, n_baselines: int, n_lrs: int, n_cand: int) -> float:
+    """Rough wall seconds on 2 CPU cores: each task's measured default time scaled by its number of runs."""
+    runs = seeds * (n_baselines * n_lrs + max(n_cand, 1))
+    table = {**SECONDS, **TINY_SECONDS}
+    total = 0.0
+    for t in suite:
+        base = TINY_SECONDS.get(t.name) if t.steps <= 50 else table.get(t.name)
+        total += (base if base is not None else t.steps * 0.1) * runs / DEFAULT_RUNS
+    return total
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
+
 
 def protocol_text(s: Any, lrs: np.ndarray, cand_lrs: np.ndarray, devices: str) -> str:
     return (
@@ -31,9 +63,8 @@ def run(s: Any) -> float:
     import jax
     from tqdm import tqdm
 
-    from evolopt.eval_cli import _minutes, estimate_seconds
+    from evolopt import eval_task
     from evolopt.eval_grid import grid_mesh, lr_grid
-    from evolopt.evaluate import evaluate_task
 
     lrs, cand_lrs = lr_grid(s.n_lrs), lr_grid(s.n_cand)
     mesh = grid_mesh()
@@ -50,7 +81,7 @@ def run(s: Any) -> float:
         + f"estimate ~{_minutes(est)} on 2 CPU cores; {protocol}"
     )
     for i, task in enumerate(bar):
-        r = evaluate_task(task, s.candidate, s.baselines, s.seeds, lrs, cand_lrs, mesh, log)
+        r = eval_task.evaluate_task(task, s.candidate, s.baselines, s.seeds, lrs, cand_lrs, mesh, log)
         save_result(s.out, r, s.protocol())  # kept if interrupted later
         done[task.name] = r
         log(

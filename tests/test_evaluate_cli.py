@@ -7,7 +7,7 @@ import csv
 
 import pytest
 
-import evolopt.evaluate
+import evolopt.eval_task
 from evolopt.eval_cli import estimate_seconds
 from evolopt.evaluate import main
 from evolopt.suites import SUITES
@@ -34,7 +34,7 @@ def test_estimate_scales_with_the_number_of_runs():
 def test_interrupted_evaluation_keeps_finished_tasks_and_the_same_command_continues(tmp_path, capsys, monkeypatch):
     out = tmp_path / "ev"
     args = ["optimizer=adam", *QUICK, f"out={out}"]
-    real, calls = evolopt.evaluate.evaluate_task, []
+    real, calls = evolopt.eval_task.evaluate_task, []
 
     def dies_on_second(task, *a, **k):
         calls.append(task.name)
@@ -42,7 +42,7 @@ def test_interrupted_evaluation_keeps_finished_tasks_and_the_same_command_contin
             raise KeyboardInterrupt
         return real(task, *a, **k)
 
-    monkeypatch.setattr(evolopt.evaluate, "evaluate_task", dies_on_second)
+    monkeypatch.setattr(evolopt.eval_task, "evaluate_task", dies_on_second)
     with pytest.raises(KeyboardInterrupt):
         main(args)
     assert "estimate ~" in capsys.readouterr().err  # said before starting
@@ -51,7 +51,7 @@ def test_interrupted_evaluation_keeps_finished_tasks_and_the_same_command_contin
 
     calls.clear()
     monkeypatch.setattr(
-        evolopt.evaluate, "evaluate_task", lambda task, *a, **k: calls.append(task.name) or real(task, *a, **k)
+        evolopt.eval_task, "evaluate_task", lambda task, *a, **k: calls.append(task.name) or real(task, *a, **k)
     )
     assert main(args) == 0
     assert calls == ["digits_mlp32_8x8"]  # the finished task is not run again
