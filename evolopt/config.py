@@ -40,15 +40,20 @@ def import_plugins(modules: list[str]) -> None:
             raise ConfigError(f"cannot import plugin '{name}': {e}") from None
 
 
+def load_builtins() -> None:
+    """Register evolopt's own strategies, architectures and task families (its entry points), nothing else."""
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.value.startswith("evolopt."):
+            ep.load()
+
+
 def import_plugins_for_run(cfg: DictConfig, say: Any = None) -> list[str]:
     """Import plug-ins for a saved run only if its strategy, arch or task family is not a built-in;
     then say which entries needed them. Returns the modules imported (besides the built-ins)."""
     import sys
 
     say = say or (lambda m: print(m, file=sys.stderr))
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.value.startswith("evolopt."):
-            ep.load()
+    load_builtins()
     missing = [f"{g} '{cfg[g].name}'" for g, registry in GROUPS.items() if cfg[g].name not in registry]
     if not missing:
         return []

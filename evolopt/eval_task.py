@@ -93,6 +93,10 @@ def evaluate_task(
 ) -> Result:
     """Tune every baseline over ``lrs`` and the candidate over ``candidate_lrs`` (empty: its own rate only)."""
     t0 = time.perf_counter()
+    if task.family not in TASK_FAMILIES:  # called as a library: the built-ins may not be loaded yet
+        from evolopt.config import load_builtins
+
+        load_builtins()
     family = TASK_FAMILIES.build(task.family, **task.options)
     mesh = grid_mesh() if mesh is None else mesh
 

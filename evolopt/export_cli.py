@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import Any
 
 from evolopt.registry import ConfigError
 
-USAGE = "usage: evolopt-export run_dir=DIR [out=FILE.npz] [generation=N]  |  evolopt-export info=FILE"
-KEYS = {"run_dir", "out", "generation", "info"}
+PROG = "evolopt-export"
+KEYS = ["run_dir", "out", "generation", "info"]
 
 
 def describe(path: str) -> str:
@@ -33,32 +34,65 @@ def describe(path: str) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """The CLI; returns the exit status (2 with one line on stderr for bad input)."""
+def help_text() -> str:
+    import importlib.resources
+
+    with open(importlib.resources.files("evolopt.conf") / "export.yaml") as f:
+        text = f.read().split("# --- Hydra")[0]
+    keys = ["  " + line for line in text.splitlines() if line and not line.startswith(("#", "defaults", "  -"))]
+    return "\n".join(
+        ["usage: evolopt-export run_dir=DIR [out=FILE.npz] [generation=N] | evolopt-export info=FILE", "", *keys]
+    )
+
+
+def _validate(overrides: list[str]) -> None:
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_module(config_module="evolopt.conf", version_base="1.3"):
+            try:
+                cfg = compose(config_name="export", overrides=overrides)
+            except Exception as e:
+                raise ConfigError(f"bad override: {str(e).splitlines()[0]}; valid keys: {', '.join(KEYS)}") from None
+    finally:
+        GlobalHydra.instance().clear()
+    _check(cfg)
+
+
+def _check(cfg: Any) -> None:
+    if (cfg.run_dir is None) == (cfg.info is None):
+        raise ConfigError("give run_dir=DIR (export a run) or info=FILE (print a theta file's header), one of them")
+    if cfg.generation is not None and (isinstance(cfg.generation, bool) or not isinstance(cfg.generation, int)):
+        raise ConfigError(f"generation={cfg.generation!r} must be an integer")
+
+
+def export_job(cfg: Any) -> None:
     from evolopt.export import ThetaFileError
+
+    _check(cfg)
+    try:
+        if cfg.info is not None:
+            print(describe(str(cfg.info)))
+            return
+        from evolopt.loop import export_run
+
+        path = export_run(str(cfg.run_dir), None if cfg.out is None else str(cfg.out), cfg.generation)
+    except ThetaFileError as e:
+        raise ConfigError(str(e)) from None
+    print(f"wrote {path}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The CLI (a Hydra app like train and evaluate); returns the exit status (2: bad input, one line)."""
+    from evolopt.cli import run_hydra
 
     argv = sys.argv[1:] if argv is None else argv
     if any(a in ("-h", "--help") for a in argv):
-        print(USAGE)
+        print(help_text())
         return 0
-    args = dict(a.split("=", 1) for a in argv if "=" in a)
-    bad = [a for a in argv if "=" not in a] + sorted(set(args) - KEYS)
-    if bad or not ({"run_dir", "info"} & set(args)) or {"run_dir", "info"} <= set(args):
-        print(f"evolopt-export: error: bad arguments {bad or argv}; {USAGE}", file=sys.stderr)
-        return 2
-    try:
-        if "info" in args:
-            print(describe(args["info"]))
-            return 0
-        from evolopt.loop import export_run
-
-        generation = int(args["generation"]) if "generation" in args else None
-        path = export_run(args["run_dir"], args.get("out"), generation)
-    except (ConfigError, ThetaFileError, ValueError) as e:
-        print(f"evolopt-export: error: {e}", file=sys.stderr)
-        return 2
-    print(f"wrote {path}")
-    return 0
+    return run_hydra(PROG, argv, "export", "run_dir", lambda args: None, _validate, export_job)
 
 
 if __name__ == "__main__":

@@ -76,3 +76,13 @@ def test_sweep_basic_launcher_two_jobs_and_joblib_one_job(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert _job(tmp_path / "jl" / "0")["seed"] == 5 and (tmp_path / "jl" / "0" / "theta.npz").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["jl", "sweep"]
+
+
+def test_export_and_evaluate_use_the_same_machinery(tmp_path):
+    for module, bad in (("evolopt.export_cli", "foo=1"), ("evolopt.evaluate", "foo=1")):
+        result = cli(tmp_path, bad, "optimizer=adam" if module == "evolopt.evaluate" else "run_dir=x", module=module)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1 and "Could not override 'foo'" in lines[0], result.stderr
+    result = cli(tmp_path, "--cfg", "job", "run_dir=runs/x", "generation=3", module="evolopt.export_cli")
+    assert result.returncode == 0 and yaml.safe_load(result.stdout)["generation"] == 3
+    assert list(tmp_path.iterdir()) == []
