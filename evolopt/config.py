@@ -40,6 +40,30 @@ def import_plugins(modules: list[str]) -> None:
             raise ConfigError(f"cannot import plugin '{name}': {e}") from None
 
 
+def load_builtins() -> None:
+    """Register evolopt's own strategies, architectures and task families (its entry points), nothing else."""
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.value.startswith("evolopt."):
+            ep.load()
+
+
+def import_plugins_for_run(cfg: DictConfig, say: Any = None) -> list[str]:
+    """Import plug-ins for a saved run only if its strategy, arch or task family is not a built-in;
+    then say which entries needed them. Returns the modules imported (besides the built-ins)."""
+    import sys
+
+    say = say or (lambda m: print(m, file=sys.stderr))
+    load_builtins()
+    missing = [f"{g} '{cfg[g].name}'" for g, registry in GROUPS.items() if cfg[g].name not in registry]
+    if not missing:
+        return []
+    modules = [ep.value for ep in entry_points(group=ENTRY_POINT_GROUP) if not ep.value.startswith("evolopt.")]
+    modules += list(cfg.get("plugins") or [])
+    say(f"importing plug-ins {', '.join(modules) or '(none)'} to rebuild the run's {', '.join(missing)}")
+    import_plugins(list(cfg.get("plugins") or []))
+    return modules
+
+
 def _plain(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
@@ -52,12 +76,27 @@ def store_group_options() -> None:
             cs.store(group=group, name=name, node=node)
 
 
-def _plugins_from(overrides: list[str]) -> list[str]:
-    for ov in OverridesParser.create().parse_overrides(overrides):
+def plugins_from(overrides: list[str]) -> list[str]:
+    """The modules named by a ``plugins=[...]`` override (none if absent)."""
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception as e:  # Hydra's grammar errors
+        raise ConfigError(f"cannot parse overrides {overrides}: {str(e).splitlines()[0]}") from None
+    for ov in parsed:
         if ov.key_or_group == "plugins":
             value = ov.value()
             return [str(v) for v in (value if isinstance(value, list) else [value])]
     return []
+
+
+PLUGIN_HINT = "; a plug-in's entries need plugins=[its.module] (or its package's evolopt.plugins entry point)"
+
+
+def _plugins_from_safe(overrides: list[str]) -> list[str]:
+    try:
+        return plugins_from(overrides)
+    except ConfigError:
+        return []
 
 
 def _valid_keys(node: Any) -> list[str]:
@@ -70,14 +109,18 @@ def load_config(overrides: list[str]) -> DictConfig:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except Exception as e:  # Hydra's grammar errors
         raise ConfigError(f"cannot parse overrides {overrides}: {str(e).splitlines()[0]}") from None
-    import_plugins(_plugins_from(overrides))
+    import_plugins(plugins_from(overrides))
     store_group_options()
 
     groups = []
     for ov in parsed:
         key = ov.key_or_group.lstrip("+~")
         if key in GROUPS:
-            GROUPS[key].get(str(ov.value()))  # raises: unknown <group> '<value>'; valid choices: ...
+            try:
+                GROUPS[key].get(str(ov.value()))  # raises: unknown <group> '<value>'; valid choices: ...
+            except ConfigError as e:
+                hint = "" if _plugins_from_safe(overrides) else PLUGIN_HINT
+                raise ConfigError(f"{e}{hint}") from None
             groups.append(ov.input_line)
     GlobalHydra.instance().clear()
     with initialize_config_module(config_module="evolopt.conf", version_base=None):
@@ -112,13 +155,15 @@ def group_config(cfg: DictConfig, group: str) -> tuple[str, dict]:
     return node.pop("name"), node
 
 
-def help_text() -> str:
-    import_plugins([])
+def help_text(plugins: list[str] | None = None) -> str:
+    """``evolopt-train --help``: groups and options from the registries (with ``plugins=``'s entries),
+    the other keys with their comments, and Hydra's flags."""
+    import_plugins(plugins or [])
     lines = [
-        "usage: python -m evolopt.train [KEY=VALUE ...]",
+        "usage: evolopt-train [-m] [--cfg job|all] [KEY=VALUE ...]   (also: python -m evolopt.train)",
         "",
         "Meta-train a learned optimizer with an evolution strategy (Hydra overrides).",
-        "Example: python -m evolopt.train strategy=open_es arch=small_fc_lopt population_size=32 run_dir=runs/x",
+        "Example: evolopt-train strategy=open_es arch=small_fc_lopt population_size=32 run_dir=runs/x",
         "",
         "Config groups (pick with GROUP=NAME, set options with GROUP.OPTION=VALUE):",
     ]
@@ -129,8 +174,20 @@ def help_text() -> str:
             lines.append(f"    {name:<16} {opts}")
     with open(importlib.resources.files("evolopt.conf") / "config.yaml") as f:
         lines += ["", "Other keys (evolopt/conf/config.yaml):", ""]
-        lines += [
-            "  " + line for line in f.read().splitlines() if line and not line.startswith(("#", "defaults", "  -"))
-        ]
-    lines += ["", "Plug-ins: plugins=[my_pkg.my_tasks] imports modules that register their own entries."]
+        text = f.read().split("# --- Hydra")[0]
+        lines += ["  " + line for line in text.splitlines() if line and not line.startswith(("#", "defaults", "  -"))]
+    lines += [
+        "",
+        "Plug-ins: plugins=[my_pkg.my_tasks] imports modules that register their own entries",
+        "  (then listed above: evolopt-train --help plugins=[my_pkg.my_tasks]).",
+        "",
+        "Hydra (a Hydra app; Hydra writes no outputs/ or .hydra/ folders, only the run writes, under run_dir):",
+        "  --cfg job|all             print the composed config and exit",
+        "  -m KEY=A,B ...            a sweep: job N runs in <run_dir>/N (the same command resumes every job)",
+        "  hydra/launcher=joblib     run a sweep's jobs as local processes (hydra-joblib-launcher)",
+        "  hydra/launcher=submitit_slurm   one SLURM job per run (hydra-submitit-launcher; see README)",
+        "  -m hydra/sweeper=optuna hydra.sweeper.n_trials=20 'strategy.sigma=interval(0.003,0.1)'   a search",
+        "    minimising the final meta-loss of the mean theta (hydra-optuna-sweeper)",
+        "  hydra.run.dir=X           the same as run_dir=X",
+    ]
     return "\n".join(lines)

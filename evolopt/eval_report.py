@@ -15,6 +15,7 @@ import collections
 import csv
 import dataclasses
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -180,8 +181,14 @@ def plot_curves(results: list[Result], out: Path) -> None:
     plt.close(fig)
 
 
+def tb_tag(*parts: str) -> str:
+    """A TensorBoard tag from free text (a path in an optimizer's name stays a tag, never a folder)."""
+    return "/".join(re.sub(r"[^\w.,=()+-]+", "_", p).strip("_") for p in parts)
+
+
 def write_tensorboard(results: list[Result], out: Path) -> None:
-    """Every task's mean smoothed curves as scalars ``<task>/train_loss`` (<= ~200 points each)."""
+    """Every task's mean smoothed curves as scalars ``<task>/train_loss/<optimizer>`` (<= ~200 points each),
+    all in one TensorBoard run under ``out/tb`` (``add_scalars`` would make a run, and a folder, per curve)."""
     from tensorboardX import SummaryWriter
 
     with SummaryWriter(str(out / "tb")) as w:
@@ -189,4 +196,5 @@ def write_tensorboard(results: list[Result], out: Path) -> None:
             means = {name: smooth(c).mean(0) for name, c in r.curves.items()}
             length = len(next(iter(means.values())))
             for step in range(0, length, max(1, length // 200)):
-                w.add_scalars(f"{r.task}/train_loss", {n: float(m[step]) for n, m in means.items()}, step)
+                for name, m in means.items():
+                    w.add_scalar(tb_tag(r.task, "train_loss", name), float(m[step]), step)

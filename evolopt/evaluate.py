@@ -1,4 +1,5 @@
-"""``python -m evolopt.evaluate optimizer=... suite=heldout seeds=3``: a candidate vs tuned baselines.
+"""``evolopt-evaluate optimizer=... suite=heldout seeds=3`` (or ``python -m evolopt.evaluate``):
+a candidate vs tuned baselines.
 
 Protocol. For every task of the suite, each baseline (optax adam, adamw, sgdm by default)
 trains ``seeds`` runs at every rate of the grid ``lrs`` (``lr_grid``: log-spaced over
@@ -9,24 +10,14 @@ and is also reported at its own rate (the one stored with it); ``candidate_lrs=0
 only its own rate. Every grid runs as one jitted vmap sharded over all local devices.
 The report (:mod:`evolopt.eval_report`) gives per task the normalised loss (candidate /
 best baseline final train loss) and speedup, and over tasks the win rate and IQM.
+
+The per-task protocol lives in :mod:`evolopt.eval_task`, the command line in :mod:`evolopt.eval_cli`.
 """
 
-from __future__ import annotations
-
-import dataclasses
-import sys
-import time
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
-
-import numpy as np
-
-from evolopt.architectures.base import LearnedOptimizer, Theta
-from evolopt.architectures.baselines import OPTAX_BASELINES, baseline
-from evolopt.eval_grid import Tuned, final_scores, grid_mesh, lr_grid, smooth, train_grid, tune
-from evolopt.eval_report import Result, iqm, normalized, steps_to_reach, write_report
-from evolopt.registry import ARCHITECTURES, TASK_FAMILIES, ConfigError
+from evolopt.eval_cli import main
+from evolopt.eval_grid import lr_grid, smooth
+from evolopt.eval_report import Result, iqm, steps_to_reach
+from evolopt.eval_task import Candidate, evaluate_task, resolve_candidate
 
 __all__ = [
     "Candidate",
@@ -39,222 +30,6 @@ __all__ = [
     "smooth",
     "steps_to_reach",
 ]
-
-
-@dataclasses.dataclass(frozen=True)
-class Candidate:
-    """The optimizer under evaluation; ``own_lr`` is its ``learning_rate`` hyperparameter (None if it has none)."""
-
-    label: str
-    lopt: LearnedOptimizer
-    theta: Theta
-    own_lr: float | None
-
-
-def resolve_candidate(spec: str) -> Candidate:
-    """A theta file, run dir or pretrained name; ``arch:name``, an architecture at one of its
-    named thetas (``celo2:muon``); or a baseline name (then at optax's usual 1e-3)."""
-    import jax
-
-    import evolopt.architectures  # noqa: F401  (registers the built-in architectures)
-    from evolopt.export import load_learned_optimizer, pretrained_names, resolve_path
-
-    if spec in OPTAX_BASELINES:
-        return Candidate(spec, baseline(spec, 1e-3), {}, 1e-3)
-    arch, _, start = spec.partition(":")
-    if start and arch in ARCHITECTURES:  # an architecture at a named theta, e.g. celo2:muon
-        lopt = ARCHITECTURES.build(arch)
-        if start not in lopt.named_inits:
-            raise ConfigError(
-                f"arch '{arch}' has no named theta '{start}'; valid: {', '.join(lopt.named_inits) or '(none)'}"
-            )
-        return _learned(spec, lopt, lopt.named_inits[start](jax.random.key(0)))
-    if not resolve_path(spec).exists():
-        raise ConfigError(
-            f"optimizer '{spec}' is not a theta file, run dir, "
-            f"pretrained name ({', '.join(pretrained_names()) or 'none'}) "
-            f"or baseline ({', '.join(OPTAX_BASELINES)})"
-        )
-    return _learned(spec, *load_learned_optimizer(spec))
-
-
-def _learned(label: str, lopt: LearnedOptimizer, theta: Theta) -> Candidate:
-    """A learned candidate; its own rate is its ``learning_rate`` hyperparameter, if it has one."""
-    own = lopt.hparams.get("learning_rate")
-    return Candidate(label, lopt, theta, None if own is None else float(own))
-
-
-def evaluate_task(
-    task: Any,
-    candidate: Candidate,
-    baselines: list[str],
-    seeds: int,
-    lrs: np.ndarray,
-    candidate_lrs: np.ndarray,
-    mesh: Any = None,
-    log: Callable[[str], None] = lambda s: None,
-) -> Result:
-    """Tune every baseline over ``lrs`` and the candidate over ``candidate_lrs`` (empty: its own rate only)."""
-    t0 = time.perf_counter()
-    family = TASK_FAMILIES.build(task.family, **task.options)
-    mesh = grid_mesh() if mesh is None else mesh
-
-    def timed(name: str, fn: Callable[[], Any]) -> Any:  # progress: one line per grid
-        t = time.perf_counter()
-        value = fn()
-        log(f"  {task.name} {name}: {time.perf_counter() - t:.1f} s")
-        return value
-
-    grid: dict[str, list[tuple[float, float, float]]] = {}  # name -> [(lr, score, mean valid)]
-
-    def tuned_over(name: str, lopt: LearnedOptimizer, theta: Theta, rates: np.ndarray) -> tuple:
-        best, curves, valid = timed(name, lambda: tune(family, lopt, theta, task.steps, rates, seeds, mesh))
-        grid[name] = list(zip(rates.tolist(), final_scores(curves).tolist(), valid.mean(-1).tolist()))
-        return best, curves, valid
-
-    def at_own_rate() -> Tuned:
-        c, v = timed(
-            f"{candidate.label} (own lr)", lambda: train_grid(family, lopt, theta, task.steps, None, seeds, mesh)
-        )
-        return Tuned(np.nan if own_lr is None else own_lr, c[0], v[0])
-
-    tuned = {n: tuned_over(n, baseline(n, 1e-3), {}, lrs)[0] for n in baselines}
-    lopt, theta, own_lr = candidate.lopt, candidate.theta, candidate.own_lr
-    if len(candidate_lrs):
-        best, curves, valid = tuned_over(candidate.label, lopt, theta, candidate_lrs)
-        on_grid = np.nonzero(np.isclose(candidate_lrs, own_lr, rtol=1e-6))[0] if own_lr is not None else []
-        own = Tuned(own_lr, curves[on_grid[0]], valid[on_grid[0]]) if len(on_grid) else at_own_rate()
-    else:
-        best = own = at_own_rate()
-    best_name = min(tuned, key=lambda n: smooth(tuned[n].curves)[:, -1].mean())
-    base = tuned[best_name]
-    base_final = float(smooth(base.curves).mean(0)[-1])
-    norm, speedup = normalized(smooth(best.curves).mean(0), base_final, task.steps)
-    own_norm, own_speedup = normalized(smooth(own.curves).mean(0), base_final, task.steps)
-    curves = {f"{candidate.label} (lr={best.lr:.0e}{', tuned' if len(candidate_lrs) else ''})": best.curves}
-    if len(candidate_lrs):
-        curves[f"{candidate.label} (own lr={own.lr:.0e})"] = own.curves
-    curves.update({f"{n} (lr={tuned[n].lr:.0e})": tuned[n].curves for n in tuned})
-    return Result(
-        task=task.name,
-        in_distribution=task.in_distribution,
-        candidate_lr=best.lr,
-        candidate_train=float(smooth(best.curves).mean(0)[-1]),
-        candidate_valid=float(np.mean(best.valid)),
-        baseline=best_name,
-        baseline_lr=base.lr,
-        baseline_train=base_final,
-        baseline_valid=float(np.mean(base.valid)),
-        normalized_loss=norm,
-        speedup=speedup,
-        own_lr=own.lr,
-        own_train=float(smooth(own.curves).mean(0)[-1]),
-        own_valid=float(np.mean(own.valid)),
-        own_normalized_loss=own_norm,
-        own_speedup=own_speedup,
-        seconds=time.perf_counter() - t0,
-        tuned=bool(len(candidate_lrs)),
-        curves=curves,
-        grid=grid,
-    )
-
-
-def _count(args: dict, key: str, default: int, minimum: int) -> int:
-    raw = args.get(key, str(default))
-    try:
-        value = int(raw)
-    except ValueError:
-        value = None
-    if value is None or value < minimum:
-        raise ConfigError(f"{key}={raw} must be an integer >= {minimum}")
-    return value
-
-
-USAGE = (
-    "usage: python -m evolopt.evaluate "
-    "optimizer=<theta.npz | run dir | pretrained | arch:theta (celo2:muon) | adam | ...> suite=<name> "
-    "[tasks=<subset of the suite>] [seeds=3] [baselines=adam,adamw,sgdm] [lrs=9] "
-    "[candidate_lrs=<lrs; 0: own rate only>] "
-    "[out=DIR] [plugins=m1,m2]"
-)
-KEYS = {"optimizer", "suite", "tasks", "seeds", "baselines", "lrs", "candidate_lrs", "out", "plugins"}
-
-
-def main(argv: list[str] | None = None) -> int:
-    """The CLI; returns the exit status (2 for bad arguments, with one line on stderr)."""
-    import jax
-    from tqdm import tqdm
-
-    from evolopt.config import import_plugins
-    from evolopt.suites import get_suite
-
-    argv = sys.argv[1:] if argv is None else argv
-    if any(a in ("-h", "--help") for a in argv):
-        print(USAGE)
-        return 0
-    args = dict(a.split("=", 1) for a in argv if "=" in a)
-    bad = [a for a in argv if "=" not in a] + sorted(set(args) - KEYS)
-    try:
-        if bad or "optimizer" not in args:
-            raise ConfigError(f"bad arguments {bad or argv}; valid keys: {', '.join(sorted(KEYS))}")
-        import_plugins([m for m in args.get("plugins", "").split(",") if m])
-        suite_name = args.get("suite", "heldout")
-        suite = get_suite(suite_name)
-        if "tasks" in args:
-            names = [t.name for t in suite]
-            for name in args["tasks"].split(","):
-                if name not in names:
-                    raise ConfigError(
-                        f"task '{name}' is not in suite '{suite_name}'; valid choices: {', '.join(names)}"
-                    )
-            suite = [t for t in suite if t.name in args["tasks"].split(",")]
-        seeds, n_lrs = _count(args, "seeds", 3, 1), _count(args, "lrs", 9, 1)
-        n_cand = _count(args, "candidate_lrs", n_lrs, 0)
-        baselines = [b for b in args.get("baselines", "adam,adamw,sgdm").split(",") if b]
-        for b in baselines or [""]:
-            if b not in OPTAX_BASELINES:
-                raise ConfigError(f"unknown baseline '{b}'; valid choices: {', '.join(OPTAX_BASELINES)}")
-        candidate = resolve_candidate(args["optimizer"])
-        if n_cand and candidate.own_lr is None:
-            raise ConfigError(
-                f"candidate_lrs={n_cand}: arch '{candidate.lopt.name}' has no learning_rate hyperparameter to tune; "
-                "valid: candidate_lrs=0"
-            )
-        for task in suite:
-            TASK_FAMILIES.get(task.family)
-    except (ConfigError, ValueError) as e:
-        print(f"evolopt.evaluate: error: {e}", file=sys.stderr)
-        return 2
-    lrs, cand_lrs = lr_grid(n_lrs), lr_grid(n_cand)
-    mesh = grid_mesh()
-    devices = f"{mesh.size} {jax.local_devices()[0].platform} device(s)"
-    protocol = (
-        f"Baselines ({', '.join(baselines)}) tuned over {len(lrs)} learning rates ({lrs[0]:.0e}..{lrs[-1]:.0e}); "
-        + (
-            f"candidate tuned over {len(cand_lrs)} ({cand_lrs[0]:.0e}..{cand_lrs[-1]:.0e}) the same way "
-            f"(lowest mean smoothed final train loss over {seeds} seeds), also shown at its own rate"
-            if len(cand_lrs)
-            else "candidate at its own learning rate"
-        )
-        + f". {seeds} seeds per task; grids sharded over {devices}."
-    )
-    out = Path(args.get("out", f"evaluations/{Path(args['optimizer']).stem}_{suite_name}"))
-    results = []
-    bar = tqdm(suite, desc="evaluate", unit="task", disable=not sys.stderr.isatty())
-    log = bar.write if not bar.disable else (lambda s: print(s, file=sys.stderr, flush=True))
-    log(f"evaluating {candidate.label} on {len(suite)} tasks; {protocol}")
-    for task in bar:
-        results.append(evaluate_task(task, candidate, baselines, seeds, lrs, cand_lrs, mesh, log))
-        r = results[-1]
-        log(
-            f"[{len(results)}/{len(suite)}] {r.task}: normalised loss {r.normalized_loss:.3f} "
-            f"at lr {r.candidate_lr:.0e} "
-            f"({r.own_normalized_loss:.3f} at own lr), {r.seconds:.0f} s"
-        )
-    print(write_report(results, out, candidate.label, suite_name, protocol))
-    print(f"wrote {out}/results.md, results.csv, curves.png, tb/")
-    return 0
-
 
 if __name__ == "__main__":
     raise SystemExit(main())

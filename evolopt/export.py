@@ -28,6 +28,10 @@ class ThetaFileError(ValueError):
     """A theta file that is missing, truncated, malformed or of the wrong architecture."""
 
 
+class _Shape(tuple):
+    """A shape as a pytree leaf (a plain tuple would be flattened); nothing is allocated."""
+
+
 def _flatten(theta: Any, prefix: str = "") -> dict[str, np.ndarray]:
     if isinstance(theta, dict):
         out = {}
@@ -36,7 +40,7 @@ def _flatten(theta: Any, prefix: str = "") -> dict[str, np.ndarray]:
                 raise ValueError(f"theta key '{k}' contains '/'")
             out.update(_flatten(v, f"{prefix}{k}/"))
         return out
-    return {prefix.rstrip("/"): np.asarray(theta)}
+    return {prefix.rstrip("/"): theta if isinstance(theta, _Shape) else np.asarray(theta)}
 
 
 def _unflatten(flat: dict[str, np.ndarray]) -> dict:
@@ -80,18 +84,36 @@ def load_theta_file(path: str | os.PathLike) -> tuple[dict, dict]:
         header = json.loads(arrays.pop(HEADER).tobytes().decode())
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ThetaFileError(f"'{path}' has a malformed header: {e}") from None
+    if not isinstance(header, dict):
+        raise ThetaFileError(f"'{path}' has a malformed header: a JSON object expected, got {type(header).__name__}")
     if header.get("format") != FORMAT or header.get("version") != VERSION:
         raise ThetaFileError(
             f"'{path}' has format {header.get('format')!r} version {header.get('version')!r}; "
             f"expected {FORMAT!r} version {VERSION}"
         )
+    for key, kind in (("arch", str), ("arch_config", dict)):
+        if not isinstance(header.get(key), kind):
+            raise ThetaFileError(
+                f"'{path}' has a malformed header: '{key}' must be a {kind.__name__}, got {header.get(key)!r:.80}"
+            )
+    for name, a in arrays.items():
+        if a.dtype.kind not in "fiub":
+            raise ThetaFileError(f"'{path}': leaf '{name}' holds {a.dtype} values, not numbers")
     return _unflatten(arrays), header
+
+
+def check_finite(path: Path | str, theta: Any) -> None:
+    """ThetaFileError naming the first leaf with NaN or infinite values."""
+    for name, a in _flatten(theta).items():
+        bad = int(np.size(a) - np.count_nonzero(np.isfinite(a)))
+        if bad:
+            raise ThetaFileError(f"'{path}': leaf '{name}' holds {bad} non-finite values (NaN/inf) of {np.size(a)}")
 
 
 def check_structure(path: Path | str, arch: str, theta: dict, template: Any) -> None:
     """ThetaFileError naming missing, unexpected and wrong-shaped leaves unless ``theta`` fits ``template``."""
-    got = {k: v.shape for k, v in _flatten(theta).items()}
-    want = {k: tuple(v.shape) for k, v in _flatten(jax.tree.map(lambda s: np.empty(s.shape), template)).items()}
+    got = {k: tuple(v.shape) for k, v in _flatten(theta).items()}
+    want = {k: tuple(v) for k, v in _flatten(jax.tree.map(lambda s: _Shape(s.shape), template)).items()}
     if got != want:
         missing = sorted(set(want) - set(got))
         extra = sorted(set(got) - set(want))
@@ -151,9 +173,30 @@ def load_learned_optimizer(path: str | os.PathLike, arch: str | None = None) -> 
         raise ThetaFileError(
             f"'{path}' holds unknown arch '{header['arch']}'; known: {', '.join(ARCHITECTURES.names())}"
         )
-    lopt = ARCHITECTURES.build(header["arch"], **header["arch_config"])
-    check_structure(path, header["arch"], theta, jax.eval_shape(lopt.init_theta, jax.random.key(0)))
+    lopt, template = _build(path, header["arch"], header["arch_config"])
+    check_structure(path, header["arch"], theta, template)
+    check_finite(path, theta)
     return lopt, jax.tree.map(lambda x: np.asarray(x, np.float32), theta)
+
+
+def _build(path: Path, arch: str, arch_config: dict) -> tuple[Any, Any]:
+    """The architecture a header describes and its theta's shapes (nothing allocated); ThetaFileError
+    for unknown or mistyped options and sizes the architecture cannot be built with."""
+    from evolopt.registry import ARCHITECTURES, ConfigError
+
+    valid = ARCHITECTURES.defaults(arch)
+    unknown = sorted(set(arch_config) - set(valid))
+    if unknown:
+        raise ThetaFileError(
+            f"'{path}': unknown option '{unknown[0]}' for arch '{arch}'; valid options: {', '.join(sorted(valid))}"
+        )
+    try:
+        lopt = ARCHITECTURES.build(arch, **arch_config)
+        return lopt, jax.eval_shape(lopt.init_theta, jax.random.key(0))
+    except ConfigError as e:
+        raise ThetaFileError(f"'{path}': {e}") from None
+    except (TypeError, ValueError, OverflowError, MemoryError) as e:
+        raise ThetaFileError(f"'{path}': arch_config {arch_config} does not build arch '{arch}': {e}") from None
 
 
 def load_optimizer(
@@ -173,7 +216,28 @@ def load_optimizer(
       An ``optax.GradientTransformationExtraArgs``; pass ``loss=`` to ``update`` for
       architectures that use it (it is ignored by the others).
     """
+    if isinstance(overrides.get("overrides"), dict):  # optax.inject_hyperparams passes **overrides by name
+        overrides = {**overrides.pop("overrides"), **overrides}
     if learning_rate is not None:
         overrides["learning_rate"] = learning_rate
-    lopt, theta = load_learned_optimizer(path, arch)
+    lopt, theta = _cached_load(path, arch)
     return lopt.optimizer(theta, **overrides)
+
+
+_CACHE: dict[tuple, tuple[Any, dict]] = {}
+
+
+def _cached_load(path: str | os.PathLike, arch: str | None) -> tuple[Any, dict]:
+    """:func:`load_learned_optimizer`, read once per file version (inject_hyperparams calls the factory
+    at every update)."""
+    resolved = resolve_path(path)
+    try:
+        st = resolved.stat()
+        key = (str(resolved.resolve()), st.st_mtime_ns, st.st_size, arch)
+    except OSError:
+        return load_learned_optimizer(path, arch)
+    if key not in _CACHE:
+        if len(_CACHE) > 16:
+            _CACHE.clear()
+        _CACHE[key] = load_learned_optimizer(path, arch)
+    return _CACHE[key]

@@ -1,38 +1,98 @@
-"""``evolopt-export run_dir=DIR [out=FILE.npz] [generation=N]`` (also ``python -m evolopt.export_cli``):
-write a run's mean theta (latest or a given checkpoint) as a portable theta file.
+"""``evolopt-export`` (also ``python -m evolopt.export_cli``):
+
+- ``evolopt-export run_dir=DIR [out=FILE.npz] [generation=N]``: write a run's mean theta (latest or a
+  given checkpoint) as a portable theta file;
+- ``evolopt-export info=FILE``: print a theta file's header (architecture, where it came from).
 
 The theta file format and loading live in :mod:`evolopt.export`, which needs only
-jax, numpy and optax; this CLI needs the trainer to restore a checkpoint.
+jax, numpy and optax; exporting a run needs the trainer to restore a checkpoint. It
+imports plug-ins only when the run's strategy, arch or task family is not built in,
+and says which.
 """
 
 from __future__ import annotations
 
+import json
 import sys
+from typing import Any
 
-from evolopt.loop import export_run
 from evolopt.registry import ConfigError
+
+PROG = "evolopt-export"
+KEYS = ["run_dir", "out", "generation", "info"]
+
+
+def describe(path: str) -> str:
+    """A theta file's header as indented lines, and its leaves."""
+    from evolopt.export import _flatten, load_theta_file, resolve_path
+
+    theta, header = load_theta_file(resolve_path(path))
+    leaves = _flatten(theta)
+    size = sum(a.size for a in leaves.values())
+    lines = [f"{resolve_path(path)}: arch '{header['arch']}', {len(leaves)} arrays, {size} numbers"]
+    lines += json.dumps(header, indent=2, sort_keys=True).splitlines()
+    return "\n".join(lines)
+
+
+def help_text() -> str:
+    import importlib.resources
+
+    with open(importlib.resources.files("evolopt.conf") / "export.yaml") as f:
+        text = f.read().split("# --- Hydra")[0]
+    keys = ["  " + line for line in text.splitlines() if line and not line.startswith(("#", "defaults", "  -"))]
+    return "\n".join(
+        ["usage: evolopt-export run_dir=DIR [out=FILE.npz] [generation=N] | evolopt-export info=FILE", "", *keys]
+    )
+
+
+def _validate(overrides: list[str]) -> None:
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_module(config_module="evolopt.conf", version_base="1.3"):
+            try:
+                cfg = compose(config_name="export", overrides=overrides)
+            except Exception as e:
+                raise ConfigError(f"bad override: {str(e).splitlines()[0]}; valid keys: {', '.join(KEYS)}") from None
+    finally:
+        GlobalHydra.instance().clear()
+    _check(cfg)
+
+
+def _check(cfg: Any) -> None:
+    if (cfg.run_dir is None) == (cfg.info is None):
+        raise ConfigError("give run_dir=DIR (export a run) or info=FILE (print a theta file's header), one of them")
+    if cfg.generation is not None and (isinstance(cfg.generation, bool) or not isinstance(cfg.generation, int)):
+        raise ConfigError(f"generation={cfg.generation!r} must be an integer")
+
+
+def export_job(cfg: Any) -> None:
+    from evolopt.export import ThetaFileError
+
+    _check(cfg)
+    try:
+        if cfg.info is not None:
+            print(describe(str(cfg.info)))
+            return
+        from evolopt.loop import export_run
+
+        path = export_run(str(cfg.run_dir), None if cfg.out is None else str(cfg.out), cfg.generation)
+    except ThetaFileError as e:
+        raise ConfigError(str(e)) from None
+    print(f"wrote {path}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``evolopt-export run_dir=DIR [out=FILE] [generation=N]``."""
+    """The CLI (a Hydra app like train and evaluate); returns the exit status (2: bad input, one line)."""
+    from evolopt.cli import run_hydra
+
     argv = sys.argv[1:] if argv is None else argv
-    usage = "usage: evolopt-export run_dir=DIR [out=FILE.npz] [generation=N]"
     if any(a in ("-h", "--help") for a in argv):
-        print(usage)
+        print(help_text())
         return 0
-    args = dict(a.split("=", 1) for a in argv if "=" in a)
-    bad = [a for a in argv if "=" not in a] + sorted(set(args) - {"run_dir", "out", "generation"})
-    if bad or "run_dir" not in args:
-        print(f"evolopt-export: error: bad arguments {bad or argv}; {usage}", file=sys.stderr)
-        return 2
-    try:
-        generation = int(args["generation"]) if "generation" in args else None
-        path = export_run(args["run_dir"], args.get("out"), generation)
-    except (ConfigError, ValueError) as e:
-        print(f"evolopt-export: error: {e}", file=sys.stderr)
-        return 2
-    print(f"wrote {path}")
-    return 0
+    return run_hydra(PROG, argv, "export", "run_dir", lambda args: None, _validate, export_job)
 
 
 if __name__ == "__main__":

@@ -15,8 +15,10 @@ import numpy as np
 from tensorboardX.event_file_writer import EventsWriter
 from tensorboardX.proto import event_pb2
 from tensorboardX.summary import scalar as scalar_summary
+from tensorboardX.summary import text as text_summary
 from tqdm import tqdm
 
+from evolopt.progress import ProgressReporter
 from evolopt.run_dir import TMP_PREFIX, atomic_write_text, fault
 
 logging.getLogger("tensorboardX.x2num").setLevel(logging.ERROR)  # NaN metrics are expected: a diverged member
@@ -38,6 +40,7 @@ class RunLogger:
         show = write and (sys.stderr.isatty() if progress == "auto" else bool(progress))
         self.bar = tqdm(total=total, initial=start, desc="meta-train", unit="gen", disable=not show, dynamic_ncols=True)
         self.last_time = time.perf_counter()
+        self.reporter = ProgressReporter(total, start) if write and not show else None  # lines off a terminal
 
     def note(self, message: str) -> None:
         """A line for the person watching (above the bar)."""
@@ -56,7 +59,7 @@ class RunLogger:
         if not self.write:
             return
         self.scalars(generation, metrics)
-        line = json.dumps({"generation": generation, **metrics}) + "\n"
+        line = json.dumps({"generation": generation, "time": round(time.time(), 3), **metrics}) + "\n"
         with open(self.jsonl, "a") as f:  # append-only: a kill mid-line is dropped by recover()
             f.write(line[: len(line) // 2])
             f.flush()
@@ -67,17 +70,20 @@ class RunLogger:
         self.record(generation, metrics)
         self.bar.set_postfix(best=f"{metrics['fitness/min']:.4f}", mean=f"{metrics['fitness/mean']:.4f}")
         self.bar.update(1)
+        if self.reporter is not None:
+            self.reporter.update(generation, metrics)
 
     def curves(self, generation: int, curves: dict[str, np.ndarray]) -> None:
         """Loss-vs-inner-step curves of one evaluation, overlaid in one TensorBoard chart."""
         if not self.write:
             return
-        tag = f"eval_curve/gen_{generation:06d}"  # one chart per evaluation, a run per curve
+        # Tags of this run (not a run per curve), in an event file of their own beside the
+        # run's scalars, so that a resume can drop later evaluations' curves and keep the rest.
+        events = EventFile(self.run_dir / "tb", suffix=f"{CURVES_SUFFIX}{generation:06d}")
         for name, curve in curves.items():
-            events = EventFile(self.run_dir / "tb" / tag / name)
-            for step, v in enumerate(curve):
-                events.scalar(tag, float(v), step)
-            events.close()
+            for step, v in enumerate(np.asarray(curve).tolist()):
+                events.scalar(f"eval_curve/gen_{generation:06d}/{name}", float(v), step)
+        events.close()
 
     def close(self) -> None:
         self.bar.close()
@@ -86,6 +92,7 @@ class RunLogger:
 
 
 REWRITTEN_EVENTS = "events.out.tfevents.0000000000.rewritten"
+CURVES_SUFFIX = ".curves_gen_"  # event files holding one evaluation's curves end in this + generation
 
 
 class EventFile:
@@ -99,6 +106,10 @@ class EventFile:
 
     def scalar(self, tag: str, value: float, step: int) -> None:
         event = event_pb2.Event(wall_time=time.time(), step=int(step), summary=scalar_summary(tag, value))
+        self._events.write_event(event)
+
+    def text(self, tag: str, text: str, step: int = 0) -> None:
+        event = event_pb2.Event(wall_time=time.time(), step=int(step), summary=text_summary(tag, text))
         self._events.write_event(event)
 
     def flush(self) -> None:
@@ -142,23 +153,26 @@ def _rewrite_tensorboard(tb: Path, rows: list[dict], start: int) -> None:
     """Scalars from ``rows`` into a fresh event file; curves of later generations removed."""
     if not tb.is_dir():
         return
-    for p in (tb / "eval_curve").glob("gen_*"):  # one folder per evaluation's curves
-        if start == 0 or int(p.name.removeprefix("gen_")) > start:
-            shutil.rmtree(p)
     fresh = tb / ".rewrite"
     shutil.rmtree(fresh, ignore_errors=True)  # a kill during an earlier rewrite
     events = EventFile(fresh)
     for r in rows:
         for tag, v in r.items():
-            if tag != "generation" and isinstance(v, (int, float)):
+            if tag not in ("generation", "time") and isinstance(v, (int, float)):
                 events.scalar(tag, v, r["generation"])
     events.close()
     for p in tb.iterdir():  # metrics.jsonl is the record: a kill from here on is redone next time
-        if p.is_file() and "tfevents" in p.name:
+        if p.is_file() and "tfevents" in p.name and not _kept_curves(p, start):
             p.unlink()
     (written,) = fresh.iterdir()
     written.rename(tb / REWRITTEN_EVENTS)  # named to sort (and so load) before the new events
     fresh.rmdir()
+
+
+def _kept_curves(path: Path, start: int) -> bool:
+    """Whether ``path`` holds the curves of an evaluation at or before the restored generation."""
+    _, sep, generation = path.name.rpartition(CURVES_SUFFIX)
+    return bool(sep) and generation.isdigit() and 0 < int(generation) <= start
 
 
 def read_jsonl(path: Path) -> list[dict]:

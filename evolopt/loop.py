@@ -23,11 +23,15 @@ from evolopt.architectures.baselines import baseline
 from evolopt.checkpoint import Checkpointer, has_checkpoint
 from evolopt.config import group_config
 from evolopt.export import ThetaFileError, check_structure, load_learned_optimizer, resolve_path, save_theta_file
+from evolopt.learnable import check_learnable
 from evolopt.logger import RunLogger, plot_run
 from evolopt.meta import MetaTrainer, make_evaluator, plan_memory, population_mesh
+from evolopt.progress import start_line
+from evolopt.provenance import provenance
 from evolopt.registry import ARCHITECTURES, STRATEGIES, TASK_FAMILIES, ConfigError
 from evolopt.resume import RESUMABLE_CHANGES, disk_full, open_run_dir, prepare_run_dir  # noqa: F401 (API)
 from evolopt.run_dir import RunAborted, StopRequest, fault
+from evolopt.tb import write_config
 from evolopt.unroll import UnrollConfig
 
 
@@ -136,6 +140,8 @@ def _setup(cfg: DictConfig) -> _Run:
     """Build and compile everything, checking it fits, before anything is written."""
     check_values(cfg)
     trainer, theta0 = build(cfg)
+    # A family the arch learns nothing on (no parameter reaches the learned rule) is refused here.
+    check_learnable(trainer.lopt, trainer.family.unaugmented or trainer.family, theta0, group_config(cfg, "arch")[1])
     run_dir, resuming = prepare_run_dir(cfg)
     ev = cfg.evaluation
     plain = trainer.family.unaugmented or trainer.family  # users train un-reparameterised models
@@ -166,6 +172,9 @@ def _start(run: _Run) -> tuple[Any, int]:
     start = int(state.generation)
     run.adam = jax.device_get(run.adam_eval({}, run.eval_key))
     run.logger = RunLogger(run.run_dir, cfg.generations, start, cfg.progress, write=run.main)
+    write_config(run.logger.writer, cfg)  # the config in TensorBoard's text tab
+    if run.resuming:
+        run.logger.note(f"resumed at generation {start} of {cfg.generations} from {run.run_dir / 'checkpoints'}")
     if jax.process_count() > 1:
         run.logger.note(f"distributed run: {distributed.describe()}")
     if run.trainer.member_chunks > 1:
@@ -184,7 +193,8 @@ def _export(run: _Run, state: Any, generation: int) -> None:
     arch_name, arch_cfg = group_config(run.cfg, "arch")
     fault("write:theta.npz")
     path = run.run_dir / "theta.npz"
-    save_theta_file(path, theta, arch_name, arch_cfg, generation=generation, run_dir=str(run.run_dir))
+    info = provenance(run.cfg, run.run_dir)  # task family, strategy, seed, versions, commit, evaluation
+    save_theta_file(path, theta, arch_name, arch_cfg, generation=generation, **info)
 
 
 def _eval_metrics(run: _Run, generation: int, evals: Any, curves_too: bool) -> dict[str, float]:
@@ -289,6 +299,9 @@ def meta_train(cfg: DictConfig) -> Path:
         lock = None
         try:
             lock, run.run_dir, run.resuming = open_run_dir(cfg, run.main)
+            if run.main:  # what starts, before the first (slow) compilation
+                devices = f"{jax.device_count()} {jax.devices()[0].platform} device(s)"
+                print(start_line(cfg, run.run_dir, run.resuming, devices), file=sys.stderr, flush=True)
             state, start = _start(run)
             if start == 0:
                 evals = run.lopt_eval(run.trainer.strategy.mean(state.strategy), run.eval_key)
@@ -323,29 +336,15 @@ def _close(run: _Run, quiet: bool = False) -> None:
     run.logger = run.ckpt = None
 
 
-def summarize(run_dir: Path) -> str:
-    from evolopt.logger import read_jsonl
-
-    rows = [r for r in read_jsonl(run_dir / "metrics.jsonl") if not math.isnan(r.get("meta_loss/mean_theta", math.nan))]
-    if not rows:
-        return f"run saved to {run_dir}"
-    first, last = rows[0], rows[-1]
-    return (
-        f"run saved to {run_dir}: meta-loss of mean theta {first['meta_loss/mean_theta']:.4f} "
-        f"(gen {first['generation']}) -> {last['meta_loss/mean_theta']:.4f} (gen {last['generation']}); "
-        f"Adam on the same tasks: {last['meta_loss/adam']:.4f}"
-    )
-
-
 def export_run(run_dir: str | Path, out: str | Path | None = None, generation: int | None = None) -> Path:
     """Write the mean theta of a run's checkpoint (latest, or ``generation``) as a theta file."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file() or not has_checkpoint(run_dir / "checkpoints"):
         raise ConfigError(f"'{run_dir}' is not an evolopt run directory (no config.yaml or checkpoints)")
     cfg = OmegaConf.load(run_dir / "config.yaml")
-    from evolopt.config import import_plugins
+    from evolopt.config import import_plugins_for_run
 
-    import_plugins(list(cfg.plugins))
+    import_plugins_for_run(cfg)  # usability: plug-ins only if the run's entries need them (and says which)
     trainer, theta0 = build(cfg)
     ckpt = Checkpointer(run_dir / "checkpoints", cfg.keep_checkpoints)
     steps = ckpt.manager.all_steps()
@@ -363,6 +362,5 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, generation: i
     arch_name, arch_cfg = group_config(cfg, "arch")
     out = run_dir / "theta.npz" if out is None else Path(out)
     gen = int(state.generation)
-    return save_theta_file(
-        out, trainer.strategy.mean(state.strategy), arch_name, arch_cfg, generation=gen, run_dir=str(run_dir)
-    )
+    info = provenance(cfg, run_dir)  # usability: see evolopt/provenance.py
+    return save_theta_file(out, trainer.strategy.mean(state.strategy), arch_name, arch_cfg, generation=gen, **info)

@@ -14,12 +14,15 @@ from conftest import run_cli
 import evolopt
 from evolopt.architectures.adam_hparams import init_theta as adam_hparams_theta
 from evolopt.architectures.baselines import baseline
+from evolopt.config import load_builtins
 from evolopt.eval_report import Result, write_report
 from evolopt.evaluate import evaluate_task, iqm, lr_grid, main, resolve_candidate, smooth, steps_to_reach
 from evolopt.export import load_theta_file, save_theta_file
 from evolopt.registry import ARCHITECTURES, TASK_FAMILIES
 from evolopt.suites import SuiteTask
 from evolopt.unroll import train_curve
+
+load_builtins()  # the tests build task families directly, also when this file runs alone
 
 DIGITS = SuiteTask("digits40", "image_mlp", {"datasets": ["digits"], "hidden": [32]}, 40, True)
 QUADRATIC = SuiteTask("quadratic40", "quadratic", {"dim": 10}, 40, False)

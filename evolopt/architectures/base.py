@@ -7,13 +7,19 @@ population; users call it with a loaded ``theta``. There is no second
 implementation.
 
 The transform's ``update`` receives, as optax extra args, ``loss`` (the scalar
-training loss at the current params) and ``num_steps`` (the planned length of
-the training run); rules that do not need them ignore them.
+training loss at the current params; optax's ``value=`` name is accepted too) and
+``num_steps`` (the planned length of the training run); rules that do not need
+them ignore them. A rule that uses the loss warns once when it is not given (its
+loss features then stay at their initial values). Rules whose features include
+the parameters need ``params``; ``update(..., params=None)`` then raises one line
+saying so.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -53,4 +59,38 @@ class LearnedOptimizer:
                 f"unknown option '{unknown[0]}' for arch '{self.name}'; "
                 f"valid options: {', '.join(sorted(self.hparams)) or '(none)'}"
             )
-        return self.make(theta, **{**self.hparams, **overrides})
+        return optax_conventions(self.make(theta, **{**self.hparams, **overrides}), self.name)
+
+
+_WARNED: set[str] = set()
+
+
+def optax_conventions(tx: optax.GradientTransformation, name: str) -> optax.GradientTransformationExtraArgs:
+    """``tx`` with optax's calling conventions: ``value=`` is ``loss=``; a missing loss for a rule that
+    uses it warns once; ``params=None`` for a rule that needs params is one clear ValueError."""
+    try:
+        takes_loss = "loss" in inspect.signature(tx.update).parameters
+    except (TypeError, ValueError):
+        takes_loss = False
+
+    def update(updates, state, params=None, **extra):
+        value = extra.pop("value", None)
+        if extra.get("loss") is None and value is not None:
+            extra["loss"] = value
+        if takes_loss and extra.get("loss") is None and name not in _WARNED:
+            _WARNED.add(name)
+            warnings.warn(
+                f"arch '{name}' uses the training loss: pass update(..., loss=loss) (or value=); "
+                "without it its loss features stay constant",
+                stacklevel=2,
+            )
+        if params is None:
+            try:
+                return tx.update(updates, state, None, **extra)
+            except (ValueError, TypeError, AttributeError):
+                raise ValueError(
+                    f"arch '{name}' needs params: call update(grads, state, params) (its features include them)"
+                ) from None
+        return tx.update(updates, state, params, **extra)
+
+    return optax.GradientTransformationExtraArgs(tx.init, update)

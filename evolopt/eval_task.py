@@ -1,0 +1,160 @@
+"""One task of an evaluation (:mod:`evolopt.evaluate`): a candidate vs tuned baselines.
+
+Protocol. For every task of the suite, each baseline (optax adam, adamw, sgdm by default)
+trains ``seeds`` runs at every rate of the grid ``lrs`` (``lr_grid``: log-spaced over
+1e-4..1) and is represented by its best rate (lowest mean smoothed final training loss,
+:mod:`evolopt.eval_grid`). The candidate is tuned the same way over ``candidate_lrs``
+rates (default: the baselines' grid), overriding its ``learning_rate`` hyperparameter,
+and is also reported at its own rate (the one stored with it); ``candidate_lrs=0`` uses
+only its own rate. Every grid runs as one jitted vmap sharded over all local devices.
+The report (:mod:`evolopt.eval_report`) gives per task the normalised loss (candidate /
+best baseline final train loss) and speedup, and over tasks the win rate and IQM.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from evolopt.architectures.base import LearnedOptimizer, Theta
+from evolopt.architectures.baselines import OPTAX_BASELINES, baseline
+from evolopt.eval_grid import Tuned, final_scores, grid_mesh, lr_grid, smooth, train_grid, tune
+from evolopt.eval_report import Result, iqm, normalized, steps_to_reach
+from evolopt.registry import ARCHITECTURES, TASK_FAMILIES, ConfigError
+
+__all__ = [
+    "Candidate",
+    "Result",
+    "evaluate_task",
+    "iqm",
+    "lr_grid",
+    "resolve_candidate",
+    "smooth",
+    "steps_to_reach",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    """The optimizer under evaluation; ``own_lr`` is its ``learning_rate`` hyperparameter (None if it has none)."""
+
+    label: str
+    lopt: LearnedOptimizer
+    theta: Theta
+    own_lr: float | None
+
+
+def resolve_candidate(spec: str) -> Candidate:
+    """A theta file, run dir or pretrained name; ``arch:name``, an architecture at one of its
+    named thetas (``celo2:muon``); or a baseline name (then at optax's usual 1e-3)."""
+    import jax
+
+    import evolopt.architectures  # noqa: F401  (registers the built-in architectures)
+    from evolopt.export import load_learned_optimizer, pretrained_names, resolve_path
+
+    if spec in OPTAX_BASELINES:
+        return Candidate(spec, baseline(spec, 1e-3), {}, 1e-3)
+    arch, _, start = spec.partition(":")
+    if start and arch in ARCHITECTURES:  # an architecture at a named theta, e.g. celo2:muon
+        lopt = ARCHITECTURES.build(arch)
+        if start not in lopt.named_inits:
+            raise ConfigError(
+                f"arch '{arch}' has no named theta '{start}'; valid: {', '.join(lopt.named_inits) or '(none)'}"
+            )
+        return _learned(spec, lopt, lopt.named_inits[start](jax.random.key(0)))
+    if not resolve_path(spec).exists():
+        raise ConfigError(
+            f"optimizer '{spec}' is not a theta file, run dir, "
+            f"pretrained name ({', '.join(pretrained_names()) or 'none'}) "
+            f"or baseline ({', '.join(OPTAX_BASELINES)})"
+        )
+    return _learned(spec, *load_learned_optimizer(spec))
+
+
+def _learned(label: str, lopt: LearnedOptimizer, theta: Theta) -> Candidate:
+    """A learned candidate; its own rate is its ``learning_rate`` hyperparameter, if it has one."""
+    own = lopt.hparams.get("learning_rate")
+    return Candidate(label, lopt, theta, None if own is None else float(own))
+
+
+def evaluate_task(
+    task: Any,
+    candidate: Candidate,
+    baselines: list[str],
+    seeds: int,
+    lrs: np.ndarray,
+    candidate_lrs: np.ndarray,
+    mesh: Any = None,
+    log: Callable[[str], None] = lambda s: None,
+) -> Result:
+    """Tune every baseline over ``lrs`` and the candidate over ``candidate_lrs`` (empty: its own rate only)."""
+    t0 = time.perf_counter()
+    if task.family not in TASK_FAMILIES:  # called as a library: the built-ins may not be loaded yet
+        from evolopt.config import load_builtins
+
+        load_builtins()
+    family = TASK_FAMILIES.build(task.family, **task.options)
+    mesh = grid_mesh() if mesh is None else mesh
+
+    def timed(name: str, fn: Callable[[], Any]) -> Any:  # progress: one line per grid
+        t = time.perf_counter()
+        value = fn()
+        log(f"  {task.name} {name}: {time.perf_counter() - t:.1f} s")
+        return value
+
+    grid: dict[str, list[tuple[float, float, float]]] = {}  # name -> [(lr, score, mean valid)]
+
+    def tuned_over(name: str, lopt: LearnedOptimizer, theta: Theta, rates: np.ndarray) -> tuple:
+        best, curves, valid = timed(name, lambda: tune(family, lopt, theta, task.steps, rates, seeds, mesh))
+        grid[name] = list(zip(rates.tolist(), final_scores(curves).tolist(), valid.mean(-1).tolist()))
+        return best, curves, valid
+
+    def at_own_rate() -> Tuned:
+        c, v = timed(
+            f"{candidate.label} (own lr)", lambda: train_grid(family, lopt, theta, task.steps, None, seeds, mesh)
+        )
+        return Tuned(np.nan if own_lr is None else own_lr, c[0], v[0])
+
+    tuned = {n: tuned_over(n, baseline(n, 1e-3), {}, lrs)[0] for n in baselines}
+    lopt, theta, own_lr = candidate.lopt, candidate.theta, candidate.own_lr
+    if len(candidate_lrs):
+        best, curves, valid = tuned_over(candidate.label, lopt, theta, candidate_lrs)
+        on_grid = np.nonzero(np.isclose(candidate_lrs, own_lr, rtol=1e-6))[0] if own_lr is not None else []
+        own = Tuned(own_lr, curves[on_grid[0]], valid[on_grid[0]]) if len(on_grid) else at_own_rate()
+    else:
+        best = own = at_own_rate()
+    best_name = min(tuned, key=lambda n: smooth(tuned[n].curves)[:, -1].mean())
+    base = tuned[best_name]
+    base_final = float(smooth(base.curves).mean(0)[-1])
+    norm, speedup = normalized(smooth(best.curves).mean(0), base_final, task.steps)
+    own_norm, own_speedup = normalized(smooth(own.curves).mean(0), base_final, task.steps)
+    curves = {f"{candidate.label} (lr={best.lr:.0e}{', tuned' if len(candidate_lrs) else ''})": best.curves}
+    if len(candidate_lrs):
+        curves[f"{candidate.label} (own lr={own.lr:.0e})"] = own.curves
+    curves.update({f"{n} (lr={tuned[n].lr:.0e})": tuned[n].curves for n in tuned})
+    return Result(
+        task=task.name,
+        in_distribution=task.in_distribution,
+        candidate_lr=best.lr,
+        candidate_train=float(smooth(best.curves).mean(0)[-1]),
+        candidate_valid=float(np.mean(best.valid)),
+        baseline=best_name,
+        baseline_lr=base.lr,
+        baseline_train=base_final,
+        baseline_valid=float(np.mean(base.valid)),
+        normalized_loss=norm,
+        speedup=speedup,
+        own_lr=own.lr,
+        own_train=float(smooth(own.curves).mean(0)[-1]),
+        own_valid=float(np.mean(own.valid)),
+        own_normalized_loss=own_norm,
+        own_speedup=own_speedup,
+        seconds=time.perf_counter() - t0,
+        tuned=bool(len(candidate_lrs)),
+        curves=curves,
+        grid=grid,
+    )

@@ -1,0 +1,60 @@
+"""The last lines of a run: what was compared with what, the run's files, the next commands."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+
+def _rows(run_dir: Path) -> list[dict]:
+    import json
+
+    path = run_dir / "metrics.jsonl"
+    rows = []
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:  # a half-written last line
+            continue
+    return rows
+
+
+def summarize(run_dir: str | Path, cfg: Any = None) -> str:
+    """A few lines: the mean theta's meta-loss first -> last next to Adam's at the (untuned) evaluation
+    rate on the same validation tasks, the run's files, and how to use them."""
+    from omegaconf import OmegaConf
+
+    run_dir = Path(run_dir)
+    cfg = OmegaConf.load(run_dir / "config.yaml") if cfg is None else cfg
+    ev = cfg.evaluation
+    rows = [r for r in _rows(run_dir) if not math.isnan(r.get("meta_loss/mean_theta", math.nan))]
+    lines = [f"run saved to {run_dir}"]
+    if rows:
+        first, last = rows[0], rows[-1]
+        lines[0] += (
+            f": meta-loss of the mean theta {first['meta_loss/mean_theta']:.4f} (generation {first['generation']}) "
+            f"-> {last['meta_loss/mean_theta']:.4f} (generation {last['generation']})"
+        )
+        if "meta_loss/adam" in last:
+            lines.append(
+                f"  compared with Adam at lr {ev.adam_lr:g} (one fixed rate, not tuned) on the same "
+                f"{ev.num_tasks} validation tasks of {cfg.task_family.name} ({ev.steps} steps): "
+                f"{last['meta_loss/adam']:.4f} (lower is better; a tuned comparison: evolopt-evaluate below)"
+            )
+    files = [
+        ("theta.npz", "the learned optimizer"),
+        ("meta_training.png", "fitness and meta-loss plot"),
+        ("metrics.jsonl", "one line per generation"),
+        ("tb", "TensorBoard logs"),
+        ("config.yaml", "the config; the same command resumes"),
+    ]
+    lines.append("  files: " + "; ".join(f"{name} ({what})" for name, what in files if (run_dir / name).exists()))
+    theta = run_dir / "theta.npz"
+    lines += [
+        "  next:",
+        f"    tensorboard --logdir {run_dir / 'tb'}",
+        f"    python -c \"import evolopt; opt = evolopt.load_optimizer('{theta}')\"  # an optax optimizer",
+        f"    evolopt-evaluate optimizer={run_dir} suite=tiny   # vs lr-tuned adam, adamw, sgdm (heldout: longer)",
+    ]
+    return "\n".join(lines)
