@@ -172,7 +172,7 @@ def _rewrite_tensorboard(tb: Path, rows: list[dict], start: int) -> None:
 def _kept_curves(path: Path, start: int) -> bool:
     """Whether ``path`` holds the curves of an evaluation at or before the restored generation."""
     _, sep, generation = path.name.rpartition(CURVES_SUFFIX)
-    return bool(sep) and generation.isdigit() and 0 < int(generation) <= start
+    return bool(sep) and generation.isdigit() and start > 0 and int(generation) <= start
 
 
 def read_jsonl(path: Path) -> list[dict]:
