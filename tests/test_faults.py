@@ -50,7 +50,7 @@ def train(run_dir: Path, *extra: str, fault: str | None = None, env: dict | None
 
 def numbers(run_dir: Path) -> list[dict]:
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in r.items() if not k.startswith("speed/")} for r in rows]
+    return [{k: v for k, v in r.items() if not k.startswith("speed/") and k != "time"} for r in rows]
 
 
 def tb_scalars(tb: Path, tag: str) -> list[tuple[int, float]]:
