@@ -53,6 +53,7 @@ DEFAULTS: dict[str, str] = {
     "estimator": "auto",
     "inject_bias": "0",
     "chunk": "32",
+    "radii": "none",  # e.g. 0.003,0.01,0.03: validation meta-loss after a step of that norm along -gradient
 }
 COSINE_TARGETS = (0.5, 0.9)
 
@@ -100,7 +101,8 @@ def parse_options(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
         opts[key] = _ints(key, raw[key], low=0)[0]
     if opts["repeats"] < 2:
         raise ConfigError(f"repeats={opts['repeats']} must be >= 2 (independent estimates to compare)")
-    opts["sigmas"] = _floats("sigmas", raw["sigmas"]) if raw["sigmas"] not in ("", "none") else []
+    for key in ("sigmas", "radii"):
+        opts[key] = _floats(key, raw[key]) if raw[key] not in ("", "none") else []
     opts["inject_bias"] = _floats("inject_bias", raw["inject_bias"], positive=False)[0]
     opts["autodiff"] = _choice("autodiff", raw["autodiff"], ("auto", "true", "false"))
     opts["full"] = _choice("full", raw["full"], ("true", "false")) == "true"
@@ -221,6 +223,11 @@ def diagnose(cfg: Any, opts: dict[str, Any]) -> dict[str, Any]:
     if opts["sigmas"]:
         tasks, steps = opts["gap_tasks"] or cfg.evaluation.num_tasks, opts["gap_steps"] or cfg.evaluation.steps
         gap = gp.smoothing_gap(probe, k_gap, opts["sigmas"], max(1, opts["gap_samples"]), tasks, steps)
+    steps_rows = []
+    if opts["radii"]:
+        tasks, steps = opts["gap_tasks"] or cfg.evaluation.num_tasks, opts["gap_steps"] or cfg.evaluation.steps
+        dirs = {e: parts[e].mean(0) for e in estimators} | ({} if ref is None else {"autodiff": ref})
+        steps_rows = gp.line_search(probe, k_gap, dirs, opts["radii"], tasks, steps)
     report = {
         "theta_init": str(cfg.get("theta_init", "random")),
         "arch": cfg.arch.name,
@@ -235,6 +242,7 @@ def diagnose(cfg: Any, opts: dict[str, Any]) -> dict[str, Any]:
         "estimators": checks,
         "fitness": fitness,
         "smoothing_gap": gap,
+        "descent_steps": steps_rows,
         "notes": notes,
     }
     if ref is not None:
@@ -282,6 +290,13 @@ def markdown(report: dict[str, Any]) -> str:
         gcols = ["sigma", "loss_theta", "loss_perturbed", "gap", "frac_below", "curvature", "slope"]
         lines += ["", "| " + " | ".join(gcols) + " |", "|" + "---|" * len(gcols)]
         lines += ["| " + " | ".join(_fmt(g[c]) for c in gcols) + " |" for g in report["smoothing_gap"]]
+    if report.get("descent_steps"):
+        lines += ["", "| direction (mean of all particles) | step norm | loss at theta | loss after | change |"]
+        lines += ["|---|---|---|---|---|"]
+        lines += [
+            f"| {d['direction']} | {d['radius']} | {d['loss_theta']:.4f} | {d['loss']:.4f} | {d['change']:+.4f} |"
+            for d in report["descent_steps"]
+        ]
     lines += [f"\nnote: {n}" for n in report["notes"]]
     return head + "\n".join(lines) + "\n"
 

@@ -176,6 +176,28 @@ def particles_for_cosine(rho: float, target: float) -> float:
     return float("inf") if rho <= 0 else target**2 / (1.0 - target**2) / rho
 
 
+def _scorer(probe: Probe, key: jax.Array, num_tasks: int, steps: int):
+    """``flat -> [E, steps]`` normalised train curves on E fixed fresh tasks (the validation meta-loss)."""
+    evaluate = make_evaluator(probe.family, probe.lopt, num_tasks, steps, probe.unroll_cfg.loss_clip)
+    return jax.jit(lambda flat: evaluate(probe.unravel(flat), key)[0])
+
+
+def line_search(
+    probe: Probe, key: jax.Array, directions: dict[str, np.ndarray], radii: list[float], num_tasks: int, steps: int
+) -> list[dict]:
+    """Validation meta-loss at ``theta - r d / |d|`` for each direction and radius (same tasks as
+    :func:`smoothing_gap` for the same key): does a descent step on the estimated gradient help?"""
+    score = _scorer(probe, jax.random.split(key)[0], num_tasks, steps)
+    l0 = float(np.asarray(score(probe.flat)).mean())
+    rows = []
+    for name, d in directions.items():
+        unit = jnp.asarray(d / np.linalg.norm(d), jnp.float32)
+        for r in radii:
+            loss = float(np.asarray(score(probe.flat - r * unit)).mean())
+            rows.append({"direction": name, "radius": r, "loss_theta": l0, "loss": loss, "change": loss / l0 - 1})
+    return rows
+
+
 def smoothing_gap(
     probe: Probe, key: jax.Array, sigmas: list[float], samples: int, num_tasks: int, steps: int
 ) -> list[dict]:
@@ -187,9 +209,8 @@ def smoothing_gap(
     ``|L+ - L-| / (2 sigma |eps|)``, first order), ``clip_frac`` (steps at the clip value).
     """
     clip = probe.unroll_cfg.loss_clip
-    evaluate = make_evaluator(probe.family, probe.lopt, num_tasks, steps, clip)
     k_tasks, k_eps = jax.random.split(key)
-    score = jax.jit(lambda flat: evaluate(probe.unravel(flat), k_tasks)[0])  # [E, steps] curves
+    score = _scorer(probe, k_tasks, num_tasks, steps)
     base = np.asarray(score(probe.flat))
     l0 = float(base.mean())
     rows = []

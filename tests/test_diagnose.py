@@ -122,6 +122,7 @@ def test_cli_writes_json_md_and_tensorboard_and_refuses_to_overwrite(tmp_path):
         "sigmas=0.01,0.1",
         "gap_samples=1",
         "full=false",
+        "radii=0.1",
         f"out={out}",
     ]
     result = run_cli(*args, module="evolopt.diagnose")
@@ -131,6 +132,21 @@ def test_cli_writes_json_md_and_tensorboard_and_refuses_to_overwrite(tmp_path):
     assert {"cos_autodiff", "cos_independent", "population_size"} <= set(report["rows"][0])
     assert [g["sigma"] for g in report["smoothing_gap"]] == [0.01, 0.1]
     assert "| pairs |" in (out / "diagnose.md").read_text()
+    # a step down the estimated (and the autodiff) gradient lowers the validation meta-loss
+    steps = {d["direction"]: d["change"] for d in report["descent_steps"]}
+    assert steps["autodiff"] < 0 and steps["truncated"] < 0, steps
     assert any((out / "tb").iterdir())
     again = run_cli(*args, module="evolopt.diagnose")
     assert again.returncode == 2 and "already holds a diagnosis" in again.stderr
+
+
+def test_validation_suite_shares_no_task_with_the_heldout_suites():
+    from evolopt.suites import get_suite
+
+    def keys(name):
+        return {(t.family, json.dumps(t.options, sort_keys=True), t.steps) for t in get_suite(name)}
+
+    validation = keys("validation")
+    assert validation and not validation & (keys("heldout") | keys("heldout2"))
+    names = [t.name for s in ("validation", "heldout", "heldout2") for t in get_suite(s)]
+    assert len(set(names)) == len(names) - 1  # rl_cartpole_ppo is in both held-out suites, the same task
