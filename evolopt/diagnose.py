@@ -134,6 +134,82 @@ def _block_stats(parts: np.ndarray, ref: np.ndarray | None, pairs: list[int], k:
     return rows
 
 
+def _reference(probe: Any, key: Any, n: int, mode: str, notes: list[str]) -> np.ndarray | None:
+    """Autodiff particles [n, D], or None (with a note) where the unroll is not differentiable or diverges."""
+    from evolopt import gradient_probe as gp
+
+    try:
+        ref_parts = gp.reference_particles(probe, key, n)
+    except Exception as e:  # a non-differentiable op: report, do not fail the other measurements
+        why = str(e).splitlines()[0][:200]
+        if mode == "true":
+            raise ConfigError(f"autodiff=true but the unroll is not differentiable: {why}") from None
+        notes.append(f"no autodiff reference: {why}")
+        return None
+    if not np.all(np.isfinite(ref_parts)):
+        notes.append("autodiff reference is not finite (a diverging unroll); dropped")
+        return None
+    return ref_parts
+
+
+def _inject_bias(parts: np.ndarray, ref: np.ndarray | None, size: float, key: Any) -> np.ndarray:
+    """Test hook: every particle plus a fixed direction (orthogonal to ``ref``) of norm ``size |ref|``."""
+    import jax
+
+    scale = np.linalg.norm(ref if ref is not None else parts.mean(0))
+    u = np.asarray(jax.random.normal(key, (parts.shape[1],)), np.float64)
+    if ref is not None:
+        u -= (u @ ref) / (ref @ ref) * ref
+    return parts + size * scale * u / np.linalg.norm(u)
+
+
+def _estimator_check(parts: np.ndarray, ref_parts: np.ndarray | None, k: int) -> dict[str, Any]:
+    """SNR, pairs needed per target cosine, and the bias check of one estimator's particles."""
+    from evolopt import gradient_probe as gp
+
+    s = gp.snr(parts)
+    check = {**s, **{f"pairs_for_cos_{c}": gp.particles_for_cosine(s["rho"], c) / k for c in COSINE_TARGETS}}
+    if ref_parts is not None:
+        ref = ref_parts.mean(0)
+        measured = gp.cosine(parts.mean(0), ref)
+        # two unbiased noisy means of the same g have cosine ~ sqrt(c_est) * sqrt(c_ref)
+        c_est = math.sqrt(gp.predicted_cos_independent(s["rho"], parts.shape[0]))
+        c_ref = math.sqrt(gp.predicted_cos_independent(gp.snr(ref_parts)["rho"], ref_parts.shape[0]))
+        check |= {"cos_all_vs_autodiff": measured, "expected_if_unbiased": c_est * c_ref}
+        check["bias_flag"] = bool(measured < c_est * c_ref - 0.1)
+    return check
+
+
+def _fitness(parts: dict[str, np.ndarray]) -> dict[str, float]:
+    """Spread of the partners' losses: pair means (task noise) vs half-differences (perturbation signal)."""
+    lp, lm = parts["loss_plus"], parts["loss_minus"]
+    task_var, pert_var = float(np.var(0.5 * (lp + lm))), float(np.mean((0.5 * (lp - lm)) ** 2))
+    return {
+        "mean": float(np.mean(np.concatenate([lp, lm]))),
+        "task_var": task_var,
+        "perturbation_var": pert_var,
+        "perturbation_share": pert_var / (pert_var + task_var) if pert_var + task_var > 0 else float("nan"),
+        "clipped_truncation_frac": float(np.mean(parts["clipped"])),
+        "nonfinite_steps": int(np.sum(parts["nonfinite"])),
+    }
+
+
+def _rows(parts: dict, ref: np.ndarray | None, estimators: list, main: str, checks: dict, opts: dict, k: int) -> list:
+    """One row per population size: the main estimator's cosines, and every estimator's."""
+    from evolopt import gradient_probe as gp
+
+    per_est = {e: _block_stats(parts[e], ref, opts["pairs"], k, opts["repeats"]) for e in estimators}
+    rows = []
+    for i, p in enumerate(opts["pairs"]):
+        row = {"pairs": p, "population_size": 2 * p, "particles": p * k, "estimator": main, **per_est[main][i]}
+        row["cos_independent_predicted"] = gp.predicted_cos_independent(checks[main]["rho"], p * k)
+        for e in estimators:
+            row[f"cos_autodiff_{e}"] = per_est[e][i]["cos_autodiff"]
+            row[f"cos_independent_{e}"] = per_est[e][i]["cos_independent"]
+        rows.append(row)
+    return rows
+
+
 def diagnose(cfg: Any, opts: dict[str, Any]) -> dict[str, Any]:
     """Run every measurement for a composed train config; returns the report dict."""
     import jax
@@ -145,89 +221,33 @@ def diagnose(cfg: Any, opts: dict[str, Any]) -> dict[str, Any]:
     sigma = cfg.strategy.get("sigma")
     if sigma is None:
         raise ConfigError(f"strategy '{cfg.strategy.name}' has no sigma option; diagnose needs a Gaussian ES")
-    k = cfg.tasks_per_member
-    estimator = opts["estimator"]
-    if estimator == "auto":
-        estimator = "pes" if cfg.strategy.name in ("pes", "nres") else "truncated"
+    k, main = cfg.tasks_per_member, opts["estimator"]
+    if main == "auto":
+        main = "pes" if cfg.strategy.name in ("pes", "nres") else "truncated"
     probe = gp.Probe(
         trainer.family, trainer.lopt, trainer.unroll_cfg, theta, float(sigma), opts["truncations"], opts["warmup"],
         opts["chunk"],
     )  # fmt: skip
-    key = jax.random.fold_in(jax.random.key(cfg.seed), 0xD1A6)
-    k_es, k_ref, k_gap, k_bias = jax.random.split(key, 4)
-    n = opts["repeats"] * max(opts["pairs"]) * k
-    parts = gp.es_particles(probe, k_es, n, full=opts["full"])
-    use_autodiff = opts["autodiff"] == "true" or (opts["autodiff"] == "auto" and not trainer.family.stateful)
-    ref, notes = None, []
-    if use_autodiff:
+    k_es, k_ref, k_gap, k_bias = jax.random.split(jax.random.fold_in(jax.random.key(cfg.seed), 0xD1A6), 4)
+    parts = gp.es_particles(probe, k_es, opts["repeats"] * max(opts["pairs"]) * k, full=opts["full"])
+    notes: list[str] = []
+    ref_parts = None
+    if opts["autodiff"] == "true" or (opts["autodiff"] == "auto" and not trainer.family.stateful):
         n_ref = opts["ref_particles"] or max(opts["pairs"]) * k
-        try:
-            ref_parts = gp.reference_particles(probe, k_ref, n_ref)
-        except Exception as e:  # a non-differentiable op: report, do not fail the other measurements
-            if opts["autodiff"] == "true":
-                why = str(e).splitlines()[0]
-                raise ConfigError(f"autodiff=true but the unroll is not differentiable: {why}") from None
-            notes.append(f"no autodiff reference: {str(e).splitlines()[0][:200]}")
-            ref_parts = None
-        if ref_parts is not None and not np.all(np.isfinite(ref_parts)):
-            notes.append("autodiff reference is not finite (a diverging unroll); dropped")
-            ref_parts = None
-        if ref_parts is not None:
-            ref = ref_parts.mean(0)
-            ref_snr = gp.snr(ref_parts)
-            half = n_ref // 2
-            ref_self = gp.cosine(ref_parts[:half].mean(0), ref_parts[half:].mean(0))
+        ref_parts = _reference(probe, k_ref, n_ref, opts["autodiff"], notes)
+    ref = None if ref_parts is None else ref_parts.mean(0)
     estimators = [e for e in gp.ESTIMATORS if e in parts]
-    if opts["inject_bias"] > 0:  # test hook: a fixed direction the estimate should not have
-        scale = np.linalg.norm(ref if ref is not None else parts[estimator].mean(0))
-        u = np.asarray(jax.random.normal(k_bias, (parts[estimator].shape[1],)), np.float64)
-        if ref is not None:
-            u -= (u @ ref) / (ref @ ref) * ref
-        parts[estimator] = parts[estimator] + opts["inject_bias"] * scale * u / np.linalg.norm(u)
-        notes.append(f"inject_bias={opts['inject_bias']}: a fixed bias was added to every {estimator} estimate")
-
-    per_est, checks = {}, {}
-    for e in estimators:
-        per_est[e] = _block_stats(parts[e], ref, opts["pairs"], k, opts["repeats"])
-        s = gp.snr(parts[e])
-        check = {**s, **{f"pairs_for_cos_{c}": gp.particles_for_cosine(s["rho"], c) / k for c in COSINE_TARGETS}}
-        if ref is not None:
-            measured = gp.cosine(parts[e].mean(0), ref)
-            c_est = math.sqrt(gp.predicted_cos_independent(s["rho"], n))
-            c_ref = math.sqrt(gp.predicted_cos_independent(ref_snr["rho"], ref_parts.shape[0]))
-            check |= {"cos_all_vs_autodiff": measured, "expected_if_unbiased": c_est * c_ref}
-            check["bias_flag"] = bool(measured < c_est * c_ref - 0.1)
-        checks[e] = check
-
-    rows = []
-    for i, p in enumerate(opts["pairs"]):
-        row = {"pairs": p, "population_size": 2 * p, "particles": p * k, "estimator": estimator}
-        row |= per_est[estimator][i]
-        row["cos_independent_predicted"] = gp.predicted_cos_independent(checks[estimator]["rho"], p * k)
-        for e in estimators:
-            row[f"cos_autodiff_{e}"] = per_est[e][i]["cos_autodiff"]
-            row[f"cos_independent_{e}"] = per_est[e][i]["cos_independent"]
-        rows.append(row)
-
-    lp, lm = parts["loss_plus"], parts["loss_minus"]
-    task_var, pert_var = float(np.var(0.5 * (lp + lm))), float(np.mean((0.5 * (lp - lm)) ** 2))
-    fitness = {
-        "mean": float(np.mean(np.concatenate([lp, lm]))),
-        "task_var": task_var,
-        "perturbation_var": pert_var,
-        "perturbation_share": pert_var / (pert_var + task_var) if pert_var + task_var > 0 else float("nan"),
-        "clipped_truncation_frac": float(np.mean(parts["clipped"])),
-        "nonfinite_steps": int(np.sum(parts["nonfinite"])),
-    }
-    gap = []
+    if opts["inject_bias"] > 0:
+        parts[main] = _inject_bias(parts[main], ref, opts["inject_bias"], k_bias)
+        notes.append(f"inject_bias={opts['inject_bias']}: a fixed bias was added to every {main} estimate")
+    checks = {e: _estimator_check(parts[e], ref_parts, k) for e in estimators}
+    tasks, steps = opts["gap_tasks"] or cfg.evaluation.num_tasks, opts["gap_steps"] or cfg.evaluation.steps
+    gap, descent = [], []
     if opts["sigmas"]:
-        tasks, steps = opts["gap_tasks"] or cfg.evaluation.num_tasks, opts["gap_steps"] or cfg.evaluation.steps
         gap = gp.smoothing_gap(probe, k_gap, opts["sigmas"], max(1, opts["gap_samples"]), tasks, steps)
-    steps_rows = []
     if opts["radii"]:
-        tasks, steps = opts["gap_tasks"] or cfg.evaluation.num_tasks, opts["gap_steps"] or cfg.evaluation.steps
         dirs = {e: parts[e].mean(0) for e in estimators} | ({} if ref is None else {"autodiff": ref})
-        steps_rows = gp.line_search(probe, k_gap, dirs, opts["radii"], tasks, steps)
+        descent = gp.line_search(probe, k_gap, dirs, opts["radii"], tasks, steps)
     report = {
         "theta_init": str(cfg.get("theta_init", "random")),
         "arch": cfg.arch.name,
@@ -238,15 +258,17 @@ def diagnose(cfg: Any, opts: dict[str, Any]) -> dict[str, Any]:
         "truncations": opts["truncations"],
         "warmup": opts["warmup"],
         "theta_dims": int(probe.flat.size),
-        "rows": rows,
+        "rows": _rows(parts, ref, estimators, main, checks, opts, k),
         "estimators": checks,
-        "fitness": fitness,
+        "fitness": _fitness(parts),
         "smoothing_gap": gap,
-        "descent_steps": steps_rows,
+        "descent_steps": descent,
         "notes": notes,
     }
-    if ref is not None:
-        report["autodiff"] = {"particles": int(ref_parts.shape[0]), "cos_halves": ref_self, **ref_snr}
+    if ref_parts is not None:
+        half = ref_parts.shape[0] // 2
+        ref_self = gp.cosine(ref_parts[:half].mean(0), ref_parts[half:].mean(0))
+        report["autodiff"] = {"particles": int(ref_parts.shape[0]), "cos_halves": ref_self, **gp.snr(ref_parts)}
     return report
 
 
