@@ -18,3 +18,6 @@ bash $R 0 theta_init=muon strategy.sigma=0.001 strategy.optimizer=sgd strategy.g
 bash $R 0 theta_init=muon population_size=64 strategy.sigma=0.001 strategy.optimizer=sgd strategy.grad_clip=1e-6 \
   strategy.learning_rate=300 strategy.weight_decay=0 generations=80 evaluation.meta_loss_every=10 checkpoint_every=10 \
   run_dir=experiments/es_diagnostics/runs/muon_s0.001_nsgd_pop64_seed0
+bash $R 0 theta_init=muon augmentation.reparam=none population_size=64 strategy.sigma=0.001 strategy.optimizer=sgd \
+  strategy.grad_clip=1e-6 strategy.learning_rate=300 strategy.weight_decay=0 generations=80 evaluation.meta_loss_every=10 \
+  checkpoint_every=10 run_dir=experiments/es_diagnostics/runs/muon_noaug_s0.001_nsgd_pop64_seed0
