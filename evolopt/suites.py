@@ -49,6 +49,56 @@ SUITES: dict[str, list[SuiteTask]] = {
         SuiteTask("lm_char_transformer", "lm", {}, 1000, False),
         SuiteTask("rl_cartpole_ppo", "rl_gymnax", {"env": "CartPole-v1"}, 200, False),
     ],
+    # Selection only (a theta, a seed, a recipe, a step size): tasks that appear in no held-out
+    # suite (tests/test_diagnose.py checks). Small and quick; chosen (small widths, MNIST-5k,
+    # MNIST-1D, a tiny LM) to stay away from ~0 training loss within the horizon, where ratios
+    # between optimizers turn into noise.
+    "validation": [
+        SuiteTask("v_mnist5k_mlp32_8x8", "image_mlp", {"datasets": ["mnist5k"], "hidden": [32]}, 500, True),
+        SuiteTask(
+            "v_mnist1d_mlp32x2_gelu",
+            "image_mlp",
+            {"datasets": ["mnist1d"], "hidden": [32, 32], "activation": "gelu"},
+            500,
+            False,
+        ),
+        SuiteTask(
+            "v_digits_mlp16_silu",
+            "image_mlp",
+            {"datasets": ["digits"], "hidden": [16], "activation": "silu"},
+            500,
+            False,
+        ),
+        SuiteTask("v_digits_conv4x8", "image_conv", {"datasets": ["digits"], "channels": [4, 8]}, 500, False),
+        SuiteTask("v_lm_d16", "lm", {"d_model": 16, "num_heads": 2}, 500, False),
+    ],
+    # A second held-out suite (issue 12, part 3): other widths, depths, activations, a convnet on
+    # MNIST, a transformer at two sizes; the MNIST tasks at 16x16 and MNIST-1D do not reach ~0
+    # training loss in their horizons. Never select anything on it.
+    "heldout2": [
+        SuiteTask(
+            "mnist5k_mlp16_16x16", "image_mlp", {"datasets": ["mnist5k"], "image_size": 16, "hidden": [16]}, 1000, False
+        ),
+        SuiteTask(
+            "mnist5k_mlp48x3_tanh_16x16",
+            "image_mlp",
+            {"datasets": ["mnist5k"], "image_size": 16, "hidden": [48, 48, 48], "activation": "tanh"},
+            1000,
+            False,
+        ),
+        SuiteTask("mnist1d_mlp128_relu", "image_mlp", {"datasets": ["mnist1d"], "hidden": [128]}, 1000, False),
+        SuiteTask(
+            "mnist1d_mlp64x2_silu",
+            "image_mlp",
+            {"datasets": ["mnist1d"], "hidden": [64, 64], "activation": "silu"},
+            2000,
+            False,
+        ),
+        SuiteTask("mnist5k_conv8x16_16x16", "image_conv", {"datasets": ["mnist5k"], "image_size": 16}, 1000, False),
+        SuiteTask("lm_d32x1", "lm", {"d_model": 32, "num_layers": 1}, 1000, False),
+        SuiteTask("lm_d64x2", "lm", {"d_model": 64, "num_layers": 2, "num_heads": 4}, 1000, False),
+        SuiteTask("rl_cartpole_ppo", "rl_gymnax", {"env": "CartPole-v1"}, 200, False),
+    ],
 }
 
 
