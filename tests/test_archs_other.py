@@ -440,7 +440,7 @@ def test_small_fc_lopt_fused_first_layer_equals_reference_features(shape):
         sfl.F.init_accumulators(p), g, sfl.MOMENTUM_DECAYS, sfl.RMS_DECAY, sfl.FACTORED_DECAYS
     )
     reference = sfl.F.apply_mlp(theta["mlp"], sfl._features(p, g, acc, jnp.array(3)))
-    fast = sfl._mlp_output(theta["mlp"], p, g, acc, jnp.array(3))
+    fast = jnp.stack(sfl._mlp_output(theta["mlp"], p, g, acc, jnp.array(3)), axis=-1)
     np.testing.assert_allclose(fast, reference, rtol=1e-5, atol=1e-6)
 
 
