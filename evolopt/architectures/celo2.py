@@ -156,12 +156,30 @@ def newton_schulz(x: jax.Array, steps: int = NS_STEPS) -> jax.Array:
     wide = x.shape[-2] <= x.shape[-1]
     x = x if wide else jnp.swapaxes(x, -1, -2)
     x = x / (jnp.sqrt(jnp.sum(jnp.square(x), axis=(-2, -1), keepdims=True)) + 1e-8)
-    # Default matmul precision, as the authors (float32 on CPU; TF32 allowed on GPU).
-    for _ in range(steps):
+
+    def step(_, x):
+        # Default matmul precision, as the authors (float32 on CPU; TF32 allowed on GPU).
         gram = jnp.matmul(x, jnp.swapaxes(x, -1, -2))
         poly = b * gram + c * jnp.matmul(gram, gram)
-        x = a * x + jnp.matmul(poly, x)
+        return a * x + jnp.matmul(poly, x)
+
+    x = jax.lax.fori_loop(0, steps, step, x)
     return x if wide else jnp.swapaxes(x, -1, -2)
+
+
+def orthogonalize_step(d: jax.Array, conv_as_matrix: bool = False) -> tuple[jax.Array, tuple[int, ...]]:
+    """``(NS5(d), axes its RMS is normalised over)`` for a tensor with ndim >= 2.
+
+    Default (the authors' rule): every slice over the last two axes is one matrix, so a
+    conv kernel [kh, kw, cin, cout] is kh*kw separate [cin, cout] matrices (per tap).
+    ``conv_as_matrix``: a tensor with ndim > 2 is ONE [prod(shape[:-1]), shape[-1]]
+    matrix, as Muon implementations treat conv kernels ([kh*kw*cin, cout]), and its
+    step has unit RMS over the whole tensor.
+    """
+    if conv_as_matrix and d.ndim > 2:
+        flat = newton_schulz(d.reshape(-1, d.shape[-1]))
+        return flat.reshape(d.shape), tuple(range(d.ndim))
+    return newton_schulz(d), tuple(range(max(d.ndim - 2, 0), d.ndim))
 
 
 def _mean_squares(xs: list[jax.Array], axes: tuple[int, ...]) -> list[jax.Array]:
@@ -253,9 +271,12 @@ def _direction(mlp: dict, p: jax.Array, g: jax.Array, acc: dict, exp_mult: Any) 
 
 
 def scale_by_celo2(
-    theta: dict, orthogonalize: bool = True, exp_mult: float = 0.0
+    theta: dict, orthogonalize: bool = True, exp_mult: float = 0.0, conv_as_matrix: bool = False
 ) -> optax.GradientTransformationExtraArgs:
     """The bare Celo2 rule: ``updates = +step`` with unit RMS over the last two axes.
+
+    ``conv_as_matrix`` orthogonalises tensors with ndim > 2 as one matrix (see
+    ``orthogonalize_step``); the default is the authors' per-slice rule.
 
     ``step`` is what the authors SUBTRACT (``p <- p - lr step``); optax adds updates,
     so chain with a negative scale (``celo2`` does). Needs ``params``; extra args
@@ -284,11 +305,11 @@ def scale_by_celo2(
                 acc = jax.tree.map(lambda a: a.reshape(a.shape + (1,)), acc)
             p32 = p.astype(jnp.float32).reshape(p.shape or (1,))
             dirs.append(_direction(mlp, p32, g32.reshape(p32.shape), acc, exp_mult))
-        if orthogonalize:  # per tensor: XLA CPU runs batched matmuls on one thread
-            dirs = [newton_schulz(d) if d.ndim >= 2 else d for d in dirs]
         steps = []
         for d, g in zip(dirs, flat_g):
             axes = tuple(range(max(d.ndim - 2, 0), d.ndim))
+            if orthogonalize and d.ndim >= 2:  # per tensor: XLA CPU runs batched matmuls on one thread
+                d, axes = orthogonalize_step(d, conv_as_matrix)
             steps.append((d * _rms_scale(d, axes)).reshape(g.shape).astype(g.dtype))
         return treedef.unflatten(steps), {"acc": treedef.unflatten(accs)}
 
@@ -352,6 +373,7 @@ def celo2(
     adam_b2: float = 0.999,
     adam_eps: float = 1e-8,
     adam_bias_correction: bool = False,
+    conv_as_matrix: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
     """Celo2 as a full optax optimizer (updates are added to params).
 
@@ -368,7 +390,7 @@ def celo2(
     else:
         lr_adam = adam_lr_mult * learning_rate
     learned = optax.chain(
-        scale_by_celo2(theta, orthogonalize, exp_mult),
+        scale_by_celo2(theta, orthogonalize, exp_mult, conv_as_matrix),
         optax.add_decayed_weights(weight_decay),
         optax.scale_by_learning_rate(learning_rate),
     )
@@ -402,8 +424,13 @@ def celo2_arch(
     param_regex: str = DEFAULT_PARAM_REGEX,
     route_1d_to_adam: bool = True,
     exp_mult: float = 0.0,
+    conv_as_matrix: bool = False,
 ) -> LearnedOptimizer:
-    """Celo2 (Moudgil et al. 2026): 30 features -> MLP(8, 8) -> Newton-Schulz; Adam for 1-D."""
+    """Celo2 (Moudgil et al. 2026): 30 features -> MLP(8, 8) -> Newton-Schulz; Adam for 1-D.
+
+    ``conv_as_matrix=true`` orthogonalises a conv kernel [kh, kw, cin, cout] as one
+    [kh*kw*cin, cout] matrix (as Muon implementations do) instead of per tap.
+    """
     return _factory("celo2", True, dict(locals()))
 
 

@@ -77,25 +77,13 @@ def _mlp_output(mlp: dict, p, g, acc, step) -> list[jax.Array]:
         rows += list(w0[10:13]) + list(w0[13:16] + w0[16:19]) + list(w0[19:22] + w0[22:25]) + list(w0[25:28])
         out = fused.first_layer(rows, xs, b0, axes, 1e-5)
     else:
-        factor, row, col = _factors(acc, dims)
+        factor, row, col = F.factor_vectors(acc, dims)
         xs += [g * factor[k] for k in range(3)] + [m[k] * factor[k] for k in range(3)]
         rows += list(w0[10:13]) + list(w0[25:28])
         small = [row[k] for k in range(3)] + [col[k] for k in range(3)]
         small += [jax.lax.rsqrt(x + 1e-8) for x in small]
         out = fused.first_layer(rows, xs, b0, axes, 1e-5, list(w0[13:25]), small)
     return [o.reshape(shape) for o in fused.mlp_heads(mlp, out, (0, 1))]
-
-
-def _factors(acc: dict, dims: tuple[int, int]) -> tuple[list, jax.Array, jax.Array]:
-    """Rank-1 Adafactor factor ``row_f col_f`` per decay, and the row/column moments
-    with a size-1 axis where they broadcast (as ``features.factored_terms``, unbroadcast)."""
-    d1, d0 = dims
-    row, col = acc["row"], acc["col"]
-    reduced_d1 = d1 - 1 if d1 > d0 else d1
-    row_factor = F.safe_rsqrt(row / (jnp.mean(row, axis=1 + reduced_d1, keepdims=True) + 1e-9))
-    row_factor, row = jnp.expand_dims(row_factor, 1 + d0), jnp.expand_dims(row, 1 + d0)
-    col_factor, col = jnp.expand_dims(F.safe_rsqrt(col), 1 + d1), jnp.expand_dims(col, 1 + d1)
-    return [row_factor[k] * col_factor[k] for k in range(row.shape[0])], row, col
 
 
 def _features(p, g, acc, step) -> jax.Array:
