@@ -250,26 +250,34 @@ def _mlp_output(mlp: dict, p: jax.Array, g: jax.Array, acc: dict) -> list[jax.Ar
         acc = jax.tree.map(lambda a: a.reshape(a.shape + (1,)), acc)
     axes = tuple(range(p.ndim))
     w0 = mlp["w0"]
+    dims = F.factored_dims(p.shape)
+    prims = (p, g, acc) if dims is None else (p, g, acc, F.factor_vectors(acc, dims)[0])
+    xs = _full_channels(*prims)
+    again = _full_channels(*jax.lax.optimization_barrier(prims))  # see fused.first_layer
+    rows = list(w0[:15])
+    if dims is None:
+        rows += list(w0[15:18] + w0[18:21]) + list(w0[21:24] + w0[24:27]) + list(w0[27:30])
+        h = fused.first_layer(rows, xs, mlp["b0"], axes, 1e-5, stats_xs=again)
+    else:
+        _, row, col = F.factor_vectors(acc, dims)
+        rows += list(w0[27:30])
+        small = [row[k] for k in range(3)] + [col[k] for k in range(3)]
+        small += [jax.lax.rsqrt(x + 1e-8) for x in small]
+        h = fused.first_layer(rows, xs, mlp["b0"], axes, 1e-5, list(w0[15:27]), small, stats_xs=again)
+    return fused.mlp_heads(mlp, h, (0, 1))
+
+
+def _full_channels(p, g, acc, factor=None) -> list[jax.Array]:
+    """The full-size channels of one tensor, in first-layer row order (duplicates merged)."""
     m, v = acc["m"], acc["v"]
     rs = jax.lax.rsqrt(v + 1e-6)
     xs = [g, jnp.clip(g, -0.1, 0.1), p, m[0], m[1], m[2], v] + [m[k] * rs for k in range(3)] + [rs]
-    rows = list(w0[:11])
-    dims = F.factored_dims(p.shape)
-    if dims is None:
+    if factor is None:
         vd = acc["vd"]
         xs += [g * F.safe_rsqrt(vd[k] + 1e-9) for k in range(3)] + [g * rs]
         xs += [vd[k] for k in range(3)] + [jax.lax.rsqrt(vd[k] + 1e-8) for k in range(3)]
-        xs += [m[k] * jax.lax.rsqrt(vd[k]) for k in range(3)]  # no epsilon, as the authors
-        rows += list(w0[11:15]) + list(w0[15:18] + w0[18:21]) + list(w0[21:24] + w0[24:27]) + list(w0[27:30])
-        h = fused.first_layer(rows, xs, mlp["b0"], axes, 1e-5)
-    else:
-        factor, row, col = F.factor_vectors(acc, dims)
-        xs += [g * factor[k] for k in range(3)] + [g * rs] + [m[k] * factor[k] for k in range(3)]
-        rows += list(w0[11:15]) + list(w0[27:30])
-        small = [row[k] for k in range(3)] + [col[k] for k in range(3)]
-        small += [jax.lax.rsqrt(x + 1e-8) for x in small]
-        h = fused.first_layer(rows, xs, mlp["b0"], axes, 1e-5, list(w0[15:27]), small)
-    return fused.mlp_heads(mlp, h, (0, 1))
+        return xs + [m[k] * jax.lax.rsqrt(vd[k]) for k in range(3)]  # no epsilon, as the authors
+    return xs + [g * factor[k] for k in range(3)] + [g * rs] + [m[k] * factor[k] for k in range(3)]
 
 
 def _tensor_step(mlp: dict, g: jax.Array, acc: dict, p: jax.Array, exp_mult: float, scale: jax.Array):

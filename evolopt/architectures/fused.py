@@ -62,6 +62,7 @@ def first_layer(
     eps: float,
     small_rows: Sequence[jax.Array] = (),
     small: Sequence[jax.Array] = (),
+    stats_xs: Sequence[jax.Array] | None = None,
 ) -> list[jax.Array]:
     """Pre-activations ``[b0[k] + sum_c rows[c][k] x̂_c for k in range(H)]`` over normalised channels.
 
@@ -74,10 +75,15 @@ def first_layer(
       small_rows, small: channels that broadcast to the tensor's shape (size 1 along
         an axis) and their rows; mixed at their own size, then broadcast.
 
+      stats_xs: the same channels as ``xs``, computed a second time from inputs passed
+        through ``optimization_barrier`` (so XLA cannot merge the two): the scales are then
+        reduced from them, and XLA recomputes each channel inside the reduction and inside
+        the layer instead of writing every channel to memory and reading it back twice.
+
     Returns:
       H arrays of the tensor's shape.
     """
-    scales = [jax.lax.rsqrt(eps + s) for s in mean_squares(xs, axes)]
+    scales = [jax.lax.rsqrt(eps + s) for s in mean_squares(xs if stats_xs is None else stats_xs, axes)]
     if b0.shape[0] >= WIDE:  # channels-last [*shape, H], for the matmuls that follow
         bias = b0 + sum((rms_scale(x, axes, eps) * x)[..., None] * w for w, x in zip(small_rows, small))
         return bias + sum((s * x)[..., None] * w for w, s, x in zip(rows, scales, xs))

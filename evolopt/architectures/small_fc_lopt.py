@@ -63,27 +63,35 @@ def _mlp_output(mlp: dict, p, g, acc, step) -> list[jax.Array]:
     time = jnp.tanh(step.astype(jnp.float32) / TIME_SCALES - 1.0)
     w0 = mlp["w0"]
     b0 = mlp["b0"] + time @ w0[28:]
-    m, v = acc["m"], acc["v"]
-    rsqrt_v = jax.lax.rsqrt(v + 1e-6)
-    xs = [g, p, m[0], m[1], m[2], v] + [m[k] * rsqrt_v for k in range(3)] + [rsqrt_v]
-    rows = list(w0[:10])
     dims = F.factored_dims(p.shape)
+    prims = (p, g, acc) if dims is None else (p, g, acc, *F.factor_vectors(acc, dims)[:1])
+    xs = _full_channels(*prims)
+    again = _full_channels(*jax.lax.optimization_barrier(prims))  # see fused.first_layer
+    rows = list(w0[:10])
     if dims is None:
-        vd = acc["vd"]
-        xs += [g * F.safe_rsqrt(vd[k] + 1e-9) for k in range(3)]
-        xs += [vd[k] for k in range(3)] + [jax.lax.rsqrt(vd[k] + 1e-8) for k in range(3)]
-        xs += [m[k] * jax.lax.rsqrt(vd[k] + 1e-6) for k in range(3)]
         # vd and rsqrt(vd + 1e-8) each feed two input rows: one channel with the summed row.
         rows += list(w0[10:13]) + list(w0[13:16] + w0[16:19]) + list(w0[19:22] + w0[22:25]) + list(w0[25:28])
-        out = fused.first_layer(rows, xs, b0, axes, 1e-5)
+        out = fused.first_layer(rows, xs, b0, axes, 1e-5, stats_xs=again)
     else:
-        factor, row, col = F.factor_vectors(acc, dims)
-        xs += [g * factor[k] for k in range(3)] + [m[k] * factor[k] for k in range(3)]
+        _, row, col = F.factor_vectors(acc, dims)
         rows += list(w0[10:13]) + list(w0[25:28])
         small = [row[k] for k in range(3)] + [col[k] for k in range(3)]
         small += [jax.lax.rsqrt(x + 1e-8) for x in small]
-        out = fused.first_layer(rows, xs, b0, axes, 1e-5, list(w0[13:25]), small)
+        out = fused.first_layer(rows, xs, b0, axes, 1e-5, list(w0[13:25]), small, stats_xs=again)
     return [o.reshape(shape) for o in fused.mlp_heads(mlp, out, (0, 1))]
+
+
+def _full_channels(p, g, acc, factor=None) -> list[jax.Array]:
+    """The full-size channels of one tensor, in first-layer row order (duplicates merged)."""
+    m, v = acc["m"], acc["v"]
+    rsqrt_v = jax.lax.rsqrt(v + 1e-6)
+    xs = [g, p, m[0], m[1], m[2], v] + [m[k] * rsqrt_v for k in range(3)] + [rsqrt_v]
+    if factor is None:
+        vd = acc["vd"]
+        xs += [g * F.safe_rsqrt(vd[k] + 1e-9) for k in range(3)]
+        xs += [vd[k] for k in range(3)] + [jax.lax.rsqrt(vd[k] + 1e-8) for k in range(3)]
+        return xs + [m[k] * jax.lax.rsqrt(vd[k] + 1e-6) for k in range(3)]
+    return xs + [g * factor[k] for k in range(3)] + [m[k] * factor[k] for k in range(3)]
 
 
 def _features(p, g, acc, step) -> jax.Array:
