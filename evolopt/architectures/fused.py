@@ -96,10 +96,11 @@ def first_layer(
 WIDE = 16  # layers at least this wide run channels-last as matmuls
 
 
-def _dense(w: jax.Array, b: jax.Array, h: Sequence[jax.Array]) -> list[jax.Array]:
-    """Units ``[b[k] + sum_j w[j, k] h[j] for k]`` as one multi-output elementwise loop
-    (each input unit is read once per element)."""
-    return [b[k] + sum(w[j, k] * h[j] for j in range(w.shape[0])) for k in range(w.shape[1])]
+def _dense(w: jax.Array, b: jax.Array, h: Sequence[jax.Array], units: Sequence[int] | None = None) -> list[jax.Array]:
+    """Units ``[b[k] + sum_j w[j, k] h[j] for k in units]`` (default: all) as one multi-output
+    elementwise loop (each input unit is read once per element)."""
+    units = range(w.shape[1]) if units is None else units
+    return [b[k] + sum(w[j, k] * h[j] for j in range(w.shape[0])) for k in units]
 
 
 def mlp_heads(mlp: dict, h: Sequence[jax.Array], heads: Sequence[int]) -> list[jax.Array]:
@@ -120,4 +121,4 @@ def mlp_heads(mlp: dict, h: Sequence[jax.Array], heads: Sequence[int]) -> list[j
         if i < depth - 2 or len(heads) > 1:  # a last hidden layer fuses into one head
             h = jax.lax.optimization_barrier(h)
     w, b = mlp[f"w{depth - 1}"], mlp[f"b{depth - 1}"]
-    return _dense(w[:, jnp.asarray(heads)], b[jnp.asarray(heads)], h)
+    return _dense(w, b, h, heads)
