@@ -11,7 +11,9 @@ Materialising ``x̂`` as ``[*shape, C]`` and multiplying by ``w0`` moves ``C`` f
 parameter through memory twice. Instead, since the first layer is linear:
 
   * the per-channel scales ``s_c`` are per-slice scalars, computed for all full-size
-    channels in ONE variadic reduction (one pass over memory, not C);
+    channels in ONE variadic reduction (one pass over memory, not C), from a second copy of
+    the channels so that XLA recomputes each channel there and in the first layer instead
+    of writing all C channels to memory (``stats_xs``);
   * ``s_c`` is folded into the weight row, ``(s_c w0[c]) x_c``, and the sum over channels
     is one elementwise loop that XLA fuses with the channels' own arithmetic;
   * channels that are constant along an axis (Adafactor row/column moments) are mixed on
