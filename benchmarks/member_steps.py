@@ -2,13 +2,17 @@
 
     python benchmarks/member_steps.py [--arch small_fc_lopt] [--task image_mlp] [--population 32]
     python benchmarks/member_steps.py --arch celo2 --populations 64,256,1024,4096   # on a GPU
+    python benchmarks/member_steps.py --arch celo2 --breakdown   # where a generation's time goes
 
 Prints (1) learned-optimizer members vs Adam members in the same harness, one device,
 (2) the learned optimizer at 1 vs 2 forced CPU devices, and (3) at 2 processes x 1
 device joined by jax.distributed (gloo collectives), each in fresh subprocesses,
 since the device count is fixed when jax starts, and how many cores the 1- and 2-device
 runs kept busy. A member-step is one inner training step of one member on one task.
-``--populations`` instead measures how the rate grows with population size on the
+``--breakdown`` times the generation with one component dropped at a time (Newton-Schulz;
+the features + MLP, replaced by ``g m``; the whole optimizer, replaced by SGD) plus the
+strategy's ask + tell alone, and prints each component's share. ``--populations`` instead
+measures how the rate grows with population size on the
 default devices (e.g. a GPU), in this process.
 """
 
@@ -22,20 +26,31 @@ import sys
 import time
 
 
-def measure(arch: str, task: str, population: int, tasks: int, truncation: int, repeats: int) -> tuple[float, float]:
+def build_lopt(arch: str):
+    import evolopt.architectures  # noqa: F401
+    from evolopt.architectures.baselines import OPTAX_BASELINES, baseline
+    from evolopt.registry import ARCHITECTURES
+
+    return baseline(arch, 1e-3) if arch in OPTAX_BASELINES else ARCHITECTURES.build(arch)
+
+
+def measure(
+    arch: str, task: str, population: int, tasks: int, truncation: int, repeats: int, lopt=None, theta0=None
+) -> tuple[float, float]:
+    """``(member-steps/s, cores busy)`` of the jitted generation step; ``lopt``/``theta0``
+    replace the registered arch (the breakdown's stand-ins)."""
     import jax
     import jax.numpy as jnp
 
-    import evolopt.architectures  # noqa: F401
     import evolopt.strategies  # noqa: F401
     import evolopt.task_families  # noqa: F401
-    from evolopt.architectures.baselines import OPTAX_BASELINES, baseline
     from evolopt.meta import MetaTrainer, population_mesh
-    from evolopt.registry import ARCHITECTURES, STRATEGIES, TASK_FAMILIES
+    from evolopt.registry import STRATEGIES, TASK_FAMILIES
     from evolopt.unroll import UnrollConfig
 
-    lopt = baseline(arch, 1e-3) if arch in OPTAX_BASELINES else ARCHITECTURES.build(arch)
-    theta0 = lopt.init_theta(jax.random.key(0)) or {"unused": jnp.zeros(2)}
+    lopt = lopt or build_lopt(arch)
+    if theta0 is None:
+        theta0 = lopt.init_theta(jax.random.key(0)) or {"unused": jnp.zeros(2)}
     strategy = STRATEGIES.build("open_es", population, theta0, 100)
     cfg = UnrollConfig(truncation, truncation, truncation, False)
     trainer = MetaTrainer(strategy, TASK_FAMILIES.build(task), lopt, cfg, tasks, population_mesh())
@@ -51,6 +66,105 @@ def measure(arch: str, task: str, population: int, tasks: int, truncation: int, 
     wall = time.perf_counter() - t0
     # (member-steps/s, cores busy: this process's CPU time / wall time over the timed steps)
     return trainer.member_steps_per_generation * repeats / wall, (time.process_time() - c0) / wall
+
+
+def strategy_ms(arch: str, population: int, tasks: int, repeats: int) -> float:
+    """ms of the strategy's jitted ask + tell alone, on this arch's theta."""
+    import jax
+    import jax.numpy as jnp
+
+    import evolopt.strategies  # noqa: F401
+    from evolopt.contracts import TruncationLoss
+    from evolopt.registry import STRATEGIES
+
+    theta0 = build_lopt(arch).init_theta(jax.random.key(0)) or {"unused": jnp.zeros(2)}
+    strategy = STRATEGIES.build("open_es", population, theta0, 100)
+    losses = jax.random.uniform(jax.random.key(2), (population, tasks))
+    zero = jnp.zeros((population, tasks))
+    fake = TruncationLoss(losses, zero, zero.astype(bool), zero.astype(jnp.int32))
+
+    @jax.jit
+    def ask_tell(key, state):
+        population_, state = strategy.ask(key, state)
+        return strategy.tell(key, population_, fake, state)[0]
+
+    state = strategy.init(jax.random.key(1), theta0)
+    state = jax.block_until_ready(ask_tell(jax.random.key(3), state))
+    t0 = time.perf_counter()
+    for i in range(repeats):
+        state = ask_tell(jax.random.key(i), state)
+    jax.block_until_ready(state)
+    return 1e3 * (time.perf_counter() - t0) / repeats
+
+
+def _variants(arch: str):
+    """(label, lopt) stand-ins that each drop one component of ``arch``'s update."""
+    import contextlib
+
+    import optax
+
+    from evolopt.architectures import celo, celo2, small_fc_lopt
+    from evolopt.architectures.base import LearnedOptimizer
+
+    lopt = build_lopt(arch)
+    swap = {  # the function computing the per-element MLP, and a cheap stand-in for it
+        "celo2": (celo2, "_direction", lambda mlp, p, g, acc, e: g * acc["m"][0]),
+        "celo2_base": (celo2, "_direction", lambda mlp, p, g, acc, e: g * acc["m"][0]),
+        "small_fc_lopt": (small_fc_lopt, "_mlp_output", lambda mlp, p, g, acc, t: [g, g]),
+        "mulo": (small_fc_lopt, "_mlp_output", lambda mlp, p, g, acc, t: [g, g]),
+        "celo": (celo, "_mlp_output", lambda mlp, p, g, acc: [g, g]),
+    }
+
+    @contextlib.contextmanager
+    def no_mlp():
+        module, name, fake = swap[arch]
+        real = getattr(module, name)
+        setattr(module, name, fake)
+        try:
+            yield
+        finally:
+            setattr(module, name, real)
+
+    out = [("full", lopt, contextlib.nullcontext)]
+    if arch == "celo2":
+        make = lambda th, **kw: celo2.celo2(th, orthogonalize=False, **kw)  # noqa: E731
+        out.append(
+            ("no Newton-Schulz", LearnedOptimizer("x", lopt.init_theta, make, lopt.hparams), contextlib.nullcontext)
+        )
+        out.append(("no NS, no features+MLP", out[-1][1], no_mlp))
+    elif arch in swap:
+        out.append(("no features+MLP", lopt, no_mlp))
+    sgd = LearnedOptimizer("sgd", lopt.init_theta, lambda th, **kw: optax.sgd(1e-3), {})
+    out.append(("no optimizer (SGD)", sgd, contextlib.nullcontext))
+    return out
+
+
+def breakdown(args: argparse.Namespace) -> None:
+    """Generation time with one component replaced by a no-op at a time, in this process."""
+    import jax
+
+    print(f"breakdown: arch={args.arch} task={args.task} population={args.population} (one process)")
+    gen = {}
+    for label, lopt, ctx in _variants(args.arch):
+        with ctx():
+            rate, _ = measure(args.arch, args.task, args.population, args.tasks, args.truncation, args.repeats, lopt)
+        gen[label] = 1e3 * args.population * args.tasks * args.truncation / rate
+        jax.clear_caches()
+    strat = strategy_ms(args.arch, args.population, args.tasks, args.repeats)
+    shares = {"strategy (ask + tell)": strat, "task forward/backward + unroll": gen["no optimizer (SGD)"] - strat}
+    if "no Newton-Schulz" in gen:
+        shares["Newton-Schulz"] = gen["full"] - gen["no Newton-Schulz"]
+        shares["features + MLP"] = gen["no Newton-Schulz"] - gen["no NS, no features+MLP"]
+        shares["accumulators, norms, rest"] = gen["no NS, no features+MLP"] - gen["no optimizer (SGD)"]
+    elif "no features+MLP" in gen:
+        shares["features + MLP"] = gen["full"] - gen["no features+MLP"]
+        shares["accumulators, norms, rest"] = gen["no features+MLP"] - gen["no optimizer (SGD)"]
+    print(f"{'variant':32s}{'ms/generation':>14s}")
+    for label, ms in gen.items():
+        print(f"{label:32s}{ms:14.1f}")
+    print(f"{'share of the full generation':32s}{'ms':>14s}{'%':>8s}")
+    for label, ms in shares.items():
+        print(f"{label:32s}{ms:14.1f}{100 * ms / gen['full']:7.1f}%")
 
 
 def _worker_cmd(args: argparse.Namespace) -> list[str]:
@@ -120,6 +234,7 @@ def main() -> None:
     p.add_argument("--tasks", type=int, default=4)
     p.add_argument("--truncation", type=int, default=50)
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--breakdown", action="store_true", help="time variants that drop one component each")
     p.add_argument("--populations", help="comma-separated sizes: rate vs population on the default devices")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--coordinator", help=argparse.SUPPRESS)
@@ -135,6 +250,9 @@ def main() -> None:
             )
         rate, busy = measure(args.arch, args.task, args.population, args.tasks, args.truncation, args.repeats)
         print(json.dumps({"member_steps_per_s": rate, "cores_busy": busy}))
+        return
+    if args.breakdown:
+        breakdown(args)
         return
     if args.populations:
         import jax

@@ -440,8 +440,25 @@ def test_small_fc_lopt_fused_first_layer_equals_reference_features(shape):
         sfl.F.init_accumulators(p), g, sfl.MOMENTUM_DECAYS, sfl.RMS_DECAY, sfl.FACTORED_DECAYS
     )
     reference = sfl.F.apply_mlp(theta["mlp"], sfl._features(p, g, acc, jnp.array(3)))
-    fast = sfl._mlp_output(theta["mlp"], p, g, acc, jnp.array(3))
+    fast = jnp.stack(sfl._mlp_output(theta["mlp"], p, g, acc, jnp.array(3)), axis=-1)
     np.testing.assert_allclose(fast, reference, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(), (5,), (6, 4), (2, 3, 4, 5)])
+def test_celo_fused_first_layer_equals_reference_features(shape):
+    """Celo's fast path equals the MLP applied to the materialised, normalised [*shape, 30]
+    feature tensor (row/column channels mixed on their vectors, duplicated ndim < 2 channels)."""
+    theta = jax.tree.map(lambda w: 3.0 * w + 0.1, celo_mod.init_theta(jax.random.key(4))["mlp"])
+    p = jax.random.normal(jax.random.key(1), shape)
+    g = jax.random.normal(jax.random.key(2), shape)
+    acc = celo_mod.F.init_accumulators(p)
+    for _ in range(2):
+        acc = celo_mod.F.update_accumulators(
+            acc, g, celo_mod.MOMENTUM_DECAYS, celo_mod.RMS_DECAY, celo_mod.FACTORED_DECAYS
+        )
+    reference = celo_mod.F.apply_mlp(theta, celo_mod._features(p, g, acc))[..., :2]
+    fast = jnp.stack([o.reshape(shape) for o in celo_mod._mlp_output(theta, p, g, acc)], axis=-1)
+    np.testing.assert_allclose(fast, reference, rtol=1e-4, atol=1e-5)
 
 
 def _published_celo_tree(key, hidden=4, lstm=64) -> dict:

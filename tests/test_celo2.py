@@ -338,3 +338,32 @@ def test_registered_archs_jit_and_vmap_over_theta():
             jax.tree.map(lambda a, b: close(a[i], b), batched, single)
     # celo2_base uses the learned rule on every leaf, celo2 sends b and s to Adam.
     assert ARCHITECTURES.build("celo2_base").hparams["route_1d_to_adam"] is False
+
+
+def test_conv_as_matrix_orthogonalises_the_flattened_kernel():
+    """``conv_as_matrix``: the step of a conv kernel [kh, kw, cin, cout] is NS5 of the MLP's
+    direction reshaped to one [kh*kw*cin, cout] matrix (the float64 reference's direction,
+    an independent reshape + Newton-Schulz), with unit RMS over the whole kernel; matrices
+    are unchanged, and the default stays per tap."""
+    theta, params = _theta(), _random_tree(jax.random.PRNGKey(7))
+    grads = [_random_tree(jax.random.PRNGKey(30 + i), 0.1) for i in range(2)]
+    flat = _run_tx(C.scale_by_celo2(theta, True, conv_as_matrix=True), params, grads)
+    per_tap = _run(theta, True, params, grads)
+    base = Reference(theta, False)  # directions before orthogonalisation
+    states = {n: base.init(np.asarray(p)) for n, p in params.items()}
+    for i, g in enumerate(grads):
+        for n in ("w", "conv", "odd3d"):
+            x = base.features(np.asarray(params[n]), np.asarray(g[n]), states[n])
+            t = base.t
+            w0 = np.concatenate([t[f"w0__{j}"] for j in range(14)])
+            h = np.maximum(np.maximum(x @ w0 + t["b0"], 0) @ t["w1"] + t["b1"], 0)
+            d = (h @ t["w2"] + t["b2"])[..., 0]
+            want = _ref_ns(d.reshape(-1, d.shape[-1])).reshape(d.shape)
+            want = want / np.sqrt(1e-9 + np.mean(want**2))
+            np.testing.assert_allclose(flat[i][n], want, atol=2e-4, rtol=1e-3, err_msg=n)
+    np.testing.assert_allclose(flat[-1]["w"], per_tap[-1]["w"], atol=1e-5)
+    sv_flat = np.linalg.svd(np.asarray(flat[-1]["conv"]).reshape(-1, 8), compute_uv=False)
+    sv_tap = np.linalg.svd(np.asarray(per_tap[-1]["conv"]).reshape(-1, 8), compute_uv=False)
+    assert sv_flat.max() / sv_flat.min() < 1.8
+    assert sv_tap.max() / sv_tap.min() > 2.0  # per-tap steps are not orthogonal as one matrix
+    assert ARCHITECTURES.build("celo2", conv_as_matrix=True).hparams["conv_as_matrix"] is True

@@ -66,7 +66,7 @@ import numpy as np
 import optax
 
 from evolopt.architectures import features as F
-from evolopt.architectures import published
+from evolopt.architectures import fused, published
 from evolopt.architectures.base import LearnedOptimizer
 from evolopt.registry import ConfigError, register_arch
 
@@ -241,6 +241,69 @@ def _features(p: jax.Array, g: jax.Array, acc: dict) -> jax.Array:
     return F.rms_normalize(x, tuple(range(p.ndim)), 1e-5)
 
 
+def _mlp_output(mlp: dict, p: jax.Array, g: jax.Array, acc: dict) -> list[jax.Array]:
+    """The MLP's outputs ``[d, m]`` (each of p's shape) without the [*shape, 30] input
+    (``_features`` is the reference form; see ``fused.py``). The row/column channels of a
+    factored tensor are mixed on their small vectors; duplicated channels share one term."""
+    if p.ndim == 0:  # a scalar normalises over its one element, as a 1-element vector
+        p, g = p.reshape(1), g.reshape(1)
+        acc = jax.tree.map(lambda a: a.reshape(a.shape + (1,)), acc)
+    axes = tuple(range(p.ndim))
+    w0 = mlp["w0"]
+    dims = F.factored_dims(p.shape)
+    prims = (p, g, acc) if dims is None else (p, g, acc, F.factor_vectors(acc, dims)[0])
+    xs = _full_channels(*prims)
+    again = _full_channels(*jax.lax.optimization_barrier(prims))  # see fused.first_layer
+    rows = list(w0[:15])
+    if dims is None:
+        rows += list(w0[15:18] + w0[18:21]) + list(w0[21:24] + w0[24:27]) + list(w0[27:30])
+        h = fused.first_layer(rows, xs, mlp["b0"], axes, 1e-5, stats_xs=again)
+    else:
+        _, row, col = F.factor_vectors(acc, dims)
+        rows += list(w0[27:30])
+        small = [row[k] for k in range(3)] + [col[k] for k in range(3)]
+        small += [jax.lax.rsqrt(x + 1e-8) for x in small]
+        h = fused.first_layer(rows, xs, mlp["b0"], axes, 1e-5, list(w0[15:27]), small, stats_xs=again)
+    return fused.mlp_heads(mlp, h, (0, 1))
+
+
+def _full_channels(p, g, acc, factor=None) -> list[jax.Array]:
+    """The full-size channels of one tensor, in first-layer row order (duplicates merged)."""
+    m, v = acc["m"], acc["v"]
+    rs = jax.lax.rsqrt(v + 1e-6)
+    xs = [g, jnp.clip(g, -0.1, 0.1), p, m[0], m[1], m[2], v] + [m[k] * rs for k in range(3)] + [rs]
+    if factor is None:
+        vd = acc["vd"]
+        xs += [g * F.safe_rsqrt(vd[k] + 1e-9) for k in range(3)] + [g * rs]
+        xs += [vd[k] for k in range(3)] + [jax.lax.rsqrt(vd[k] + 1e-8) for k in range(3)]
+        return xs + [m[k] * jax.lax.rsqrt(vd[k]) for k in range(3)]  # no epsilon, as the authors
+    return xs + [g * factor[k] for k in range(3)] + [g * rs] + [m[k] * factor[k] for k in range(3)]
+
+
+def _tensor_step(mlp: dict, g: jax.Array, acc: dict, p: jax.Array, exp_mult: float, scale: jax.Array):
+    """``(-d exp(exp_mult m) RMS(p) scale, new accumulators)`` for one tensor."""
+    g = jnp.clip(g, -1000.0, 1000.0)
+    acc = F.update_accumulators(acc, g, MOMENTUM_DECAYS, RMS_DECAY, FACTORED_DECAYS)
+    d, m = _mlp_output(mlp, p, g, acc)
+    param_scale = jnp.sqrt(jnp.mean(jnp.square(p)) + 1e-9)
+    step = (d * jnp.exp(exp_mult * m)).reshape(p.shape) * (param_scale * scale)
+    return -step.astype(p.dtype), acc
+
+
+def _schedule(sched: dict, state: dict, loss: Any, total: Any) -> tuple[jax.Array, dict]:
+    """``(eta_t, {"loss_buffer", "lstm"})``: the learned scheduler's step for this update."""
+    decays = loss_decays(total)
+    buf = state["loss_buffer"]
+    if loss is not None:
+        buf = update_loss_buffer(buf, jnp.asarray(loss, jnp.float32), decays)
+        loss_feat = loss_features(buf, decays)
+    else:
+        loss_feat = jnp.zeros((NUM_LOSS_EMAS - 1,))
+    x = jnp.concatenate([fraction_left_features(state["count"], total), loss_feat])
+    eta, lstm = scheduler_step(sched, x, state["lstm"])
+    return eta, {"loss_buffer": buf, "lstm": lstm}
+
+
 def celo_optimizer(
     theta: dict,
     learning_rate: float = 1e-3,
@@ -266,8 +329,7 @@ def celo_optimizer(
     def init_fn(params: Any) -> dict:
         state = {"count": jnp.zeros((), jnp.int32), "acc": jax.tree.map(F.init_accumulators, params)}
         if use_schedule:
-            state["loss_buffer"] = init_loss_buffer()
-            state["lstm"] = (sched["init_h"], sched["init_c"])
+            state |= {"loss_buffer": init_loss_buffer(), "lstm": (sched["init_h"], sched["init_c"])}
         return state
 
     def update_fn(grads, state, params, loss=None, num_steps=None, **extra_args):
@@ -275,32 +337,14 @@ def celo_optimizer(
         if params is None:
             raise ValueError("celo needs params (they are an input feature and set the step scale)")
         total = num_steps if num_steps is not None else default_steps
-        new_state = {"count": state["count"] + 1}
-        eta = jnp.ones(())
+        new_state, eta = {"count": state["count"] + 1}, jnp.ones(())
         if use_schedule:
-            decays = loss_decays(total)
-            buf = state["loss_buffer"]
-            if loss is not None:
-                buf = update_loss_buffer(buf, jnp.asarray(loss, jnp.float32), decays)
-                loss_feat = loss_features(buf, decays)
-            else:
-                loss_feat = jnp.zeros((NUM_LOSS_EMAS - 1,))
-            x = jnp.concatenate([fraction_left_features(state["count"], total), loss_feat])
-            eta, new_state["lstm"] = scheduler_step(sched, x, state["lstm"])
-            new_state["loss_buffer"] = buf
-
-        def one(g, acc, p):
-            g = jnp.clip(g, -1000.0, 1000.0)
-            acc = F.update_accumulators(acc, g, MOMENTUM_DECAYS, RMS_DECAY, FACTORED_DECAYS)
-            out = F.apply_mlp(theta["mlp"], _features(p, g, acc))
-            param_scale = jnp.sqrt(jnp.mean(jnp.square(p)) + 1e-9)
-            step = out[..., 0] * jnp.exp(exp_mult * out[..., 1]) * learning_rate * param_scale * eta
-            return -step.astype(p.dtype), acc
-
+            eta, sched_state = _schedule(sched, state, loss, total)
+            new_state |= sched_state
         flat_g, treedef = jax.tree.flatten(grads)
-        results = [
-            one(g, a, p) for g, a, p in zip(flat_g, treedef.flatten_up_to(state["acc"]), treedef.flatten_up_to(params))
-        ]
+        flat_acc, flat_p = treedef.flatten_up_to(state["acc"]), treedef.flatten_up_to(params)
+        scale = learning_rate * eta
+        results = [_tensor_step(theta["mlp"], g, a, p, exp_mult, scale) for g, a, p in zip(flat_g, flat_acc, flat_p)]
         new_state["acc"] = treedef.unflatten([r[1] for r in results])
         return treedef.unflatten([r[0] for r in results]), new_state
 

@@ -26,10 +26,11 @@ ndim < 2 go to Adam by default even if the regex misses them (``route_1d_to_adam
 ``row_factor`` uses ``mean + 1e-9`` as the authors' code; Newton-Schulz runs at the
 default matmul precision, as the authors'.
 
-Speed: the first layer is linear, so each channel's normalisation is folded into
-its weight row (a per-tensor scalar), and the 12 row/column channels, which are
-constant along one axis, are mixed on their small vectors and broadcast. No
-``[*shape, 30]`` feature tensor is materialised.
+Speed (``fused.py``): the first layer is linear, so each channel's normalisation is folded
+into its weight row (a per-tensor scalar); the channel scales come from one variadic reduce
+over channels XLA recomputes rather than stores; the 12 row/column channels, constant along
+one axis, are mixed on their small vectors and broadcast. No ``[*shape, 30]`` feature tensor
+is materialised.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ import numpy as np
 import optax
 
 from evolopt.architectures import features as F
-from evolopt.architectures import published
+from evolopt.architectures import fused, published
 from evolopt.architectures.base import LearnedOptimizer
 from evolopt.registry import register_arch
 
@@ -156,106 +157,78 @@ def newton_schulz(x: jax.Array, steps: int = NS_STEPS) -> jax.Array:
     wide = x.shape[-2] <= x.shape[-1]
     x = x if wide else jnp.swapaxes(x, -1, -2)
     x = x / (jnp.sqrt(jnp.sum(jnp.square(x), axis=(-2, -1), keepdims=True)) + 1e-8)
-    # Default matmul precision, as the authors (float32 on CPU; TF32 allowed on GPU).
-    for _ in range(steps):
+
+    def step(_, x):
+        # Default matmul precision, as the authors (float32 on CPU; TF32 allowed on GPU).
         gram = jnp.matmul(x, jnp.swapaxes(x, -1, -2))
         poly = b * gram + c * jnp.matmul(gram, gram)
-        x = a * x + jnp.matmul(poly, x)
+        return a * x + jnp.matmul(poly, x)
+
+    x = jax.lax.fori_loop(0, steps, step, x)
     return x if wide else jnp.swapaxes(x, -1, -2)
 
 
-def _mean_squares(xs: list[jax.Array], axes: tuple[int, ...]) -> list[jax.Array]:
-    """``mean(x^2 over axes)`` (kept dims) of every x in one variadic reduce: one pass
-    over memory instead of len(xs) (the separate reductions were bandwidth-bound)."""
-    last = xs[0].ndim - 1
-    sq = tuple(jnp.square(x) for x in xs)
-    zero = tuple(jnp.zeros((), x.dtype) for x in xs)
-    sums = jax.lax.reduce(sq, zero, lambda u, v: tuple(a + b for a, b in zip(u, v)), (last,))
-    out = []
-    for s in sums:
-        s = jnp.expand_dims(s, last) / xs[0].shape[last]
-        out.append(jnp.mean(s, axis=axes, keepdims=True) if len(axes) > 1 else s)
-    return out
+def orthogonalize_step(d: jax.Array, conv_as_matrix: bool = False) -> tuple[jax.Array, tuple[int, ...]]:
+    """``(NS5(d), axes its RMS is normalised over)`` for a tensor with ndim >= 2.
+
+    Default (the authors' rule): every slice over the last two axes is one matrix, so a
+    conv kernel [kh, kw, cin, cout] is kh*kw separate [cin, cout] matrices (per tap).
+    ``conv_as_matrix``: a tensor with ndim > 2 is ONE [prod(shape[:-1]), shape[-1]]
+    matrix, as Muon implementations treat conv kernels ([kh*kw*cin, cout]), and its
+    step has unit RMS over the whole tensor.
+    """
+    if conv_as_matrix and d.ndim > 2:
+        flat = newton_schulz(d.reshape(-1, d.shape[-1]))
+        return flat.reshape(d.shape), tuple(range(d.ndim))
+    return newton_schulz(d), tuple(range(max(d.ndim - 2, 0), d.ndim))
 
 
-def _rms_scale(x: jax.Array, axes: tuple[int, ...]) -> jax.Array:
-    """``rsqrt(1e-9 + mean(x^2 over axes))`` with kept dims."""
-    return jax.lax.rsqrt(1e-9 + jnp.mean(jnp.square(x), axis=axes, keepdims=True))
-
-
-def _col(w: jax.Array, ndim: int) -> jax.Array:
-    """[H] -> [H, 1, ..., 1] to broadcast against [H, *shape]."""
-    return w[(slice(None),) + (None,) * ndim] if w.ndim == 1 else w
-
-
-def _layer(ws: list[jax.Array], xs: list[jax.Array], b: jax.Array, ndim: int) -> jax.Array:
-    """``[H, *shape]`` = ``b + sum_c ws[c] * xs[c]`` with ``ws[c]`` of shape [H] or [H, ...]."""
-    out = _col(b, ndim)
-    for w, x in zip(ws, xs):
-        out = out + _col(w, ndim) * x[None]
-    return out
+def _channels(p: jax.Array, g: jax.Array, acc: dict, rfcf: list | None) -> list[jax.Array]:
+    """Per-element channels in the spec's order (blocks 0..8, then 13 for ndim >= 2)."""
+    m, v = acc["m"], acc["v"]
+    rs = jax.lax.rsqrt(v + 1e-8)
+    if rfcf is None:
+        fac = [g * F.safe_rsqrt(acc["vd"][k] + 1e-9) for k in range(3)]
+    else:
+        fac = [g * rfcf[k] for k in range(3)]
+    xs = [g, jnp.clip(g, -0.1, 0.1), p, m[0], m[1], m[2], v]
+    xs += [m[k] * rs for k in range(3)] + [rs] + fac + [g * rs]
+    return xs if rfcf is None else xs + [m[k] * rfcf[k] for k in range(3)]
 
 
 def _direction(mlp: dict, p: jax.Array, g: jax.Array, acc: dict, exp_mult: Any) -> jax.Array:
-    """MLP output ``d = o_0 exp(exp_mult o_1)`` for one tensor (ndim >= 1), float32."""
+    """MLP output ``d = o_0 exp(exp_mult o_1)`` for one tensor (ndim >= 1), float32.
+
+    The per-element MLP runs through ``fused``: no [*shape, 30] input; the row/column
+    blocks 9..12 (constant along d0 or d1) are mixed on their small vectors.
+    """
     axes = tuple(range(max(p.ndim - 2, 0), p.ndim))
-    m, v = acc["m"], acc["v"]
-    rs = jax.lax.rsqrt(v + 1e-8)
     dims = F.factored_dims(p.shape)
-    if dims is None:
-        rfcf = None
-        fac = [g * F.safe_rsqrt(acc["vd"][k] + 1e-9) for k in range(3)]
-    else:
-        d1, d0 = dims
-        row, col = acc["row"], acc["col"]
-        reduced_d1 = d1 - 1 if d1 > d0 else d1
-        rf = F.safe_rsqrt(row / (jnp.mean(row, axis=1 + reduced_d1, keepdims=True) + 1e-9))
-        rf, cf = jnp.expand_dims(rf, 1 + d0), jnp.expand_dims(F.safe_rsqrt(col), 1 + d1)
-        rfcf = [rf[k] * cf[k] for k in range(3)]  # rank-1, cheap to broadcast
-        fac = [g * rfcf[k] for k in range(3)]
-    # Per-element channels paired with their first-layer rows, in the spec's order.
-    xs = [g, jnp.clip(g, -0.1, 0.1), p, m[0], m[1], m[2], v]
-    xs += [m[k] * rs for k in range(3)] + [rs] + fac + [g * rs]
-    blocks = [0, 1, 2, 3, 4, 5, 6, 7, 8]
-    if rfcf is not None:
-        xs += [m[k] * rfcf[k] for k in range(3)]
-        blocks.append(13)
+    rfcf = None if dims is None else F.factor_vectors(acc, dims)[0]  # rank-1, cheap to broadcast
+    xs = _channels(p, g, acc, rfcf)
+    again = _channels(*jax.lax.optimization_barrier((p, g, acc, rfcf)))  # see fused.first_layer
+    blocks = [0, 1, 2, 3, 4, 5, 6, 7, 8] + ([] if rfcf is None else [13])
     rows = [w for i in blocks for w in mlp[f"w0__{i}"]]  # each [H]
-    scales = [jax.lax.rsqrt(1e-9 + s) for s in _mean_squares(xs, axes)]
-    # Normalisation folded into the first layer: (s_c w_c) x_c, s_c a per-slice scalar.
-    ws = [_col(w, p.ndim) * s[None] for w, s in zip(rows, scales)]
-    b0 = mlp["b0"]
+    small_rows, small = [], []
     if rfcf is not None:
-        # Blocks 9..12 are constant along d0 (row moments) or d1 (column moments): mix
-        # them on the small vectors and broadcast, instead of 12 full-size channels.
-        rowx, colx = jnp.expand_dims(acc["row"], 1 + d0), jnp.expand_dims(acc["col"], 1 + d1)
-        small = [rowx[k] for k in range(3)] + [colx[k] for k in range(3)]
+        _, row, col = F.factor_vectors(acc, dims)
+        small = [row[k] for k in range(3)] + [col[k] for k in range(3)]
         small += [jax.lax.rsqrt(x + 1e-8) for x in small]
-        srows = [w for i in (9, 10, 11, 12) for w in mlp[f"w0__{i}"]]
-        sws = [_col(w, p.ndim) * _rms_scale(x, axes)[None] for w, x in zip(srows, small)]
-        b0 = _layer(sws, small, b0, p.ndim)  # [H, *shape with a 1 at d0 or d1]
-    h = _layer(ws, xs, b0, p.ndim)
-    # Barriers keep XLA from fusing the next layer into this one, which would
-    # recompute every hidden unit once per unit of the next layer.
-    h = jax.lax.optimization_barrier(jax.nn.relu(h))
-    depth = 1 + max(int(k[1:]) for k in mlp if re.fullmatch(r"w\d+", k))
-    for i in range(1, depth - 1):
-        w = mlp[f"w{i}"]
-        h = jax.nn.relu(_layer([w[j] for j in range(w.shape[0])], list(h), mlp[f"b{i}"], p.ndim))
-        if i < depth - 2:  # the last hidden layer fuses into the 1-unit head at no cost
-            h = jax.lax.optimization_barrier(h)
-    w, b = mlp[f"w{depth - 1}"], mlp[f"b{depth - 1}"]
-    direction = sum(w[j, 0] * h[j] for j in range(w.shape[0])) + b[0]
+        small_rows = [w for i in (9, 10, 11, 12) for w in mlp[f"w0__{i}"]]
+    h = fused.first_layer(rows, xs, mlp["b0"], axes, 1e-9, small_rows, small, stats_xs=again)
     if isinstance(exp_mult, (int, float)) and exp_mult == 0:  # exp(0 o_1) = 1: skip that head
-        return direction
-    magnitude = sum(w[j, 1] * h[j] for j in range(w.shape[0])) + b[1]
+        return fused.mlp_heads(mlp, h, (0,))[0]
+    direction, magnitude = fused.mlp_heads(mlp, h, (0, 1))
     return direction * jnp.exp(exp_mult * magnitude)
 
 
 def scale_by_celo2(
-    theta: dict, orthogonalize: bool = True, exp_mult: float = 0.0
+    theta: dict, orthogonalize: bool = True, exp_mult: float = 0.0, conv_as_matrix: bool = False
 ) -> optax.GradientTransformationExtraArgs:
     """The bare Celo2 rule: ``updates = +step`` with unit RMS over the last two axes.
+
+    ``conv_as_matrix`` orthogonalises tensors with ndim > 2 as one matrix (see
+    ``orthogonalize_step``); the default is the authors' per-slice rule.
 
     ``step`` is what the authors SUBTRACT (``p <- p - lr step``); optax adds updates,
     so chain with a negative scale (``celo2`` does). Needs ``params``; extra args
@@ -284,12 +257,12 @@ def scale_by_celo2(
                 acc = jax.tree.map(lambda a: a.reshape(a.shape + (1,)), acc)
             p32 = p.astype(jnp.float32).reshape(p.shape or (1,))
             dirs.append(_direction(mlp, p32, g32.reshape(p32.shape), acc, exp_mult))
-        if orthogonalize:  # per tensor: XLA CPU runs batched matmuls on one thread
-            dirs = [newton_schulz(d) if d.ndim >= 2 else d for d in dirs]
         steps = []
         for d, g in zip(dirs, flat_g):
             axes = tuple(range(max(d.ndim - 2, 0), d.ndim))
-            steps.append((d * _rms_scale(d, axes)).reshape(g.shape).astype(g.dtype))
+            if orthogonalize and d.ndim >= 2:  # per tensor: XLA CPU runs batched matmuls on one thread
+                d, axes = orthogonalize_step(d, conv_as_matrix)
+            steps.append((d * fused.rms_scale(d, axes, 1e-9)).reshape(g.shape).astype(g.dtype))
         return treedef.unflatten(steps), {"acc": treedef.unflatten(accs)}
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
@@ -352,6 +325,7 @@ def celo2(
     adam_b2: float = 0.999,
     adam_eps: float = 1e-8,
     adam_bias_correction: bool = False,
+    conv_as_matrix: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
     """Celo2 as a full optax optimizer (updates are added to params).
 
@@ -368,7 +342,7 @@ def celo2(
     else:
         lr_adam = adam_lr_mult * learning_rate
     learned = optax.chain(
-        scale_by_celo2(theta, orthogonalize, exp_mult),
+        scale_by_celo2(theta, orthogonalize, exp_mult, conv_as_matrix),
         optax.add_decayed_weights(weight_decay),
         optax.scale_by_learning_rate(learning_rate),
     )
@@ -402,8 +376,13 @@ def celo2_arch(
     param_regex: str = DEFAULT_PARAM_REGEX,
     route_1d_to_adam: bool = True,
     exp_mult: float = 0.0,
+    conv_as_matrix: bool = False,
 ) -> LearnedOptimizer:
-    """Celo2 (Moudgil et al. 2026): 30 features -> MLP(8, 8) -> Newton-Schulz; Adam for 1-D."""
+    """Celo2 (Moudgil et al. 2026): 30 features -> MLP(8, 8) -> Newton-Schulz; Adam for 1-D.
+
+    ``conv_as_matrix=true`` orthogonalises a conv kernel [kh, kw, cin, cout] as one
+    [kh*kw*cin, cout] matrix (as Muon implementations do) instead of per tap.
+    """
     return _factory("celo2", True, dict(locals()))
 
 

@@ -26,6 +26,7 @@ import numpy as np
 import optax
 
 from evolopt.architectures import features as F
+from evolopt.architectures import fused
 from evolopt.architectures.base import LearnedOptimizer
 from evolopt.registry import register_arch
 
@@ -47,40 +48,50 @@ def init_theta(key: jax.Array, hidden_size: int = 4, hidden_layers: int = 2) -> 
     }
 
 
-def _channels(p, g, acc) -> list[jax.Array]:
-    """The 28 gradient-statistic channels of one tensor, in input order, each of p's shape."""
-    fac = F.factored_terms(acc, g)
-    m, v = acc["m"], acc["v"]
-    rsqrt_v = jax.lax.rsqrt(v + 1e-6)
-    if "row" in fac:
-        row, col, factor = fac["row"], fac["col"], fac["factor"]
-        tail = [row, col, jax.lax.rsqrt(row + 1e-8), jax.lax.rsqrt(col + 1e-8), m * factor]
-    else:
-        vd = fac["vd"]
-        tail = [vd, vd, jax.lax.rsqrt(vd + 1e-8), jax.lax.rsqrt(vd + 1e-8), m * jax.lax.rsqrt(vd + 1e-6)]
-    groups = [g[None], p[None], m, v[None], m * rsqrt_v[None], rsqrt_v[None], fac["fac_g"], *tail]
-    return [channel for group in groups for channel in group]
+def _mlp_output(mlp: dict, p, g, acc, step) -> list[jax.Array]:
+    """The MLP's two outputs ``[d, m]`` (each of p's shape), without materialising the
+    [*p.shape, 39] input (``_features`` is the reference form; see ``fused.py``).
 
-
-def _mlp_output(mlp: dict, p, g, acc, step) -> jax.Array:
-    """MLP outputs [*p.shape, 2] without materialising the [*p.shape, 39] input.
-
-    The first layer is linear, so ``normalize(x) @ w0 = sum_c (x_c / rms_c) w0[c]``:
-    each channel is scaled by a scalar and accumulated into the hidden units,
-    which XLA fuses into one pass over the accumulators; the 11 time features
-    are the same for every element and fold into the bias.
+    The 11 time features are the same for every element and fold into the bias; the 12
+    row/column channels of a factored tensor are mixed on their small vectors.
     """
+    shape = p.shape
+    if p.ndim == 0:  # a scalar normalises over its one element, as a 1-element vector
+        p, g = p.reshape(1), g.reshape(1)
+        acc = jax.tree.map(lambda a: a.reshape(a.shape + (1,)), acc)
+    axes = tuple(range(p.ndim))
     time = jnp.tanh(step.astype(jnp.float32) / TIME_SCALES - 1.0)
     w0 = mlp["w0"]
-    h = mlp["b0"] + time @ w0[28:]
-    for c, x in enumerate(_channels(p, g, acc)):
-        scale = jax.lax.rsqrt(1e-5 + jnp.mean(jnp.square(x)))
-        h = h + (x * scale)[..., None] * w0[c]
-    rest = {k: v for k, v in mlp.items() if k not in ("w0", "b0")}
-    n = len(rest) // 2
-    for i in range(1, n + 1):
-        h = jax.nn.relu(h) @ mlp[f"w{i}"] + mlp[f"b{i}"]
-    return h
+    b0 = mlp["b0"] + time @ w0[28:]
+    dims = F.factored_dims(p.shape)
+    prims = (p, g, acc) if dims is None else (p, g, acc, *F.factor_vectors(acc, dims)[:1])
+    xs = _full_channels(*prims)
+    again = _full_channels(*jax.lax.optimization_barrier(prims))  # see fused.first_layer
+    rows = list(w0[:10])
+    if dims is None:
+        # vd and rsqrt(vd + 1e-8) each feed two input rows: one channel with the summed row.
+        rows += list(w0[10:13]) + list(w0[13:16] + w0[16:19]) + list(w0[19:22] + w0[22:25]) + list(w0[25:28])
+        out = fused.first_layer(rows, xs, b0, axes, 1e-5, stats_xs=again)
+    else:
+        _, row, col = F.factor_vectors(acc, dims)
+        rows += list(w0[10:13]) + list(w0[25:28])
+        small = [row[k] for k in range(3)] + [col[k] for k in range(3)]
+        small += [jax.lax.rsqrt(x + 1e-8) for x in small]
+        out = fused.first_layer(rows, xs, b0, axes, 1e-5, list(w0[13:25]), small, stats_xs=again)
+    return [o.reshape(shape) for o in fused.mlp_heads(mlp, out, (0, 1))]
+
+
+def _full_channels(p, g, acc, factor=None) -> list[jax.Array]:
+    """The full-size channels of one tensor, in first-layer row order (duplicates merged)."""
+    m, v = acc["m"], acc["v"]
+    rsqrt_v = jax.lax.rsqrt(v + 1e-6)
+    xs = [g, p, m[0], m[1], m[2], v] + [m[k] * rsqrt_v for k in range(3)] + [rsqrt_v]
+    if factor is None:
+        vd = acc["vd"]
+        xs += [g * F.safe_rsqrt(vd[k] + 1e-9) for k in range(3)]
+        xs += [vd[k] for k in range(3)] + [jax.lax.rsqrt(vd[k] + 1e-8) for k in range(3)]
+        return xs + [m[k] * jax.lax.rsqrt(vd[k] + 1e-6) for k in range(3)]
+    return xs + [g * factor[k] for k in range(3)] + [m[k] * factor[k] for k in range(3)]
 
 
 def _features(p, g, acc, step) -> jax.Array:
@@ -122,8 +133,8 @@ def scale_by_small_fc_lopt(theta: dict, exp_mult: float = 1e-3) -> optax.Gradien
 
         def one(g, acc, p):
             acc = F.update_accumulators(acc, g, momentum, rms, factored)
-            out = _mlp_output(theta["mlp"], p, g, acc, state["count"])
-            return -out[..., 0] * jnp.exp(exp_mult * out[..., 1]), acc
+            d, m = _mlp_output(theta["mlp"], p, g, acc, state["count"])
+            return -d * jnp.exp(exp_mult * m), acc
 
         flat_g, treedef = jax.tree.flatten(grads)
         flat_acc = treedef.flatten_up_to(state["acc"])

@@ -1,0 +1,126 @@
+"""What users feel: a whole training step of a flax transformer LM with each optimizer.
+
+Trains a decoder-only transformer (pre-LayerNorm, causal attention, 4x MLP, untied
+readout) on random tokens for ``--steps`` steps with every registered architecture (at
+its initial theta) and with optax.adamw, one jitted step each (forward, backward, update).
+Prints the median step time and each optimizer's overhead as a share of it:
+
+    overhead = (step with the optimizer - step with plain SGD) / step with the optimizer
+
+SGD's update (``p - lr g``) is the cheapest possible, so the difference is what the
+optimizer itself costs inside a real step (XLA may overlap some of it with the backward).
+
+    python benchmarks/real_model.py                      # short CPU run (~4M params)
+    python benchmarks/real_model.py --preset 20m --batch 32 --seq 256 --steps 10   # ~20M params
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+PRESETS = {  # d_model, layers, heads, vocab
+    "small": (256, 4, 4, 4096),
+    "20m": (512, 5, 8, 4096),
+}
+
+
+class Block(nn.Module):
+    d: int
+    heads: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        mask = nn.make_causal_mask(jnp.ones(x.shape[:2], jnp.int32))
+        x = x + nn.SelfAttention(num_heads=self.heads, qkv_features=self.d)(nn.LayerNorm()(x), mask=mask)
+        h = nn.Dense(4 * self.d)(nn.LayerNorm()(x))
+        return x + nn.Dense(self.d)(nn.gelu(h))
+
+
+class TransformerLM(nn.Module):
+    d: int
+    layers: int
+    heads: int
+    vocab: int
+    seq: int
+
+    @nn.compact
+    def __call__(self, tokens: jax.Array) -> jax.Array:
+        x = nn.Embed(self.vocab, self.d)(tokens)
+        x = x + self.param("pos_embed", nn.initializers.normal(0.02), (self.seq, self.d))
+        for _ in range(self.layers):
+            x = Block(self.d, self.heads)(x)
+        return nn.Dense(self.vocab)(nn.LayerNorm()(x))
+
+
+def time_training(model: nn.Module, params: Any, tx: optax.GradientTransformation, batches: jax.Array, steps: int):
+    """Median wall ms of one jitted train step (forward, backward, update), and the final loss."""
+    extra = isinstance(tx, optax.GradientTransformationExtraArgs)
+
+    def loss_fn(p: Any, batch: jax.Array) -> jax.Array:
+        logits = model.apply({"params": p}, batch[:, :-1])
+        return optax.softmax_cross_entropy_with_integer_labels(logits, batch[:, 1:]).mean()
+
+    @jax.jit
+    def step(p: Any, s: Any, batch: jax.Array):
+        loss, g = jax.value_and_grad(loss_fn)(p, batch)
+        kwargs = {"loss": loss, "num_steps": steps} if extra else {}
+        u, s = tx.update(g, s, p, **kwargs)
+        return optax.apply_updates(p, u), s, loss
+
+    state = tx.init(params)
+    params, state, loss = step(params, state, batches[0])  # compile
+    jax.block_until_ready(loss)
+    times = []
+    for i in range(steps):
+        t0 = time.perf_counter()
+        params, state, loss = step(params, state, batches[(i + 1) % len(batches)])
+        jax.block_until_ready(loss)
+        times.append(time.perf_counter() - t0)
+    return 1e3 * statistics.median(times), float(loss)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--preset", choices=sorted(PRESETS), default="small")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--seq", type=int, default=64)
+    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--archs", help="comma-separated subset of the registered architectures")
+    args = ap.parse_args()
+
+    import evolopt.architectures  # noqa: F401  (registers every architecture)
+    from evolopt.registry import ARCHITECTURES
+
+    d, layers, heads, vocab = PRESETS[args.preset]
+    model = TransformerLM(d, layers, heads, vocab, args.seq)
+    key = jax.random.PRNGKey(0)
+    batches = jax.random.randint(key, (4, args.batch, args.seq + 1), 0, vocab)
+    params = model.init(key, batches[0, :, :-1])["params"]
+    n = sum(x.size for x in jax.tree.leaves(params))
+    print(
+        f"transformer LM: d={d} layers={layers} heads={heads} vocab={vocab} = {n / 1e6:.1f}M params; "
+        f"batch {args.batch} x {args.seq} tokens; median of {args.steps} steps; backend {jax.default_backend()}"
+    )
+    sgd, _ = time_training(model, params, optax.sgd(1e-3), batches, args.steps)
+    print(f"{'optimizer':16s} {'step ms':>9s} {'overhead':>9s} {'x adamw':>8s}")
+    print(f"{'sgd (reference)':16s} {sgd:9.1f} {0.0:8.1f}%", flush=True)
+    adamw, _ = time_training(model, params, optax.adamw(1e-3), batches, args.steps)
+    print(f"{'optax.adamw':16s} {adamw:9.1f} {100 * (adamw - sgd) / adamw:8.1f}% {1.0:7.2f}x", flush=True)
+    names = args.archs.split(",") if args.archs else ARCHITECTURES.names()
+    for name in names:
+        arch = ARCHITECTURES.build(name)
+        tx = arch.optimizer(arch.init_theta(jax.random.PRNGKey(0)))
+        ms, _ = time_training(model, params, tx, batches, args.steps)
+        print(f"{name:16s} {ms:9.1f} {100 * (ms - sgd) / ms:8.1f}% {ms / adamw:7.2f}x", flush=True)
+
+
+if __name__ == "__main__":
+    main()
