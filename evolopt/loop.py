@@ -101,6 +101,13 @@ def _check_counts(cfg: DictConfig) -> None:
             raise ConfigError(f"evaluation.{key}={cfg.evaluation[key]!r} must be a positive integer")
 
 
+def check_config(cfg: DictConfig) -> None:
+    """Every check of a composed config that needs no building: ConfigError in one line.
+    The CLI runs it on each job of a sweep before any job starts."""
+    check_values(cfg)
+    _check_counts(cfg)
+
+
 def check_values(cfg: DictConfig) -> None:
     """Values every run needs, in one line each: interpolations resolve, an integer seed,
     a positive finite ``strategy.sigma`` (a zero search scale makes every update NaN)."""

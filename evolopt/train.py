@@ -34,8 +34,9 @@ def _prepare(args: Argv) -> None:
 
 def _validate(overrides: list[str]) -> None:
     from evolopt.config import load_config
+    from evolopt.loop import check_config
 
-    load_config(overrides)
+    check_config(load_config(overrides))
 
 
 def train_job(cfg: Any) -> float:

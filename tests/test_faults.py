@@ -72,8 +72,14 @@ def checkpoints(run_dir: Path) -> list[int]:
     return sorted(int(p.name) for p in (run_dir / "checkpoints").iterdir() if p.name.isdigit())
 
 
+def _progress(line: str) -> bool:
+    """The start line, progress lines off a terminal and the resume line (evolopt/progress.py)."""
+    return line.endswith("compiling...") or line.startswith(("generation ", "resumed at generation"))
+
+
 def one_line(stderr: str) -> str:
-    lines = [line for line in stderr.splitlines() if line.strip()]
+    """The one line a fault or a bad value prints (besides the run's ordinary progress lines)."""
+    lines = [line for line in stderr.splitlines() if line.strip() and not _progress(line)]
     assert len(lines) == 1, stderr[-3000:]
     return lines[0]
 
@@ -166,7 +172,7 @@ def test_corrupt_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, refe
         data.write_bytes(data.read_bytes()[:20])
     result = train(run_dir)
     assert result.returncode == 0, result.stderr[-3000:]
-    notes = [line for line in result.stderr.splitlines() if "checkpoint" in line]
+    notes = [line for line in result.stderr.splitlines() if "restore" in line]
     assert len(notes) == 2, result.stderr[-3000:]
     assert notes[0].startswith("evolopt.train: checkpoint of generation 6 does not restore")
     assert notes[1] == "evolopt.train: resuming from generation 4, the newest checkpoint that restores"
@@ -277,7 +283,7 @@ def test_run_lock_one_holder_stale_taken_over_foreign_host_refused(tmp_path):
 
 
 def test_recover_drops_a_half_line_and_generations_after_the_checkpoint(tmp_path):
-    from evolopt.logger import EventFile, recover
+    from evolopt.logger import CURVES_SUFFIX, EventFile, recover
 
     rows = [{"generation": g, "fitness/mean": float(g)} for g in range(5)]
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"generation": 5, "fi')
@@ -285,12 +291,15 @@ def test_recover_drops_a_half_line_and_generations_after_the_checkpoint(tmp_path
     for r in rows:
         events.scalar("fitness/mean", r["fitness/mean"], r["generation"])
     events.close()
-    (tmp_path / "tb" / "eval_curve" / "gen_000004" / "learned").mkdir(parents=True)
-    (tmp_path / "tb" / "eval_curve" / "gen_000002" / "learned").mkdir(parents=True)
+    for generation in (0, 2, 4):  # each evaluation's curves in an event file of their own
+        curves = EventFile(tmp_path / "tb", suffix=f"{CURVES_SUFFIX}{generation:06d}")
+        curves.scalar(f"eval_curve/gen_{generation:06d}/learned", 1.0, 0)
+        curves.close()
     recover(tmp_path, 2)
     assert numbers(tmp_path) == rows[:3]
     assert tb_scalars(tmp_path / "tb", "fitness/mean") == [(0, 0.0), (1, 1.0), (2, 2.0)]
-    assert sorted(p.name for p in (tmp_path / "tb" / "eval_curve").iterdir()) == ["gen_000002"]
+    kept = sorted(p.name.rpartition(CURVES_SUFFIX)[2] for p in (tmp_path / "tb").iterdir() if CURVES_SUFFIX in p.name)
+    assert kept == ["000000", "000002"]
     recover(tmp_path, 0)  # a run that starts afresh keeps nothing
     assert (tmp_path / "metrics.jsonl").read_text() == ""
 
