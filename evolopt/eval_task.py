@@ -99,14 +99,13 @@ def evaluate_task(
         load_builtins()
     family = TASK_FAMILIES.build(task.family, **task.options)
     mesh = grid_mesh() if mesh is None else mesh
+    grid: dict[str, list[tuple[float, float, float]]] = {}  # name -> [(lr, score, mean valid)]
 
     def timed(name: str, fn: Callable[[], Any]) -> Any:  # progress: one line per grid
         t = time.perf_counter()
         value = fn()
         log(f"  {task.name} {name}: {time.perf_counter() - t:.1f} s")
         return value
-
-    grid: dict[str, list[tuple[float, float, float]]] = {}  # name -> [(lr, score, mean valid)]
 
     def tuned_over(name: str, lopt: LearnedOptimizer, theta: Theta, rates: np.ndarray) -> tuple:
         best, curves, valid = timed(name, lambda: tune(family, lopt, theta, task.steps, rates, seeds, mesh))
@@ -127,14 +126,21 @@ def evaluate_task(
         own = Tuned(own_lr, curves[on_grid[0]], valid[on_grid[0]]) if len(on_grid) else at_own_rate()
     else:
         best = own = at_own_rate()
+    return _result(task, candidate.label, tuned, best, own, bool(len(candidate_lrs)), grid, time.perf_counter() - t0)
+
+
+def _result(
+    task: Any, label: str, tuned: dict[str, Tuned], best: Tuned, own: Tuned, lr_tuned: bool, grid: dict, seconds: float
+) -> Result:
+    """The task's row: the candidate (tuned and at its own rate) against the best tuned baseline."""
     best_name = min(tuned, key=lambda n: smooth(tuned[n].curves)[:, -1].mean())
     base = tuned[best_name]
     base_final = float(smooth(base.curves).mean(0)[-1])
     norm, speedup = normalized(smooth(best.curves).mean(0), base_final, task.steps)
     own_norm, own_speedup = normalized(smooth(own.curves).mean(0), base_final, task.steps)
-    curves = {f"{candidate.label} (lr={best.lr:.0e}{', tuned' if len(candidate_lrs) else ''})": best.curves}
-    if len(candidate_lrs):
-        curves[f"{candidate.label} (own lr={own.lr:.0e})"] = own.curves
+    curves = {f"{label} (lr={best.lr:.0e}{', tuned' if lr_tuned else ''})": best.curves}
+    if lr_tuned:
+        curves[f"{label} (own lr={own.lr:.0e})"] = own.curves
     curves.update({f"{n} (lr={tuned[n].lr:.0e})": tuned[n].curves for n in tuned})
     return Result(
         task=task.name,
@@ -153,8 +159,8 @@ def evaluate_task(
         own_valid=float(np.mean(own.valid)),
         own_normalized_loss=own_norm,
         own_speedup=own_speedup,
-        seconds=time.perf_counter() - t0,
-        tuned=bool(len(candidate_lrs)),
+        seconds=seconds,
+        tuned=lr_tuned,
         curves=curves,
         grid=grid,
     )

@@ -2,10 +2,10 @@
 
 Celo2, for example, routes 1-D parameters to Adam: on a family whose parameters are
 all vectors (``quadratic``) no parameter reaches the learned rule, and the meta-loss
-is the same at every generation. The test is direct: over a sampled task (up to three), two
-updates with random gradients, is the update's derivative with respect to theta
-exactly zero? (``d update / d theta == 0`` for every theta leaf means no update
-depends on theta.)
+is the same at every generation. The test is direct and forward-only: on a sampled task (up to three), are two
+updates with random gradients bit-identical at theta and at a randomly perturbed
+theta? (A derivative through the update would say the same, but differentiating a
+Newton-Schulz rule costs far more memory and compile time than the check is worth.)
 """
 
 from __future__ import annotations
@@ -29,18 +29,22 @@ def reaches_learned_rule(lopt: Any, family: Any, theta: Any, key: jax.Array) -> 
     grads = treedef.unflatten(
         [jax.random.normal(k, x.shape, jnp.float32) for k, x in zip(jax.random.split(k_grad, len(leaves)), leaves)]
     )
-    weights = jax.tree.map(lambda g: jax.random.normal(k_w, g.shape), grads)
 
-    def probe(th):
+    @jax.jit
+    def updates(th):
         opt = lopt.optimizer(th)
         state = opt.init(params)
         u1, state = opt.update(grads, state, params, loss=jnp.float32(1.0), num_steps=100)
         u2, _ = opt.update(grads, state, params, loss=jnp.float32(0.5), num_steps=100)
-        dot = jax.tree.map(lambda a, b, w: jnp.sum((a + b) * w), u1, u2, weights)
-        return sum(jax.tree.leaves(dot))
+        return u1, u2
 
-    d = jax.jit(jax.grad(probe))(theta)
-    return any(bool(jnp.any(x != 0)) for x in jax.tree.leaves(d))
+    th_leaves, th_def = jax.tree.flatten(theta)
+    noise = jax.random.split(k_w, len(th_leaves))
+    other = th_def.unflatten(
+        [x + 0.1 * (1 + jnp.abs(x)) * jax.random.normal(k, x.shape) for k, x in zip(noise, th_leaves)]
+    )
+    same = jax.tree.map(lambda a, b: bool(jnp.all(a == b)), updates(theta), updates(other))
+    return not all(jax.tree.leaves(same))
 
 
 def check_learnable(lopt: Any, family: Any, theta: Any, arch_options: dict | None = None) -> None:

@@ -10,8 +10,10 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from omegaconf import OmegaConf
 from tensorboardX.event_file_writer import EventsWriter
 from tensorboardX.proto import event_pb2
 from tensorboardX.summary import scalar as scalar_summary
@@ -46,6 +48,12 @@ class RunLogger:
         """A line for the person watching (above the bar)."""
         if self.write:
             self.bar.write(message, file=sys.stderr)
+
+    def config_text(self, cfg: Any) -> None:
+        """The run's config in TensorBoard's text tab (YAML in a code block)."""
+        if self.write:
+            self.writer.text("config", "```\n" + OmegaConf.to_yaml(cfg) + "\n```", 0)
+            self.writer.flush()
 
     def scalars(self, generation: int, values: dict[str, float]) -> None:
         if not self.write:

@@ -31,7 +31,6 @@ from evolopt.provenance import provenance
 from evolopt.registry import ARCHITECTURES, STRATEGIES, TASK_FAMILIES, ConfigError
 from evolopt.resume import RESUMABLE_CHANGES, disk_full, open_run_dir, prepare_run_dir  # noqa: F401 (API)
 from evolopt.run_dir import RunAborted, StopRequest, fault
-from evolopt.tb import write_config
 from evolopt.unroll import UnrollConfig
 
 
@@ -147,9 +146,9 @@ def _setup(cfg: DictConfig) -> _Run:
     """Build and compile everything, checking it fits, before anything is written."""
     check_values(cfg)
     trainer, theta0 = build(cfg)
+    run_dir, resuming = prepare_run_dir(cfg)
     # A family the arch learns nothing on (no parameter reaches the learned rule) is refused here.
     check_learnable(trainer.lopt, trainer.family.unaugmented or trainer.family, theta0, group_config(cfg, "arch")[1])
-    run_dir, resuming = prepare_run_dir(cfg)
     ev = cfg.evaluation
     plain = trainer.family.unaugmented or trainer.family  # users train un-reparameterised models
     lopt_eval = make_evaluator(plain, trainer.lopt, ev.num_tasks, ev.steps, cfg.unroll.loss_clip)
@@ -179,7 +178,7 @@ def _start(run: _Run) -> tuple[Any, int]:
     start = int(state.generation)
     run.adam = jax.device_get(run.adam_eval({}, run.eval_key))
     run.logger = RunLogger(run.run_dir, cfg.generations, start, cfg.progress, write=run.main)
-    write_config(run.logger.writer, cfg)  # the config in TensorBoard's text tab
+    run.logger.config_text(cfg)  # the config in TensorBoard's text tab
     if run.resuming:
         run.logger.note(f"resumed at generation {start} of {cfg.generations} from {run.run_dir / 'checkpoints'}")
     if jax.process_count() > 1:
