@@ -122,6 +122,22 @@ def job_dir(run_dir: str) -> str:
     return run_dir
 
 
+def compose_flat(config_name: str, overrides: list[str], keys: list[str]) -> Any:
+    """Compose a flat primary config (``evaluate``, ``export``) from overrides; ConfigError in one line."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_module(config_module="evolopt.conf", version_base="1.3"):
+            try:
+                return compose(config_name=config_name, overrides=overrides)
+            except Exception as e:
+                raise ConfigError(f"bad override: {str(e).splitlines()[0]}; valid keys: {', '.join(keys)}") from None
+    finally:
+        GlobalHydra.instance().clear()
+
+
 def run_hydra(
     prog: str,
     argv: list[str],

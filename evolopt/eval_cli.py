@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from evolopt.cli import Argv, run_hydra
+from evolopt.cli import Argv, compose_flat, run_hydra
 from evolopt.eval_run import _minutes, estimate_seconds
 from evolopt.registry import ConfigError
 
@@ -167,19 +167,7 @@ def help_text() -> str:
 
 
 def _validate(overrides: list[str]) -> None:
-    from hydra import compose, initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
-
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_module(config_module="evolopt.conf", version_base="1.3"):
-            try:
-                cfg = compose(config_name="evaluate", overrides=overrides)
-            except Exception as e:
-                first = str(e).splitlines()[0]
-                raise ConfigError(f"bad override: {first}; valid keys: {', '.join(_KEYS)}") from None
-    finally:
-        GlobalHydra.instance().clear()
+    cfg = compose_flat("evaluate", overrides, _KEYS)
     settings(cfg)
 
 

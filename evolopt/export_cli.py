@@ -46,18 +46,9 @@ def help_text() -> str:
 
 
 def _validate(overrides: list[str]) -> None:
-    from hydra import compose, initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
+    from evolopt.cli import compose_flat
 
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_module(config_module="evolopt.conf", version_base="1.3"):
-            try:
-                cfg = compose(config_name="export", overrides=overrides)
-            except Exception as e:
-                raise ConfigError(f"bad override: {str(e).splitlines()[0]}; valid keys: {', '.join(KEYS)}") from None
-    finally:
-        GlobalHydra.instance().clear()
+    cfg = compose_flat("export", overrides, KEYS)
     _check(cfg)
 
 
