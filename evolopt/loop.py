@@ -147,10 +147,10 @@ def _setup(cfg: DictConfig) -> _Run:
     check_values(cfg)
     trainer, theta0 = build(cfg)
     run_dir, resuming = prepare_run_dir(cfg)
-    # A family the arch learns nothing on (no parameter reaches the learned rule) is refused here.
-    check_learnable(trainer.lopt, trainer.family.unaugmented or trainer.family, theta0, group_config(cfg, "arch")[1])
-    ev = cfg.evaluation
     plain = trainer.family.unaugmented or trainer.family  # users train un-reparameterised models
+    if not resuming:  # a family the arch learns nothing on is refused once, before the run starts
+        check_learnable(trainer.lopt, plain, theta0, group_config(cfg, "arch")[1])
+    ev = cfg.evaluation
     lopt_eval = make_evaluator(plain, trainer.lopt, ev.num_tasks, ev.steps, cfg.unroll.loss_clip)
     adam_eval = make_evaluator(plain, baseline("adam", ev.adam_lr), ev.num_tasks, ev.steps, cfg.unroll.loss_clip)
     eval_key = jax.random.fold_in(jax.random.key(cfg.seed), 2)  # the same validation tasks every time
