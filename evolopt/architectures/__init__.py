@@ -9,6 +9,7 @@ from evolopt.architectures import (  # noqa: F401  (imported to register)
     adam_hparams,
     celo,
     celo2,
+    celo2_ns_input,
     mulo,
     small_fc_lopt,
 )

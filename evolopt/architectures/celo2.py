@@ -44,35 +44,45 @@ import numpy as np
 import optax
 
 from evolopt.architectures import features as F
-from evolopt.architectures import fused, published
+from evolopt.architectures import fused
 from evolopt.architectures.base import LearnedOptimizer
+from evolopt.architectures.celo2_checkpoint import BLOCK_SIZES
+from evolopt.architectures.celo2_checkpoint import load_theta as load_theta  # re-exported: celo2.load_theta
+from evolopt.architectures.celo2_checkpoint import save_theta as save_theta
+from evolopt.architectures.celo2_checkpoint import validate_theta as validate_theta
 from evolopt.registry import register_arch
 
 MOMENTUM_DECAYS = (0.9, 0.99, 0.999)
 RMS_DECAY = 0.95
 FACTORED_DECAYS = (0.9, 0.99, 0.999)
-# Channels of feature blocks 0..13, in the order that fixes w0__0..w0__13.
-BLOCK_SIZES = (1, 1, 1, 3, 1, 3, 1, 3, 1, 3, 3, 3, 3, 3)
 NUM_INPUTS = sum(BLOCK_SIZES)  # 30
 NS_COEFFS = (3.4445, -4.7750, 2.0315)
 NS_STEPS = 5
 DEFAULT_PARAM_REGEX = r".*bias.*|.*embed.*"
 
 
-def init_theta(key: jax.Array, hidden_size: int = 8, hidden_layers: int = 2) -> dict:
+def init_theta(
+    key: jax.Array, hidden_size: int = 8, hidden_layers: int = 2, block_sizes: tuple[int, ...] = BLOCK_SIZES
+) -> dict:
     """Initial meta-parameters, in the published checkpoint's structure.
 
     Weights are truncated normal (+-2 std) with std ``1/sqrt(fan_in)``, the first
-    layer's fan-in being all 30 channels; biases are zero.
+    layer's fan-in being all input channels (30 for Celo2); biases are zero.
     """
-    mlp = F.init_mlp(key, [NUM_INPUTS] + [hidden_size] * hidden_layers + [3])
-    bounds = np.cumsum((0,) + BLOCK_SIZES)
-    leaf = {f"w0__{i}": mlp["w0"][bounds[i] : bounds[i + 1]] for i in range(len(BLOCK_SIZES))}
+    mlp = F.init_mlp(key, [sum(block_sizes)] + [hidden_size] * hidden_layers + [3])
+    bounds = np.cumsum((0,) + tuple(block_sizes))
+    leaf = {f"w0__{i}": mlp["w0"][bounds[i] : bounds[i + 1]] for i in range(len(block_sizes))}
     leaf.update({k: v for k, v in mlp.items() if k != "w0"})
     return {"ff_mod_stack": {"~": leaf}}
 
 
-def momentum_theta(key: jax.Array | None = None, hidden_size: int = 8, hidden_layers: int = 2) -> dict:
+def momentum_theta(
+    key: jax.Array | None = None,
+    hidden_size: int = 8,
+    hidden_layers: int = 2,
+    block_sizes: tuple[int, ...] = BLOCK_SIZES,
+    source_block: int = 3,
+) -> dict:
     """The theta whose MLP outputs the 0.9-momentum channel unchanged: ``d = m_0``.
 
     Every hidden layer carries ``relu(x)`` and ``relu(-x)`` in units 0 and 1 (all other
@@ -80,68 +90,22 @@ def momentum_theta(key: jax.Array | None = None, hidden_size: int = 8, hidden_la
     channel's per-tensor RMS scale is removed again by the final normalisation). Celo2
     with it is Muon without Nesterov: ``step = NS5(m) / rms(NS5(m))``, ``m <- 0.9 m + 0.1 g``;
     Celo2-base is momentum normalised to unit RMS per tensor. A hand-designed starting
-    point for meta-training (``theta_init=muon``); ``key`` is unused.
+    point for meta-training (``theta_init=muon``); ``key`` is unused. ``source_block`` is
+    the input block whose first channel is passed through (3: the momentum ``m_0``).
     """
     del key
     if hidden_size < 2 or hidden_layers < 1:
         raise ValueError(
             f"momentum_theta needs hidden_size >= 2 and hidden_layers >= 1, got {hidden_size}, {hidden_layers}"
         )
-    shapes = jax.eval_shape(lambda k: init_theta(k, hidden_size, hidden_layers), jax.random.key(0))
+    shapes = jax.eval_shape(lambda k: init_theta(k, hidden_size, hidden_layers, block_sizes), jax.random.key(0))
     zeros = jax.tree.map(lambda s: np.zeros(s.shape, np.float32), shapes)
     leaf = zeros["ff_mod_stack"]["~"]
-    leaf["w0__3"][0, :2] = (1.0, -1.0)  # m_0.9 -> (relu(m), relu(-m))
+    leaf[f"w0__{source_block}"][0, :2] = (1.0, -1.0)  # m_0.9 -> (relu(m), relu(-m))
     for i in range(1, hidden_layers):
         leaf[f"w{i}"][:2, :2] = ((1.0, -1.0), (-1.0, 1.0))
     leaf[f"w{hidden_layers}"][:2, 0] = (1.0, -1.0)  # o_0 = relu(m) - relu(-m) = m
     return jax.tree.map(jnp.asarray, zeros)
-
-
-# ----------------------------------------------------------------------------- checkpoints
-
-
-def _expected_shapes(leaf: dict) -> dict[str, tuple[int, ...]]:
-    """Shapes a theta leaf dict must have; hidden width and depth read from its keys."""
-    hidden = int(np.shape(leaf["b0"])[0]) if "b0" in leaf else 8
-    depth = 1 + max([int(k[1:]) for k in leaf if re.fullmatch(r"[wb]\d+", k)] or [2])
-    want = {f"w0__{i}": (c, hidden) for i, c in enumerate(BLOCK_SIZES)}
-    for i in range(depth):
-        fan_out = 3 if i == depth - 1 else hidden
-        if i > 0:
-            want[f"w{i}"] = (hidden, fan_out)
-        want[f"b{i}"] = (fan_out,)
-    return want
-
-
-def validate_theta(theta: Any, source: str = "theta") -> dict:
-    """Check ``theta`` has the published structure and shapes; one-line ValueError if not."""
-    if not isinstance(theta, dict) or set(theta) != {"ff_mod_stack"}:
-        raise ValueError(f"{source}: expected a single top-level key 'ff_mod_stack'")
-    leaf = theta["ff_mod_stack"].get("~") if isinstance(theta["ff_mod_stack"], dict) else None
-    if not isinstance(leaf, dict) or set(theta["ff_mod_stack"]) != {"~"}:
-        raise ValueError(f"{source}: expected 'ff_mod_stack' to hold exactly a dict '~' of arrays")
-    want = _expected_shapes(leaf)
-    for name, shape in want.items():
-        if name not in leaf:
-            raise ValueError(f"{source}: missing key 'ff_mod_stack/~/{name}'")
-        got = tuple(np.shape(leaf[name]))
-        if got != shape:
-            raise ValueError(f"{source}: 'ff_mod_stack/~/{name}' has shape {got}, expected {shape}")
-    extra = sorted(set(leaf) - set(want))
-    if extra:
-        raise ValueError(f"{source}: unexpected key 'ff_mod_stack/~/{extra[0]}'")
-    return theta
-
-
-def load_theta(path: str) -> dict:
-    """Read a Celo2 ``theta.state`` (flax ``to_bytes`` msgpack) without flax or pickle."""
-    theta = validate_theta(published.read_state(path, "Celo2"), source=str(path))
-    return jax.tree.map(jnp.asarray, theta)
-
-
-def save_theta(theta: dict, path: str) -> None:
-    """Write ``theta`` in the format of ``flax.serialization.to_bytes`` (readable by flax)."""
-    published.write_state(validate_theta(theta), path)
 
 
 # ----------------------------------------------------------------------------- the rule
@@ -196,11 +160,14 @@ def _channels(p: jax.Array, g: jax.Array, acc: dict, rfcf: list | None) -> list[
     return xs if rfcf is None else xs + [m[k] * rfcf[k] for k in range(3)]
 
 
-def _direction(mlp: dict, p: jax.Array, g: jax.Array, acc: dict, exp_mult: Any) -> jax.Array:
+def _direction(
+    mlp: dict, p: jax.Array, g: jax.Array, acc: dict, exp_mult: Any, ns_input: jax.Array | None = None
+) -> jax.Array:
     """MLP output ``d = o_0 exp(exp_mult o_1)`` for one tensor (ndim >= 1), float32.
 
     The per-element MLP runs through ``fused``: no [*shape, 30] input; the row/column
     blocks 9..12 (constant along d0 or d1) are mixed on their small vectors.
+    ``ns_input``: an extra full-size channel (block 14, ``celo2_ns_input``).
     """
     axes = tuple(range(max(p.ndim - 2, 0), p.ndim))
     dims = F.factored_dims(p.shape)
@@ -209,6 +176,8 @@ def _direction(mlp: dict, p: jax.Array, g: jax.Array, acc: dict, exp_mult: Any) 
     again = _channels(*jax.lax.optimization_barrier((p, g, acc, rfcf)))  # see fused.first_layer
     blocks = [0, 1, 2, 3, 4, 5, 6, 7, 8] + ([] if rfcf is None else [13])
     rows = [w for i in blocks for w in mlp[f"w0__{i}"]]  # each [H]
+    if ns_input is not None:  # already materialised (a matmul's output): no recompute
+        xs, again, rows = xs + [ns_input], again + [ns_input], rows + [mlp["w0__14"][0]]
     small_rows, small = [], []
     if rfcf is not None:
         _, row, col = F.factor_vectors(acc, dims)
@@ -223,12 +192,19 @@ def _direction(mlp: dict, p: jax.Array, g: jax.Array, acc: dict, exp_mult: Any) 
 
 
 def scale_by_celo2(
-    theta: dict, orthogonalize: bool = True, exp_mult: float = 0.0, conv_as_matrix: bool = False
+    theta: dict,
+    orthogonalize: bool = True,
+    exp_mult: float = 0.0,
+    conv_as_matrix: bool = False,
+    ns_input: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
     """The bare Celo2 rule: ``updates = +step`` with unit RMS over the last two axes.
 
     ``conv_as_matrix`` orthogonalises tensors with ndim > 2 as one matrix (see
     ``orthogonalize_step``); the default is the authors' per-slice rule.
+    ``ns_input`` (``celo2_ns_input``): Newton-Schulz moves from the MLP's output to its
+    input: ``NS5(m_0)`` is a 31st channel (block 14; ``m_0`` itself for ndim < 2) and the
+    output ``d`` is only RMS-normalised, so the step is smooth in theta.
 
     ``step`` is what the authors SUBTRACT (``p <- p - lr step``); optax adds updates,
     so chain with a negative scale (``celo2`` does). Needs ``params``; extra args
@@ -256,11 +232,16 @@ def scale_by_celo2(
             if p.ndim == 0:  # scalars behave as 1-element vectors
                 acc = jax.tree.map(lambda a: a.reshape(a.shape + (1,)), acc)
             p32 = p.astype(jnp.float32).reshape(p.shape or (1,))
-            dirs.append(_direction(mlp, p32, g32.reshape(p32.shape), acc, exp_mult))
+            extra = None
+            if ns_input:
+                extra = orthogonalize_step(acc["m"][0], conv_as_matrix)[0] if p.ndim >= 2 else acc["m"][0]
+            dirs.append(_direction(mlp, p32, g32.reshape(p32.shape), acc, exp_mult, extra))
         steps = []
         for d, g in zip(dirs, flat_g):
             axes = tuple(range(max(d.ndim - 2, 0), d.ndim))
-            if orthogonalize and d.ndim >= 2:  # per tensor: XLA CPU runs batched matmuls on one thread
+            if ns_input and conv_as_matrix and d.ndim > 2:
+                axes = tuple(range(d.ndim))
+            if orthogonalize and not ns_input and d.ndim >= 2:  # per tensor: XLA CPU runs batched matmuls on one thread
                 d, axes = orthogonalize_step(d, conv_as_matrix)
             steps.append((d * fused.rms_scale(d, axes, 1e-9)).reshape(g.shape).astype(g.dtype))
         return treedef.unflatten(steps), {"acc": treedef.unflatten(accs)}
@@ -326,6 +307,7 @@ def celo2(
     adam_eps: float = 1e-8,
     adam_bias_correction: bool = False,
     conv_as_matrix: bool = False,
+    ns_input: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
     """Celo2 as a full optax optimizer (updates are added to params).
 
@@ -342,7 +324,7 @@ def celo2(
     else:
         lr_adam = adam_lr_mult * learning_rate
     learned = optax.chain(
-        scale_by_celo2(theta, orthogonalize, exp_mult, conv_as_matrix),
+        scale_by_celo2(theta, orthogonalize, exp_mult, conv_as_matrix, ns_input),
         optax.add_decayed_weights(weight_decay),
         optax.scale_by_learning_rate(learning_rate),
     )

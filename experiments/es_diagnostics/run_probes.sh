@@ -21,3 +21,6 @@ bash $R 0 theta_init=muon population_size=64 strategy.sigma=0.001 strategy.optim
 bash $R 0 theta_init=muon augmentation.reparam=none population_size=64 strategy.sigma=0.001 strategy.optimizer=sgd \
   strategy.grad_clip=1e-6 strategy.learning_rate=300 strategy.weight_decay=0 generations=80 evaluation.meta_loss_every=10 \
   checkpoint_every=10 run_dir=experiments/es_diagnostics/runs/muon_noaug_s0.001_nsgd_pop64_seed0
+# session 5: celo2_ns_input (Newton-Schulz on the momentum input, not on the MLP's output) at its Muon start
+bash $P nsin_muon_s0.01 arch=celo2_ns_input theta_init=muon strategy.sigma=0.01 autodiff=false pairs=8,32 repeats=2 \
+  sigmas=0.001,0.003,0.01,0.03 radii=0.003,0.01,0.03,0.1
