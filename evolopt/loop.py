@@ -31,7 +31,7 @@ from evolopt.provenance import provenance
 from evolopt.registry import ARCHITECTURES, STRATEGIES, TASK_FAMILIES, ConfigError
 from evolopt.resume import RESUMABLE_CHANGES, disk_full, open_run_dir, prepare_run_dir  # noqa: F401 (API)
 from evolopt.run_dir import RunAborted, StopRequest, fault
-from evolopt.unroll import UnrollConfig
+from evolopt.unroll import META_LOSSES, UnrollConfig
 
 
 def build(cfg: DictConfig) -> tuple[MetaTrainer, Any]:
@@ -54,6 +54,11 @@ def build(cfg: DictConfig) -> tuple[MetaTrainer, Any]:
         unroll_cfg = UnrollConfig(**OmegaConf.to_container(cfg.unroll))
     except (TypeError, ValueError) as e:
         raise ConfigError(f"bad unroll config: {e}") from None
+    if unroll_cfg.meta_loss == "valid" and family.valid_batch is None:
+        raise ConfigError(
+            f"unroll.meta_loss=valid needs validation data, and task_family '{fam_name}' has none "
+            "(image_mlp and image_conv have it); use unroll.meta_loss=train"
+        )
     chunks = 1 if cfg.member_chunks == "auto" else cfg.member_chunks  # auto: chosen in meta_train
     try:
         trainer = MetaTrainer(strategy, family, lopt, unroll_cfg, cfg.tasks_per_member, population_mesh(), chunks)
@@ -121,6 +126,9 @@ def check_values(cfg: DictConfig) -> None:
     sigma = cfg.get("strategy", {}).get("sigma")
     if sigma is not None and not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma > 0):
         raise ConfigError(f"strategy.sigma={sigma!r} must be a positive number (the search scale), e.g. 0.01")
+    meta_loss = cfg.get("unroll", {}).get("meta_loss", "train")
+    if meta_loss not in META_LOSSES:
+        raise ConfigError(f"unroll.meta_loss={meta_loss!r}; valid choices: {', '.join(META_LOSSES)}")
 
 
 @dataclasses.dataclass

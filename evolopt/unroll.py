@@ -27,6 +27,8 @@ from flax import struct
 from evolopt.architectures.base import LearnedOptimizer, Theta
 from evolopt.contracts import TaskFamily, TruncationLoss, log_uniform_int, normalized_loss
 
+META_LOSSES = ("train", "valid")
+
 
 @dataclasses.dataclass(frozen=True)
 class UnrollConfig:
@@ -37,8 +39,11 @@ class UnrollConfig:
     max_length: int = 50
     stagger: bool = False  # start trajectories at random steps so a generation sees all phases
     loss_clip: float = 1.5  # normalised losses above this (and NaN/inf) score this
+    meta_loss: str = "train"  # a step's meta-loss: "train" (its minibatch) or "valid" (a validation batch)
 
     def __post_init__(self):
+        if self.meta_loss not in META_LOSSES:
+            raise ValueError(f"meta_loss={self.meta_loss!r}; valid choices: {', '.join(META_LOSSES)}")
         if not 1 <= self.truncation_length <= self.min_length <= self.max_length:
             raise ValueError(
                 "need 1 <= truncation_length <= min_length <= max_length, got "
@@ -105,6 +110,16 @@ def train_step(
     return st.replace(params=params, opt_state=opt_state, step=st.step + 1, task_state=task_state), loss
 
 
+VALID_STREAM = 0x7A11D  # fold_in constant: validation batches get their own key stream
+
+
+def valid_loss(family: TaskFamily, st: InnerState) -> jax.Array:
+    """The loss of a validation batch (``family.valid_batch``, keyed by trajectory key and step)
+    at the current params: the meta-loss of a step under ``meta_loss="valid"``."""
+    key = jax.random.fold_in(jax.random.fold_in(st.key, st.step), VALID_STREAM)
+    return family.loss(st.params, st.task, family.valid_batch(key, st.task))
+
+
 def unroll(
     theta: Theta,
     state: InnerState,
@@ -116,7 +131,8 @@ def unroll(
     """Train ``num_steps`` (default: the truncation length) steps with the optimizer of ``theta``.
 
     The meta-loss of a step is the normalised loss of the minibatch the gradient
-    is taken on, before the update (as in learned_optimization's PES). Since
+    is taken on, before the update (as in learned_optimization's PES), or with
+    ``cfg.meta_loss="valid"`` of a validation batch at the same params. Since
     ``T >= K``, at most one reset happens per truncation, so the fresh trajectory
     is built once, outside the scan.
     """
@@ -129,9 +145,11 @@ def unroll(
         reset_now = st.step >= st.length
         st = _where(reset_now, fresh, st)
         after = after | reset_now
+        held = valid_loss(family, st) if cfg.meta_loss == "valid" else None  # at the params before the step
         st, loss = train_step(opt, family, st)
-        meta = normalized_loss(loss, family.loss_scale, cfg.loss_clip)
-        return (st, after), (meta, after, ~jnp.isfinite(loss))
+        meta = loss if held is None else held
+        bad = ~jnp.isfinite(loss) | ~jnp.isfinite(meta)
+        return (st, after), (normalized_loss(meta, family.loss_scale, cfg.loss_clip), after, bad)
 
     (state, _), (meta, after, bad) = jax.lax.scan(step, (state, jnp.zeros((), bool)), length=k)
     result = TruncationLoss(

@@ -112,3 +112,38 @@ def test_chunked_member_training_equals_all_at_once(family):
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), inner.params, results[0][0].params)
     with pytest.raises(ValueError, match="member_chunks=3"):
         MetaTrainer(strategy, family, sgd, cfg, 2, population_mesh(), member_chunks=3)
+
+
+def test_valid_meta_loss_is_the_validation_batch_loss_at_each_steps_params(family):
+    """``meta_loss="valid"``: a step scores the loss of a validation batch at the params it starts from.
+    Validation data here is the centre shifted by s, so with SGD from 0 (``x_t - c = -(1 - lr h)^t c``)
+    the closed form is ``0.5 sum h ((1 - lr h)^t c + s)^2``, and the update itself is unchanged."""
+    import dataclasses
+
+    shift = 0.3
+    shifted = dataclasses.replace(family, valid_batch=lambda key, task: {"eps": jnp.full_like(task["c"], shift)})
+    sgd = baseline("sgd", LR)
+    results = {}
+    for meta_loss in ("train", "valid"):
+        cfg = UnrollConfig(truncation_length=5, min_length=9, max_length=9, loss_clip=1e9, meta_loss=meta_loss)
+        state = init_inner_state(jax.random.key(3), {}, shifted, sgd, cfg)
+        results[meta_loss] = jax.jit(lambda s, cfg=cfg: unroll({}, s, shifted, sgd, cfg))(state)
+    (s_train, l_train), (s_valid, l_valid) = results["train"], results["valid"]
+    np.testing.assert_allclose(s_train.params["x"], s_valid.params["x"])  # same training
+    h, c = np.asarray(s_valid.task["h"], np.float64), np.asarray(s_valid.task["c"], np.float64)
+    decay = (1 - LR * h) ** np.arange(5)[:, None]
+    want = 0.5 * np.sum(h * (decay * c + shift) ** 2, axis=1) / family.loss_scale
+    np.testing.assert_allclose(l_valid.after, want.sum() / 5, rtol=1e-5)
+    np.testing.assert_allclose(
+        l_train.after, closed_form_losses(s_train.task, 5).sum() / 5 / family.loss_scale, rtol=1e-5
+    )
+
+
+def test_valid_meta_loss_needs_a_family_with_validation_data():
+    from evolopt.config import load_config
+    from evolopt.loop import build
+    from evolopt.registry import ConfigError
+
+    cfg = load_config(["task_family=quadratic", "unroll.meta_loss=valid"])
+    with pytest.raises(ConfigError, match="task_family 'quadratic' has none"):
+        build(cfg)
