@@ -1,0 +1,126 @@
+"""Regression with a squared loss: a student MLP fits a random teacher MLP plus label noise.
+
+Generated data only (nothing is read or downloaded). A task is one teacher: an MLP
+``input_dim -> teacher_hidden -> output_dim`` with truncated-normal weights (std
+1/sqrt(fan_in)) and N(0, 0.5^2) hidden biases, drawn from the task key, whose output is
+then shifted and scaled (on 2048 probe inputs) to mean 0 and variance 1 per output. An
+example is ``x ~ N(0, I)``, ``y = teacher(x) + noise_std * e`` with ``e ~ N(0, I)``;
+example ``i`` of a split is drawn from ``fold_in(split_key, i)``, so a split is a fixed,
+finite set that is never stored. Training batches draw ``batch_size`` rows uniformly
+(with replacement) from the ``n_train`` training examples; the validation batch is the
+whole separate validation set (``n_valid`` examples from another key, the same teacher).
+
+The student is an MLP ``input_dim -> hidden -> output_dim`` (``hidden=[]``: linear) with
+the image MLPs' initialisation except a zero output layer, so an untrained student predicts
+0 and its loss is the targets' second moment ``E[y^2] = 1 + noise_std^2``: that is
+``loss_scale``, and an untrained student scores ~1. The loss is the mean squared error over
+examples and outputs. The noise is a floor: at the teacher's own parameters the expected
+loss is ``noise_std^2`` (normalised: ``noise_std^2 / (1 + noise_std^2)``), which a student
+goes below on the training set only by fitting its noise (the validation loss shows it).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from evolopt.contracts import TaskFamily, example_mean, require_positive
+from evolopt.registry import ConfigError, register_task_family
+from evolopt.task_families.image_mlp import ACTIVATIONS, apply_mlp, init_mlp
+
+PROBE = 2048  # inputs on which each teacher's output is standardised
+
+
+def examples(key_data: jax.Array, idx: jax.Array, teacher: dict, dims: tuple, act, noise_std: float) -> dict:
+    """Examples ``idx`` (int ``[n]``) of the split whose key is ``key_data``: ``{"x": [n, d], "y": [n, out]}``,
+    ``y = teacher(x) + noise_std * e``; ``dims = (input_dim, output_dim)``, ``act`` the teacher's activation."""
+    input_dim, output_dim = dims
+    key = jax.random.wrap_key_data(key_data)
+    draws = jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(key, i), (input_dim + output_dim,)))(idx)
+    x, noise = draws[:, :input_dim], draws[:, input_dim:]
+    return {"x": x, "y": apply_mlp(teacher, x, act) + noise_std * noise}
+
+
+def _standardised_teacher(key: jax.Array, sizes: list[int], act) -> dict:
+    """A random teacher whose output has mean 0 and variance 1 on ``PROBE`` inputs (folded into the last layer)."""
+    k_w, k_b, k_probe = jax.random.split(key, 3)
+    teacher = init_mlp(k_w, sizes)
+    last = f"dense_{len(sizes) - 2}"
+    for i, k in enumerate(jax.random.split(k_b, len(sizes) - 2)):  # hidden biases: the teacher is not homogeneous
+        teacher[f"dense_{i}"]["bias"] = 0.5 * jax.random.normal(k, (sizes[i + 1],))
+    out = apply_mlp(teacher, jax.random.normal(k_probe, (PROBE, sizes[0])), act)
+    mean, std = out.mean(0), out.std(0) + 1e-6
+    teacher[last] = {"kernel": teacher[last]["kernel"] / std, "bias": (teacher[last]["bias"] - mean) / std}
+    return teacher
+
+
+@register_task_family("regression")
+def regression(
+    *,
+    input_dim: int = 16,
+    output_dim: int = 1,
+    hidden: list = (32,),
+    activation: str = "tanh",
+    teacher_hidden: list = (32,),
+    teacher_activation: str = "tanh",
+    noise_std: float = 0.5,
+    n_train: int = 4096,
+    n_valid: int = 1024,
+    batch_size: int = 64,
+) -> TaskFamily:
+    """Student MLPs ``input_dim -> hidden -> output_dim`` fitting random teachers with noise (MSE)."""
+    for name, act in (("activation", activation), ("teacher_activation", teacher_activation)):
+        if act not in ACTIVATIONS:
+            raise ConfigError(f"unknown {name} '{act}'; valid choices: {', '.join(ACTIVATIONS)}")
+    require_positive(
+        input_dim=input_dim,
+        output_dim=output_dim,
+        hidden=list(hidden),
+        teacher_hidden=list(teacher_hidden),
+        n_train=n_train,
+        n_valid=n_valid,
+        batch_size=batch_size,
+    )
+    if not float(noise_std) >= 0:
+        raise ConfigError(f"task_family.noise_std={noise_std} must be >= 0")
+    noise_std, dims = float(noise_std), (int(input_dim), int(output_dim))
+    student_act, teacher_act = ACTIVATIONS[activation], ACTIVATIONS[teacher_activation]
+    student_sizes = [dims[0], *(int(h) for h in hidden), dims[1]]
+    teacher_sizes = [dims[0], *(int(h) for h in teacher_hidden), dims[1]]
+
+    def sample_task(key):
+        k_teacher, k_train, k_valid = jax.random.split(key, 3)
+        return {
+            "teacher": _standardised_teacher(k_teacher, teacher_sizes, teacher_act),
+            "train_key": jax.random.key_data(k_train),
+            "valid_key": jax.random.key_data(k_valid),
+        }
+
+    def init_params(key, task):
+        del task
+        params = init_mlp(key, student_sizes)
+        last = f"dense_{len(student_sizes) - 2}"
+        params[last] = jax.tree.map(jnp.zeros_like, params[last])  # predicts 0: the untrained loss is E[y^2]
+        return params
+
+    def sample_batch(key, task):
+        idx = jax.random.randint(key, (batch_size,), 0, n_train)
+        return examples(task["train_key"], idx, task["teacher"], dims, teacher_act, noise_std)
+
+    def valid_batch(key, task):
+        del key  # the whole validation set, every time
+        return examples(task["valid_key"], jnp.arange(n_valid), task["teacher"], dims, teacher_act, noise_std)
+
+    def loss(params, task, batch):
+        return example_mean(jnp.square(apply_mlp(params, batch["x"], student_act) - batch["y"]), batch)
+
+    return TaskFamily(
+        "regression",
+        sample_task,
+        init_params,
+        sample_batch,
+        loss,
+        loss_scale=1.0 + noise_std**2,
+        valid_batch=valid_batch,
+        batch_size=int(batch_size),
+    )
