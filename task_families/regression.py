@@ -1,14 +1,15 @@
 """Regression with a squared loss: a student MLP fits a random teacher MLP plus label noise.
 
-Generated data only (nothing is read or downloaded). A task is one teacher: an MLP
+Generated data only (nothing is read or downloaded). The inputs are one fixed sample
+``x ~ N(0, I)`` of ``n_train + n_valid`` rows (:func:`inputs`, numpy, seeded by
+``data_seed``): the first ``n_train`` are the training split, the rest the validation
+split. A task is a teacher and its label noise, both drawn from the task key: an MLP
 ``input_dim -> teacher_hidden -> output_dim`` with truncated-normal weights (std
-1/sqrt(fan_in)) and N(0, 0.5^2) hidden biases, drawn from the task key, whose output is
-then shifted and scaled (on 2048 probe inputs) to mean 0 and variance 1 per output. An
-example is ``x ~ N(0, I)``, ``y = teacher(x) + noise_std * e`` with ``e ~ N(0, I)``;
-example ``i`` of a split is drawn from ``fold_in(split_key, i)``, so a split is a fixed,
-finite set that is never stored. Training batches draw ``batch_size`` rows uniformly
-(with replacement) from the ``n_train`` training examples; the validation batch is the
-whole separate validation set (``n_valid`` examples from another key, the same teacher).
+1/sqrt(fan_in)) and N(0, 0.5^2) hidden biases, whose output is shifted and scaled (on 2048
+probe inputs) to mean 0 and variance 1 per output, and one noise draw ``e_i ~ N(0, I)`` per
+example; the targets are ``y_i = teacher(x_i) + noise_std * e_i``. Training batches draw
+``batch_size`` rows uniformly (with replacement) from the training split; the validation
+batch is the whole validation split (same teacher, other inputs and noise).
 
 The student is an MLP ``input_dim -> hidden -> output_dim`` (``hidden=[]``: linear) with
 the image MLPs' initialisation except a zero output layer, so an untrained student predicts
@@ -16,13 +17,14 @@ the image MLPs' initialisation except a zero output layer, so an untrained stude
 ``loss_scale``, and an untrained student scores ~1. The loss is the mean squared error over
 examples and outputs. The noise is a floor: at the teacher's own parameters the expected
 loss is ``noise_std^2`` (normalised: ``noise_std^2 / (1 + noise_std^2)``), which a student
-goes below on the training set only by fitting its noise (the validation loss shows it).
+goes below on the training split only by fitting its noise (the validation loss shows it).
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from evolopt.contracts import TaskFamily, example_mean, require_positive
 from evolopt.registry import ConfigError, register_task_family
@@ -31,14 +33,9 @@ from evolopt.task_families.image_mlp import ACTIVATIONS, apply_mlp, init_mlp
 PROBE = 2048  # inputs on which each teacher's output is standardised
 
 
-def examples(key_data: jax.Array, idx: jax.Array, teacher: dict, dims: tuple, act, noise_std: float) -> dict:
-    """Examples ``idx`` (int ``[n]``) of the split whose key is ``key_data``: ``{"x": [n, d], "y": [n, out]}``,
-    ``y = teacher(x) + noise_std * e``; ``dims = (input_dim, output_dim)``, ``act`` the teacher's activation."""
-    input_dim, output_dim = dims
-    key = jax.random.wrap_key_data(key_data)
-    draws = jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(key, i), (input_dim + output_dim,)))(idx)
-    x, noise = draws[:, :input_dim], draws[:, input_dim:]
-    return {"x": x, "y": apply_mlp(teacher, x, act) + noise_std * noise}
+def inputs(n: int, input_dim: int, data_seed: int) -> np.ndarray:
+    """The fixed inputs ``[n, input_dim]`` float32, i.i.d. N(0, 1) (rows ``< n_train``: training split)."""
+    return np.random.default_rng(data_seed).standard_normal((n, input_dim)).astype(np.float32)
 
 
 def _standardised_teacher(key: jax.Array, sizes: list[int], act) -> dict:
@@ -67,6 +64,7 @@ def regression(
     n_train: int = 4096,
     n_valid: int = 1024,
     batch_size: int = 64,
+    data_seed: int = 0,
 ) -> TaskFamily:
     """Student MLPs ``input_dim -> hidden -> output_dim`` fitting random teachers with noise (MSE)."""
     for name, act in (("activation", activation), ("teacher_activation", teacher_activation)):
@@ -83,18 +81,22 @@ def regression(
     )
     if not float(noise_std) >= 0:
         raise ConfigError(f"task_family.noise_std={noise_std} must be >= 0")
-    noise_std, dims = float(noise_std), (int(input_dim), int(output_dim))
+    noise_std, n_train, output_dim = float(noise_std), int(n_train), int(output_dim)
     student_act, teacher_act = ACTIVATIONS[activation], ACTIVATIONS[teacher_activation]
-    student_sizes = [dims[0], *(int(h) for h in hidden), dims[1]]
-    teacher_sizes = [dims[0], *(int(h) for h in teacher_hidden), dims[1]]
+    student_sizes = [int(input_dim), *(int(h) for h in hidden), output_dim]
+    teacher_sizes = [int(input_dim), *(int(h) for h in teacher_hidden), output_dim]
+    x_all = jnp.asarray(inputs(n_train + int(n_valid), int(input_dim), int(data_seed)))
 
     def sample_task(key):
-        k_teacher, k_train, k_valid = jax.random.split(key, 3)
+        k_teacher, k_noise = jax.random.split(key)
         return {
             "teacher": _standardised_teacher(k_teacher, teacher_sizes, teacher_act),
-            "train_key": jax.random.key_data(k_train),
-            "valid_key": jax.random.key_data(k_valid),
+            "noise": jax.random.normal(k_noise, (len(x_all), output_dim)),  # e_i of every example, both splits
         }
+
+    def examples(task, rows):
+        x = x_all[rows]
+        return {"x": x, "y": apply_mlp(task["teacher"], x, teacher_act) + noise_std * task["noise"][rows]}
 
     def init_params(key, task):
         del task
@@ -104,12 +106,11 @@ def regression(
         return params
 
     def sample_batch(key, task):
-        idx = jax.random.randint(key, (batch_size,), 0, n_train)
-        return examples(task["train_key"], idx, task["teacher"], dims, teacher_act, noise_std)
+        return examples(task, jax.random.randint(key, (batch_size,), 0, n_train))
 
     def valid_batch(key, task):
-        del key  # the whole validation set, every time
-        return examples(task["valid_key"], jnp.arange(n_valid), task["teacher"], dims, teacher_act, noise_std)
+        del key  # the whole validation split, every time
+        return examples(task, jnp.arange(n_train, len(x_all)))
 
     def loss(params, task, batch):
         return example_mean(jnp.square(apply_mlp(params, batch["x"], student_act) - batch["y"]), batch)

@@ -13,18 +13,18 @@ import pytest
 
 from evolopt.config import load_builtins
 from evolopt.registry import TASK_FAMILIES
-from evolopt.task_families.image_mlp import ACTIVATIONS
-from evolopt.task_families.regression import examples
+from evolopt.task_families.image_mlp import ACTIVATIONS, apply_mlp
+from evolopt.task_families.regression import inputs
 
 load_builtins()
 
 
-def full_split(task, split, n, input_dim=16, output_dim=1, act="tanh", noise_std=0.5):
-    """The first n examples of a split, from the module's own generator (numpy arrays)."""
-    batch = examples(
-        task[f"{split}_key"], jnp.arange(n), task["teacher"], (input_dim, output_dim), ACTIVATIONS[act], noise_std
-    )
-    return {k: np.asarray(v) for k, v in batch.items()}
+def full_split(task, split, n_train, n_valid=1024, input_dim=16, act="tanh", noise_std=0.5, data_seed=0):
+    """A whole split rebuilt from its parts: the module's fixed inputs, the task's teacher and noise."""
+    x = inputs(n_train + n_valid, input_dim, data_seed)
+    rows = np.arange(n_train) if split == "train" else np.arange(n_train, n_train + n_valid)
+    clean = np.asarray(apply_mlp(task["teacher"], jnp.asarray(x[rows]), ACTIVATIONS[act]))
+    return {"x": x[rows], "y": clean + noise_std * np.asarray(task["noise"])[rows], "clean": clean}
 
 
 def test_untrained_student_scores_one_and_loss_scale_is_the_target_second_moment():
@@ -49,11 +49,11 @@ def test_loss_at_the_teachers_parameters_is_the_noise_variance():
     loss = float(family.loss(task["teacher"], task, valid))  # the student has the teacher's shape
     # mean of noise^2 * chi^2_1 over 4096 examples: sd noise^2 sqrt(2 / 4096) = 0.0020; 4 sd
     assert loss == pytest.approx(noise**2, abs=4 * noise**2 * math.sqrt(2 / 4096))
-    # and exactly noise^2 * mean(e^2), with e the split's own noise draws
-    ref = full_split(task, "valid", 4096, noise_std=noise)
-    zero_noise = full_split(task, "valid", 4096, noise_std=0.0)
-    np.testing.assert_allclose(ref["x"], zero_noise["x"])
-    np.testing.assert_allclose(loss, np.mean((ref["y"] - zero_noise["y"]) ** 2), rtol=1e-4)
+    # and exactly noise^2 * mean(e^2), with e the validation split's own noise draws
+    ref = full_split(task, "valid", 4096, n_valid=4096, noise_std=noise)
+    np.testing.assert_allclose(valid["x"], ref["x"])
+    np.testing.assert_allclose(valid["y"], ref["y"], atol=1e-5)
+    np.testing.assert_allclose(loss, np.mean((ref["y"] - ref["clean"]) ** 2), rtol=1e-4)
 
 
 def test_a_linear_students_optimum_is_least_squares_on_the_training_split():
@@ -61,6 +61,7 @@ def test_a_linear_students_optimum_is_least_squares_on_the_training_split():
     family = TASK_FAMILIES.build("regression", input_dim=d, hidden=[], n_train=n, batch_size=n)
     task = family.sample_task(jax.random.key(7))
     data = full_split(task, "train", n, input_dim=d)
+    data.pop("clean")
     design = np.concatenate([data["x"], np.ones((n, 1))], axis=1)
     coef, residual, *_ = np.linalg.lstsq(design.astype(np.float64), data["y"].astype(np.float64), rcond=None)
     opt = {"dense_0": {"kernel": jnp.asarray(coef[:d], jnp.float32), "bias": jnp.asarray(coef[d], jnp.float32)}}
@@ -82,7 +83,7 @@ def test_batches_come_from_the_fixed_training_split_and_validation_is_separate()
     n = 32
     family = TASK_FAMILIES.build("regression", input_dim=4, n_train=n, n_valid=16, batch_size=8)
     task = family.sample_task(jax.random.key(1))
-    train = full_split(task, "train", n, input_dim=4)
+    train = full_split(task, "train", n, n_valid=16, input_dim=4)
     batch = family.sample_batch(jax.random.key(2), task)
     for x, y in zip(np.asarray(batch["x"]), np.asarray(batch["y"])):
         row = np.nonzero(np.all(np.isclose(train["x"], x), axis=1))[0]
@@ -91,5 +92,6 @@ def test_batches_come_from_the_fixed_training_split_and_validation_is_separate()
     np.testing.assert_array_equal(v1["x"], v2["x"])  # the whole validation set, whatever the key
     assert v1["x"].shape == (16, 4)
     assert not np.any(np.all(np.isclose(train["x"][:, None], np.asarray(v1["x"])[None]), axis=-1))
-    other = family.sample_task(jax.random.key(2))  # another task: another teacher
+    other = family.sample_task(jax.random.key(2))  # another task: another teacher and other noise
     assert not np.allclose(other["teacher"]["dense_0"]["kernel"], task["teacher"]["dense_0"]["kernel"])
+    assert not np.allclose(other["noise"], task["noise"])
