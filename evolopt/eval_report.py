@@ -201,6 +201,22 @@ def report_json(results: list[Result], comp: dict, flags: dict, label: str, suit
     }
 
 
+def comparison_table(comp: dict, score: str) -> list[str]:
+    """Markdown lines: per comparator, wins / tasks and the geometric-mean ratio on each score."""
+    lines = [
+        f"Against each baseline (at its best rate by {SCORE_NAMES[score]}) and the best of them per task and "
+        "score: wins (candidate lower) / tasks, and the geometric mean of candidate / baseline "
+        "(< 1: candidate better).",
+        "",
+        "| against | " + " | ".join(f"{SCORE_NAMES[s]}: wins | geo-mean" for s in SCORE_NAMES) + " |",
+        "|---" * (1 + 2 * len(SCORE_NAMES)) + "|",
+    ]
+    for name, by_score in comp.items():
+        cells = [f"{sum(x < 1.0 for x in v)}/{len(v)} | {geo_mean(v):.3f}" for v in by_score.values()]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def markdown(results: list[Result], comp: dict, flags: dict, label: str, suite: str, protocol: str) -> str:
     """results.md: per task the three scores of the candidate and of the best baseline, then the comparisons."""
     score = results[0].score if results else "final"
@@ -239,17 +255,7 @@ def markdown(results: list[Result], comp: dict, flags: dict, label: str, suite: 
         f"Wins on {SCORE_NAMES[score]} but loses on validation loss against the best baseline: "
         f"{len(flagged)}/{len(results)}" + (f" ({', '.join(flagged)})." if flagged else "."),
         "",
-        f"Against each baseline (at its best rate by {SCORE_NAMES[score]}) and the best of them per task and "
-        "score: wins (candidate lower) / tasks, and the geometric mean of candidate / baseline "
-        "(< 1: candidate better).",
-        "",
-        "| against | " + " | ".join(f"{SCORE_NAMES[s]}: wins | geo-mean" for s in SCORE_NAMES) + " |",
-        "|---" * (1 + 2 * len(SCORE_NAMES)) + "|",
-    ]
-    for name, by_score in comp.items():
-        cells = [f"{sum(x < 1.0 for x in v)}/{len(v)} | {geo_mean(v):.3f}" for v in by_score.values()]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines += [
+        *comparison_table(comp, score),
         "",
         f"Normalised loss: candidate's {SCORE_NAMES[score]} / best tuned baseline's (< 1: candidate wins); "
         "valid ratio: the same for validation loss against the best baseline on it.",

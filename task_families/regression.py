@@ -51,6 +51,16 @@ def _standardised_teacher(key: jax.Array, sizes: list[int], act) -> dict:
     return teacher
 
 
+def _check(activation: str, teacher_activation: str, noise_std: float, **sizes) -> None:
+    """One-line ConfigErrors for unknown activations, sizes below 1 and a negative noise level."""
+    for name, act in (("activation", activation), ("teacher_activation", teacher_activation)):
+        if act not in ACTIVATIONS:
+            raise ConfigError(f"unknown {name} '{act}'; valid choices: {', '.join(ACTIVATIONS)}")
+    require_positive(**{k: list(v) if isinstance(v, (list, tuple)) else v for k, v in sizes.items()})
+    if not float(noise_std) >= 0:
+        raise ConfigError(f"task_family.noise_std={noise_std} must be >= 0")
+
+
 @register_task_family("regression")
 def regression(
     *,
@@ -67,20 +77,18 @@ def regression(
     data_seed: int = 0,
 ) -> TaskFamily:
     """Student MLPs ``input_dim -> hidden -> output_dim`` fitting random teachers with noise (MSE)."""
-    for name, act in (("activation", activation), ("teacher_activation", teacher_activation)):
-        if act not in ACTIVATIONS:
-            raise ConfigError(f"unknown {name} '{act}'; valid choices: {', '.join(ACTIVATIONS)}")
-    require_positive(
+    _check(
+        activation,
+        teacher_activation,
+        noise_std,
         input_dim=input_dim,
         output_dim=output_dim,
-        hidden=list(hidden),
-        teacher_hidden=list(teacher_hidden),
+        hidden=hidden,
+        teacher_hidden=teacher_hidden,
         n_train=n_train,
         n_valid=n_valid,
         batch_size=batch_size,
     )
-    if not float(noise_std) >= 0:
-        raise ConfigError(f"task_family.noise_std={noise_std} must be >= 0")
     noise_std, n_train, output_dim = float(noise_std), int(n_train), int(output_dim)
     student_act, teacher_act = ACTIVATIONS[activation], ACTIVATIONS[teacher_activation]
     student_sizes = [int(input_dim), *(int(h) for h in hidden), output_dim]

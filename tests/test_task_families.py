@@ -369,7 +369,10 @@ FAMILY_RUNS = [
         marks=pytest.mark.slow,
     ),
     pytest.param(["task_family=rosenbrock"], id="rosenbrock"),
-    pytest.param(["task_family=regression", "task_family.hidden=[8]", "augmentation.reparam=global"], id="regression"),
+    pytest.param(
+        ["task_family=regression", "task_family.input_dim=4", "task_family.hidden=[8]", "task_family.n_valid=64"],
+        id="regression",
+    ),
     pytest.param(
         [
             "task_family=mixture",
