@@ -27,6 +27,24 @@ SECONDS = {
     "digits_conv": 278,
     "lm_char_transformer": 894,
     "rl_cartpole_ppo": 140,
+    # validation and heldout2: an Adam grid (9 rates x 3 seeds, compile included) timed between two
+    # timings of a heldout task of the same kind (digits_mlp32_8x8, digits_conv, lm_char_transformer
+    # == lm_d32x1), scaled by that task's measured time above (experiments/es_diagnostics/suite_floor.md)
+    "v_mnist5k_mlp32_8x8": 91,
+    "v_mnist1d_mlp32x2_gelu": 121,
+    "v_mnist1d_mlp16_silu": 85,
+    "v_digits_conv4x8": 150,
+    "v_lm_d16": 240,
+    "v_regression_mlp32_gelu": 97,
+    "mnist5k_mlp16_16x16": 120,
+    "mnist5k_mlp48x3_tanh_16x16": 101,
+    "mnist1d_mlp128_relu": 94,
+    "mnist1d_mlp64x2_silu": 207,
+    "mnist5k_conv8x16_16x16": 890,
+    "lm_d32x1": 894,
+    "lm_d64x2": 2001,
+    "regression_mlp64x2_relu": 156,
+    "regression_mlp16_tanh_horizon2k": 135,
 }
 TINY_SECONDS = {"quadratic_d10": 12, "digits_mlp32_8x8": 27}  # 30 steps each
 
