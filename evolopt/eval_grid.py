@@ -10,9 +10,12 @@ the grid). The padding runs are dropped before anything is returned.
 Seed ``s`` of every optimizer is ``jax.random.split(jax.random.key(EVAL_SEED), S)[s]``:
 the same tasks, initialisations and minibatches for every optimizer and rate.
 
-A rate's score is the mean over seeds of the smoothed final training loss
-(:func:`smooth`); the best rate has the lowest score (NaN scores infinitely bad; ties go
-to the smaller rate).
+Every run has three scores (:func:`run_scores`), each a mean over seeds: ``final``, the
+smoothed final training loss (:func:`smooth`); ``mean``, the mean training loss over the
+run (the area under the training curve / steps, what a user waiting for the whole run
+pays for); ``valid``, the final validation (test) loss. A rate's tuning score is ``final``
+or ``mean`` (:data:`SCORES`, the ``score=`` option); the best rate has the lowest one (NaN
+and inf score infinitely bad; ties go to the smaller rate). ``valid`` is never tuned on.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from evolopt.unroll import train_curve
 GRID_AXIS = "grid"
 EVAL_SEED = 1234
 LR_RANGE = (1e-4, 1.0)
+SCORES = ("final", "mean")  # tuning criteria (score=); "valid" is reported, never tuned on
 
 
 def lr_grid(n: int) -> np.ndarray:
@@ -65,6 +69,28 @@ def smooth(curves: np.ndarray, frac: float = 0.05) -> np.ndarray:
 def final_scores(curves: np.ndarray) -> np.ndarray:
     """``[L]`` scores of ``[L, S, T]`` curves: mean over seeds of the smoothed last loss (NaN -> inf)."""
     return np.nan_to_num(smooth(curves)[..., -1].mean(axis=-1), nan=np.inf)
+
+
+def mean_scores(curves: np.ndarray) -> np.ndarray:
+    """``[L]`` scores of ``[L, S, T]`` curves: mean over seeds of the mean loss over all ``T`` steps
+    (``sum_t loss_t / T``, the area under the curve per step); a run with a NaN/inf step scores inf."""
+    finite = np.all(np.isfinite(curves), axis=-1)
+    return np.where(finite, np.where(finite[..., None], curves, 0.0).mean(-1), np.inf).mean(-1)
+
+
+def grid_scores(curves: np.ndarray, valid: np.ndarray) -> dict[str, np.ndarray]:
+    """``{"final", "mean", "valid"}``, each ``[L]``, of a grid's ``[L, S, T]`` curves and ``[L, S]``
+    final validation losses (NaN -> inf)."""
+    return {
+        "final": final_scores(curves),
+        "mean": mean_scores(curves),
+        "valid": np.nan_to_num(np.asarray(valid, float).mean(-1), nan=np.inf),
+    }
+
+
+def run_scores(curves: np.ndarray, valid: np.ndarray) -> dict[str, float]:
+    """The three scores of one optimizer at one rate: ``curves [S, T]``, ``valid [S]``."""
+    return {k: float(v[0]) for k, v in grid_scores(curves[None], np.asarray(valid)[None]).items()}
 
 
 def with_learning_rate(lopt: LearnedOptimizer, learning_rate: Any) -> LearnedOptimizer:
@@ -121,6 +147,10 @@ class Tuned:
     curves: np.ndarray
     valid: np.ndarray
 
+    def scores(self) -> dict[str, float]:
+        """``{"final", "mean", "valid"}``: :func:`run_scores`."""
+        return run_scores(self.curves, self.valid)
+
 
 def tune(
     family: Any,
@@ -130,8 +160,12 @@ def tune(
     lrs: np.ndarray,
     seeds: int,
     mesh: Mesh | None = None,
+    score: str = "final",
 ) -> tuple[Tuned, np.ndarray, np.ndarray]:
-    """The best rate of ``lrs`` (lowest :func:`final_scores`), and the whole grid's curves and valid losses."""
+    """The best rate of ``lrs`` by ``score`` (:data:`SCORES`; lowest wins), and the whole grid's curves and
+    valid losses."""
+    if score not in SCORES:
+        raise ValueError(f"unknown score '{score}'; valid choices: {', '.join(SCORES)}")
     curves, valid = train_grid(family, lopt, theta, steps, lrs, seeds, mesh)
-    best = int(np.argmin(final_scores(curves)))
+    best = int(np.argmin(grid_scores(curves, valid)[score]))
     return Tuned(float(lrs[best]), curves[best], valid[best]), curves, valid

@@ -10,9 +10,12 @@ import numpy as np
 from evolopt.eval_report import iqm, write_report
 from evolopt.eval_store import load_result, save_result
 
-# Rough wall seconds per task for the default protocol (3 seeds; 3 baselines x 9 rates and the
-# candidate, Celo2, tuned over 9 rates: 108 runs) on 2 CPU cores. heldout: measured, see
-# experiments/celo2_cpu/eval_seed0_tuned/results.md; tiny: this CLI's test machine.
+# Rough wall seconds per task for the protocol they were measured under (3 seeds; 3 baselines x 9
+# rates and the candidate, Celo2, tuned over 9 rates: 108 runs) on 2 CPU cores. heldout: measured,
+# see experiments/celo2_cpu/eval_seed0_tuned/results.md; tiny: this CLI's test machine. Other
+# protocols scale by their number of runs: a Muon run costs 1.14-1.26x an Adam run (9 rates x 3
+# seeds, digits MLP, digits convnet, LM; measured side by side), so the default's 4th baseline
+# (135 runs) is counted as 25% more time, about what it adds.
 DEFAULT_RUNS = 108
 SECONDS = {
     "quadratic_d10": 12,
@@ -24,6 +27,24 @@ SECONDS = {
     "digits_conv": 278,
     "lm_char_transformer": 894,
     "rl_cartpole_ppo": 140,
+    # validation and heldout2: an Adam grid (9 rates x 3 seeds, compile included) timed between two
+    # timings of a heldout task of the same kind (digits_mlp32_8x8, digits_conv, lm_char_transformer
+    # == lm_d32x1), scaled by that task's measured time above (experiments/es_diagnostics/suite_floor.md)
+    "v_mnist5k_mlp32_8x8": 91,
+    "v_mnist1d_mlp32x2_gelu": 121,
+    "v_mnist1d_mlp16_silu": 85,
+    "v_digits_conv4x8": 150,
+    "v_lm_d16": 240,
+    "v_regression_mlp32_gelu": 97,
+    "mnist5k_mlp16_16x16": 120,
+    "mnist5k_mlp48x3_tanh_16x16": 101,
+    "mnist1d_mlp128_relu": 94,
+    "mnist1d_mlp64x2_silu": 207,
+    "mnist5k_conv8x16_16x16": 890,
+    "lm_d32x1": 894,
+    "lm_d64x2": 2001,
+    "regression_mlp64x2_relu": 156,
+    "regression_mlp16_tanh_horizon2k": 135,
 }
 TINY_SECONDS = {"quadratic_d10": 12, "digits_mlp32_8x8": 27}  # 30 steps each
 
@@ -43,12 +64,17 @@ def _minutes(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
 
 
+CRITERIA = {"mean": "mean train loss over the run", "final": "smoothed final train loss"}
+
+
 def protocol_text(s: Any, lrs: np.ndarray, cand_lrs: np.ndarray, devices: str) -> str:
     return (
-        f"Baselines ({', '.join(s.baselines)}) tuned over {len(lrs)} learning rates ({lrs[0]:.0e}..{lrs[-1]:.0e}); "
+        f"Tuning score: {s.score} ({CRITERIA[s.score]}, mean over {s.seeds} seeds); it picks every optimizer's "
+        f"learning rate and the headline. Baselines ({', '.join(s.baselines)}) tuned over {len(lrs)} learning rates "
+        f"({lrs[0]:.0e}..{lrs[-1]:.0e}); "
         + (
-            f"candidate tuned over {len(cand_lrs)} ({cand_lrs[0]:.0e}..{cand_lrs[-1]:.0e}) the same way "
-            f"(lowest mean smoothed final train loss over {s.seeds} seeds), also shown at its own rate"
+            f"candidate tuned over {len(cand_lrs)} ({cand_lrs[0]:.0e}..{cand_lrs[-1]:.0e}) the same way, "
+            "also shown at its own rate"
             if len(cand_lrs)
             else "candidate at its own learning rate"
         )
@@ -81,14 +107,17 @@ def run(s: Any) -> float:
         + f"estimate ~{_minutes(est)} on 2 CPU cores; {protocol}"
     )
     for i, task in enumerate(bar):
-        r = eval_task.evaluate_task(task, s.candidate, s.baselines, s.seeds, lrs, cand_lrs, mesh, log)
+        r = eval_task.evaluate_task(task, s.candidate, s.baselines, s.seeds, lrs, cand_lrs, mesh, log, s.score)
         save_result(s.out, r, s.protocol())  # kept if interrupted later
         done[task.name] = r
         log(
-            f"[{kept + i + 1}/{len(s.suite)}] {r.task}: normalised loss {r.normalized_loss:.3f} "
+            f"[{kept + i + 1}/{len(s.suite)}] {r.task}: normalised {s.score} train loss {r.normalized_loss:.3f} "
             f"at lr {r.candidate_lr:.0e} ({r.own_normalized_loss:.3f} at own lr), {r.seconds:.0f} s"
         )
     results = [done[t.name] for t in s.suite]
     print(write_report(results, s.out, s.candidate.label, s.suite_name, protocol))
-    print(f"wrote {s.out}/results.md, results.csv, lr_grid.csv, curves.png, tb/ (tensorboard --logdir {s.out}/tb)")
+    print(
+        f"wrote {s.out}/results.md, results.json, results.csv, lr_grid.csv, curves.png, tb/ "
+        f"(tensorboard --logdir {s.out}/tb)"
+    )
     return float(iqm([r.normalized_loss for r in results]))

@@ -2,8 +2,9 @@
 
 ``<out>/tasks/<task>.npz`` holds the task's :class:`~evolopt.eval_report.Result`: its
 numbers and grid as a JSON header, its curves as arrays (read with
-``allow_pickle=False``), and the protocol it was measured under. A stored task is
-reused only under the same protocol. Written atomically (temp file + rename).
+``allow_pickle=False``), and the protocol it was measured under (with the storage
+``format`` and the tuning ``score``). A stored task is reused only under the same
+protocol. Written atomically (temp file + rename).
 """
 
 from __future__ import annotations

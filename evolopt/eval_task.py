@@ -1,14 +1,18 @@
 """One task of an evaluation (:mod:`evolopt.evaluate`): a candidate vs tuned baselines.
 
-Protocol. For every task of the suite, each baseline (optax adam, adamw, sgdm by default)
-trains ``seeds`` runs at every rate of the grid ``lrs`` (``lr_grid``: log-spaced over
-1e-4..1) and is represented by its best rate (lowest mean smoothed final training loss,
-:mod:`evolopt.eval_grid`). The candidate is tuned the same way over ``candidate_lrs``
-rates (default: the baselines' grid), overriding its ``learning_rate`` hyperparameter,
-and is also reported at its own rate (the one stored with it); ``candidate_lrs=0`` uses
-only its own rate. Every grid runs as one jitted vmap sharded over all local devices.
-The report (:mod:`evolopt.eval_report`) gives per task the normalised loss (candidate /
-best baseline final train loss) and speedup, and over tasks the win rate and IQM.
+Protocol. For every task of the suite, each baseline (optax adam, adamw, sgdm, muon by
+default) trains ``seeds`` runs at every rate of the grid ``lrs`` (``lr_grid``: log-spaced
+over 1e-4..1) and is represented by its best rate by the tuning score ``score``: ``mean``
+(default), the mean training loss over the run, or ``final``, the smoothed final training
+loss (:mod:`evolopt.eval_grid`; both means over seeds). The candidate is tuned the same way
+over ``candidate_lrs`` rates (default: the baselines' grid), overriding its
+``learning_rate`` hyperparameter, and is also reported at its own rate (the one stored with
+it); ``candidate_lrs=0`` uses only its own rate. Every grid runs as one jitted vmap sharded
+over all local devices. Each optimizer at its chosen rate carries three scores: final train,
+mean train and final validation loss. The report (:mod:`evolopt.eval_report`) gives per task
+the normalised loss (candidate / best baseline, on the tuning score) and speedup, and over
+tasks, against each baseline and the best of them, win rates and geometric-mean ratios on
+all three scores.
 """
 
 from __future__ import annotations
@@ -22,8 +26,8 @@ import numpy as np
 
 from evolopt.architectures.base import LearnedOptimizer, Theta
 from evolopt.architectures.baselines import OPTAX_BASELINES, baseline
-from evolopt.eval_grid import Tuned, final_scores, grid_mesh, lr_grid, smooth, train_grid, tune
-from evolopt.eval_report import Result, iqm, normalized, steps_to_reach
+from evolopt.eval_grid import Tuned, grid_mesh, grid_scores, lr_grid, smooth, train_grid, tune
+from evolopt.eval_report import Result, iqm, ratio, steps_to_reach
 from evolopt.registry import ARCHITECTURES, TASK_FAMILIES, ConfigError
 
 __all__ = [
@@ -90,8 +94,10 @@ def evaluate_task(
     candidate_lrs: np.ndarray,
     mesh: Any = None,
     log: Callable[[str], None] = lambda s: None,
+    score: str = "mean",
 ) -> Result:
-    """Tune every baseline over ``lrs`` and the candidate over ``candidate_lrs`` (empty: its own rate only)."""
+    """Tune every baseline over ``lrs`` and the candidate over ``candidate_lrs`` (empty: its own rate only),
+    each picking its rate by ``score`` (``"mean"`` or ``"final"`` training loss)."""
     t0 = time.perf_counter()
     if task.family not in TASK_FAMILIES:  # called as a library: the built-ins may not be loaded yet
         from evolopt.config import load_builtins
@@ -99,7 +105,7 @@ def evaluate_task(
         load_builtins()
     family = TASK_FAMILIES.build(task.family, **task.options)
     mesh = grid_mesh() if mesh is None else mesh
-    grid: dict[str, list[tuple[float, float, float]]] = {}  # name -> [(lr, score, mean valid)]
+    grid: dict[str, list[tuple[float, float, float, float]]] = {}  # name -> [(lr, final, mean, valid)]
 
     def timed(name: str, fn: Callable[[], Any]) -> Any:  # progress: one line per grid
         t = time.perf_counter()
@@ -108,8 +114,9 @@ def evaluate_task(
         return value
 
     def tuned_over(name: str, lopt: LearnedOptimizer, theta: Theta, rates: np.ndarray) -> tuple:
-        best, curves, valid = timed(name, lambda: tune(family, lopt, theta, task.steps, rates, seeds, mesh))
-        grid[name] = list(zip(rates.tolist(), final_scores(curves).tolist(), valid.mean(-1).tolist()))
+        best, curves, valid = timed(name, lambda: tune(family, lopt, theta, task.steps, rates, seeds, mesh, score))
+        scores = grid_scores(curves, valid)
+        grid[name] = list(zip(rates.tolist(), *(scores[k].tolist() for k in ("final", "mean", "valid"))))
         return best, curves, valid
 
     def at_own_rate() -> Tuned:
@@ -120,24 +127,34 @@ def evaluate_task(
 
     tuned = {n: tuned_over(n, baseline(n, 1e-3), {}, lrs)[0] for n in baselines}
     lopt, theta, own_lr = candidate.lopt, candidate.theta, candidate.own_lr
-    if len(candidate_lrs):
-        best, curves, valid = tuned_over(candidate.label, lopt, theta, candidate_lrs)
+    if len(candidate_lrs):  # a candidate named like a baseline (optimizer=adam) keeps the baseline's grid row
+        name = candidate.label if candidate.label not in tuned else f"{candidate.label} (candidate)"
+        best, curves, valid = tuned_over(name, lopt, theta, candidate_lrs)
         on_grid = np.nonzero(np.isclose(candidate_lrs, own_lr, rtol=1e-6))[0] if own_lr is not None else []
         own = Tuned(own_lr, curves[on_grid[0]], valid[on_grid[0]]) if len(on_grid) else at_own_rate()
     else:
         best = own = at_own_rate()
-    return _result(task, candidate.label, tuned, best, own, bool(len(candidate_lrs)), grid, time.perf_counter() - t0)
+    lr_tuned = bool(len(candidate_lrs))
+    return _result(task, candidate.label, tuned, best, own, lr_tuned, grid, time.perf_counter() - t0, score)
 
 
 def _result(
-    task: Any, label: str, tuned: dict[str, Tuned], best: Tuned, own: Tuned, lr_tuned: bool, grid: dict, seconds: float
+    task: Any,
+    label: str,
+    tuned: dict[str, Tuned],
+    best: Tuned,
+    own: Tuned,
+    lr_tuned: bool,
+    grid: dict,
+    seconds: float,
+    score: str,
 ) -> Result:
-    """The task's row: the candidate (tuned and at its own rate) against the best tuned baseline."""
-    best_name = min(tuned, key=lambda n: smooth(tuned[n].curves)[:, -1].mean())
-    base = tuned[best_name]
-    base_final = float(smooth(base.curves).mean(0)[-1])
-    norm, speedup = normalized(smooth(best.curves).mean(0), base_final, task.steps)
-    own_norm, own_speedup = normalized(smooth(own.curves).mean(0), base_final, task.steps)
+    """The task's row: the candidate (tuned and at its own rate) against the best tuned baseline by ``score``."""
+    scores = {n: t.scores() for n, t in tuned.items()}
+    best_name = min(tuned, key=lambda n: scores[n][score])  # ties: the first baseline listed
+    base, cand, mine = scores[best_name], best.scores(), own.scores()
+    base_final = base["final"]
+    speedup, own_speedup = (steps_to_reach(smooth(t.curves).mean(0), base_final) / task.steps for t in (best, own))
     curves = {f"{label} (lr={best.lr:.0e}{', tuned' if lr_tuned else ''})": best.curves}
     if lr_tuned:
         curves[f"{label} (own lr={own.lr:.0e})"] = own.curves
@@ -146,21 +163,26 @@ def _result(
         task=task.name,
         in_distribution=task.in_distribution,
         candidate_lr=best.lr,
-        candidate_train=float(smooth(best.curves).mean(0)[-1]),
-        candidate_valid=float(np.mean(best.valid)),
+        candidate_train=cand["final"],
+        candidate_valid=cand["valid"],
         baseline=best_name,
-        baseline_lr=base.lr,
+        baseline_lr=tuned[best_name].lr,
         baseline_train=base_final,
-        baseline_valid=float(np.mean(base.valid)),
-        normalized_loss=norm,
+        baseline_valid=base["valid"],
+        normalized_loss=ratio(cand[score], base[score]),
         speedup=speedup,
         own_lr=own.lr,
-        own_train=float(smooth(own.curves).mean(0)[-1]),
-        own_valid=float(np.mean(own.valid)),
-        own_normalized_loss=own_norm,
+        own_train=mine["final"],
+        own_valid=mine["valid"],
+        own_normalized_loss=ratio(mine[score], base[score]),
         own_speedup=own_speedup,
         seconds=seconds,
         tuned=lr_tuned,
         curves=curves,
         grid=grid,
+        score=score,
+        candidate_mean=cand["mean"],
+        baseline_mean=base["mean"],
+        own_mean=mine["mean"],
+        baselines={n: {"lr": tuned[n].lr, **scores[n]} for n in tuned},
     )

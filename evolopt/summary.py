@@ -55,6 +55,6 @@ def summarize(run_dir: str | Path, cfg: Any = None) -> str:
         "  next:",
         f"    tensorboard --logdir {run_dir / 'tb'}",
         f"    python -c \"import evolopt; opt = evolopt.load_optimizer('{theta}')\"  # an optax optimizer",
-        f"    evolopt-evaluate optimizer={run_dir} suite=tiny   # vs lr-tuned adam, adamw, sgdm (heldout: longer)",
+        f"    evolopt-evaluate optimizer={run_dir} suite=tiny  # vs lr-tuned adam, adamw, sgdm, muon (heldout: longer)",
     ]
     return "\n".join(lines)

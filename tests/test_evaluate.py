@@ -4,6 +4,7 @@ independent per-rate loop, the report's columns, sharding over 4 forced CPU devi
 from __future__ import annotations
 
 import csv
+import json
 import math
 
 import jax
@@ -29,17 +30,19 @@ QUADRATIC = SuiteTask("quadratic40", "quadratic", {"dim": 10}, 40, False)
 
 
 def reference_runs(task, make_lopt, theta, lrs, seeds):
-    """Per rate and seed, one plain train_curve call with the rate fixed at build time; the score of a
-    rate is the mean over seeds of the mean raw loss over the last w = floor(0.05 T) steps."""
+    """Per rate and seed, one plain train_curve call with the rate fixed at build time; the final score of a
+    rate is the mean over seeds of the mean raw loss over the last w = floor(0.05 T) steps, its mean score
+    the mean over seeds of the mean raw loss over all T steps. Returns (final, valid, mean) per rate."""
     family = TASK_FAMILIES.build(task.family, **task.options)
     keys = jax.random.split(jax.random.key(1234), seeds)  # evaluate's documented seeds
     w = max(1, int(0.05 * task.steps))
-    scores, valids = [], []
+    scores, valids, means = [], [], []
     for lr in lrs:
         runs = [train_curve(theta, k, family, make_lopt(lr), task.steps, loss_clip=1e30) for k in keys]
         scores.append(np.mean([np.mean(np.asarray(c)[-w:]) for c, _ in runs]) * family.loss_scale)
         valids.append(np.mean([float(v) for _, v in runs]) * family.loss_scale)
-    return np.array(scores), np.array(valids)
+        means.append(np.mean([np.mean(np.asarray(c)) for c, _ in runs]) * family.loss_scale)
+    return np.array(scores), np.array(valids), np.array(means)
 
 
 def test_report_arithmetic_against_closed_forms():
@@ -78,12 +81,14 @@ def test_tuned_celo2_matches_an_independent_loop_over_rates():
     def make(lr):
         return ARCHITECTURES.build("celo2", **{**header["arch_config"], "learning_rate": float(lr)})
 
-    scores, valids = reference_runs(DIGITS, make, cand.theta, [*lrs, 1e-3], seeds=2)
-    r = evaluate_task(DIGITS, cand, ["adam"], 2, lr_grid(1), lrs)
+    scores, valids, means = reference_runs(DIGITS, make, cand.theta, [*lrs, 1e-3], seeds=2)
+    r = evaluate_task(DIGITS, cand, ["adam"], 2, lr_grid(1), lrs, score="final")
     best = int(np.argmin(scores[:3]))
-    assert r.tuned and r.candidate_lr == pytest.approx(lrs[best])
-    np.testing.assert_allclose([s for _, s, _ in r.grid[cand.label]], scores[:3], rtol=2e-4)
-    np.testing.assert_allclose([v for _, _, v in r.grid[cand.label]], valids[:3], rtol=2e-4)
+    assert r.tuned and r.candidate_lr == pytest.approx(lrs[best]) and r.score == "final"
+    np.testing.assert_allclose([row[1] for row in r.grid[cand.label]], scores[:3], rtol=2e-4)
+    np.testing.assert_allclose([row[2] for row in r.grid[cand.label]], means[:3], rtol=2e-4)
+    np.testing.assert_allclose([row[3] for row in r.grid[cand.label]], valids[:3], rtol=2e-4)
+    assert r.candidate_mean == pytest.approx(means[best], rel=2e-4)
     assert r.candidate_train == pytest.approx(scores[best], rel=2e-4)
     assert r.candidate_valid == pytest.approx(valids[best], rel=2e-4)
     # The own rate (1e-3) is not on this grid: trained separately, at the file's rate.
@@ -97,15 +102,20 @@ def test_tuned_celo2_matches_an_independent_loop_over_rates():
 
 
 def test_tuned_adam_candidate_and_baseline_match_an_independent_search(tmp_path):
-    """Candidate 'adam' tuned over 3 rates and baseline sgdm: both pick the reference's best rate and loss."""
+    """Candidate 'adam' tuned over 3 rates and baseline sgdm, by mean train loss (the default): both pick the
+    reference's best rate and its three scores."""
     lrs = lr_grid(3)
-    adam_scores, _ = reference_runs(QUADRATIC, lambda lr: baseline("adam", float(lr)), {}, lrs, seeds=2)
-    sgdm_scores, _ = reference_runs(QUADRATIC, lambda lr: baseline("sgdm", float(lr)), {}, lrs, seeds=2)
+    _, adam_valid, adam_means = reference_runs(QUADRATIC, lambda lr: baseline("adam", float(lr)), {}, lrs, seeds=2)
+    sgdm_final, _, sgdm_means = reference_runs(QUADRATIC, lambda lr: baseline("sgdm", float(lr)), {}, lrs, seeds=2)
     r = evaluate_task(QUADRATIC, resolve_candidate("adam"), ["sgdm"], 2, lrs, lrs)
-    assert r.candidate_lr == lrs[np.argmin(adam_scores)] and r.baseline_lr == lrs[np.argmin(sgdm_scores)]
-    assert r.candidate_train == pytest.approx(adam_scores.min(), rel=1e-5)
-    assert r.baseline_train == pytest.approx(sgdm_scores.min(), rel=1e-5)
-    assert r.normalized_loss == pytest.approx(adam_scores.min() / sgdm_scores.min(), rel=3e-5)
+    a, b = np.argmin(adam_means), np.argmin(sgdm_means)
+    assert r.score == "mean" and r.candidate_lr == lrs[a] and r.baseline_lr == lrs[b]
+    assert r.candidate_mean == pytest.approx(adam_means[a], rel=1e-5)
+    assert r.candidate_valid == pytest.approx(adam_valid[a], rel=1e-5)
+    assert r.baseline_mean == pytest.approx(sgdm_means[b], rel=1e-5)
+    assert r.baseline_train == pytest.approx(sgdm_final[b], rel=1e-5)
+    assert r.normalized_loss == pytest.approx(adam_means[a] / sgdm_means[b], rel=3e-5)
+    assert r.baselines["sgdm"]["lr"] == lrs[b] and r.baselines["sgdm"]["mean"] == pytest.approx(sgdm_means[b])
     assert r.own_lr == 1e-3  # a baseline name's own rate, not on this grid
 
 
@@ -114,79 +124,110 @@ def test_adam_hparams_file_at_its_own_rate_is_adam(tmp_path):
     path = save_theta_file(
         tmp_path / "a.npz", adam_hparams_theta(None, 3e-2), "adam_hparams", {"init_learning_rate": 3e-2}
     )
-    ref, _ = reference_runs(QUADRATIC, lambda lr: baseline("adam", float(lr)), {}, [3e-2], seeds=2)
+    ref, _, _ = reference_runs(QUADRATIC, lambda lr: baseline("adam", float(lr)), {}, [3e-2], seeds=2)
     r = evaluate_task(QUADRATIC, resolve_candidate(str(path)), ["adam"], 2, lr_grid(1), lr_grid(0))
     assert not r.tuned and math.isnan(r.candidate_lr) and math.isnan(r.own_lr)
     assert r.candidate_train == pytest.approx(ref[0], rel=1e-4) and r.own_train == r.candidate_train
 
 
-def fake(task, norm, own_norm, lr):
-    curves = {"cand": np.ones((1, 20))}
-    # the candidate's train loss is `norm` (best baseline: 1.0); sgdm alone reaches 0.5 at best
-    grid = {
-        "cand": [(1e-3, own_norm, 0.6), (lr, norm, 0.5)],
-        "adam": [(1e-2, 1.0, 0.4), (1e-1, 3.0, 0.4)],
-        "sgdm": [(1e-1, 0.5, 0.4)],
-    }
+BASELINES = {  # at their tuned rates (by mean train loss): adam is the best baseline on it
+    "adam": {"lr": 1e-2, "final": 1.0, "mean": 2.0, "valid": 0.4},
+    "muon": {"lr": 1e-1, "final": 0.5, "mean": 4.0, "valid": 0.8},
+}
+
+
+def fake(task, final, mean, valid, lr=1e-2, own=(3.0, 6.0, 1.0)):
+    """A task whose candidate scores (final, mean, valid) at ``lr`` and ``own`` at its own rate 1e-3."""
+    grid = {"cand": [(1e-3, *own), (lr, final, mean, valid)]}
+    grid.update({n: [(b["lr"], b["final"], b["mean"], b["valid"])] for n, b in BASELINES.items()})
     return Result(
-        task,
-        True,
-        lr,
-        norm,
-        0.5,
-        "adam",
-        1e-2,
-        1.0,
-        0.4,
-        norm,
-        0.5,
-        1e-3,
-        own_norm,
-        0.6,
-        own_norm,
-        math.inf,
-        2.0,
-        True,
-        curves,
-        grid,
+        task=task,
+        in_distribution=True,
+        candidate_lr=lr,
+        candidate_train=final,
+        candidate_valid=valid,
+        baseline="adam",
+        baseline_lr=1e-2,
+        baseline_train=1.0,
+        baseline_valid=0.4,
+        normalized_loss=mean / 2.0,
+        speedup=0.5,
+        own_lr=1e-3,
+        own_train=own[0],
+        own_valid=own[2],
+        own_normalized_loss=own[1] / 2.0,
+        own_speedup=math.inf,
+        seconds=2.0,
+        tuned=True,
+        curves={"cand": np.ones((1, 20))},
+        grid=grid,
+        score="mean",
+        candidate_mean=mean,
+        baseline_mean=2.0,
+        own_mean=own[1],
+        baselines=BASELINES,
     )
 
 
-def test_report_columns_and_summary(tmp_path):
-    results = [
-        fake("a", 0.5, 2.0, 1e-2),
-        fake("b", 0.9, 3.0, 1e-2),
-        fake("c", 1.05, 1.5, 3e-2),
-        fake("d", 4.0, 5.0, 1e-2),
-    ]
+def test_report_compares_each_baseline_and_the_best_of_them_on_three_scores(tmp_path):
+    """Hand-computed ratios. a: mean 1 (vs adam 0.5, muon 0.25, best-of 0.5), final 0.5 (0.5, 1, 1),
+    valid 0.6 (1.5, 0.75, 1.5); b: mean 8 (4, 2, 4), final 2 (2, 4, 4), valid 0.2 (0.5, 0.25, 0.5)."""
+    results = [fake("a", 0.5, 1.0, 0.6), fake("b", 2.0, 8.0, 0.2, lr=3e-2)]
     text = write_report(results, tmp_path, "cand", "s", "protocol line")
+    # geo-means: adam mean sqrt(0.5 * 4), final sqrt(0.5 * 2), valid sqrt(1.5 * 0.5); wins count ratios < 1
+    assert "| adam | 1/2 | 1.414 | 1/2 | 1.000 | 1/2 | 0.866 |" in text
+    assert "| muon | 1/2 | 0.707 | 0/2 | 2.000 | 2/2 | 0.433 |" in text
+    assert "| best-of | 1/2 | 1.414 | 0/2 | 2.000 | 1/2 | 0.866 |" in text
+    # a wins on mean train loss against adam and the best-of but loses on validation loss to both (not to muon)
+    assert "| 0.500 | 1.500 | 0.50 | adam, best-of |" in text and "| 4.000 | 0.500 | 0.50 | - |" in text
+    assert "loses on validation loss against the best baseline: 1/2 (a)." in text
+    assert "at the tuned learning rate, on mean train loss: 1/2; within 10% (1..1.1): 0 more; IQM" in text
+    assert "at its own learning rate (1e-03): 0/2" in text and "Chosen learning rates: 1e-02 x1, 3e-02 x1." in text
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert data["format"] == 2 and data["score"] == "mean"
+    assert [t["wins_train_loses_valid"] for t in data["tasks"]] == [["adam", "best-of"], []]
+    assert data["tasks"][0]["candidate_mean"] == 1.0 and data["tasks"][0]["baselines"]["muon"]["valid"] == 0.8
+    muon = data["comparisons"]["muon"]
+    assert muon["mean"]["ratios"] == [0.25, 2.0] and muon["valid"]["wins"] == 2
+    assert muon["final"]["geo_mean"] == pytest.approx(2.0)
     rows = list(csv.DictReader(open(tmp_path / "results.csv")))
-    assert {"candidate_lr", "own_lr", "own_train", "own_normalized_loss", "own_speedup", "seconds"} <= set(rows[0])
-    assert [float(r["candidate_lr"]) for r in rows] == [1e-2, 1e-2, 3e-2, 1e-2]
+    assert {"score", "candidate_mean", "baseline_mean", "own_mean", "candidate_valid"} <= set(rows[0])
     grid = list(csv.DictReader(open(tmp_path / "lr_grid.csv")))
-    assert len(grid) == 20 and grid[1] == {
+    assert len(grid) == 8 and grid[1] == {
         "task": "a",
         "optimizer": "cand",
         "lr": "0.01",
         "final_train": "0.5",
-        "final_valid": "0.5",
+        "mean_train": "1.0",
+        "final_valid": "0.6",
     }
-    assert "| a | yes | 1e-02 | 0.5000 |" in text and "| 0.500 | 0.50 | 2.0000 | 2.000 |" in text
-    # tuned: wins a, b; c within 10%; IQM of sorted (0.5, 0.9, 1.05, 4) = mean(0.9, 1.05)
-    assert "at the tuned learning rate: 2/4; within 10% (1..1.1): 1 more; IQM normalised loss: 0.975." in text
-    assert "at its own learning rate (1e-03): 0/4; within 10% (1..1.1): 0 more; IQM normalised loss: 2.500." in text
-    # against each baseline alone: adam's best is 1.0 (same ratios); sgdm's 0.5 doubles them
-    assert (
-        "against adam alone (tuned learning rate vs its best rate): 2/4; within 10% (1..1.1): 1 more; IQM normalised loss: 0.975."
-        in text
-    )
-    assert (
-        "against sgdm alone (tuned learning rate vs its best rate): 0/4; within 10% (1..1.1): 1 more; IQM normalised loss: 1.950."
-        in text
-    )
-    assert "against cand alone" not in text
-    assert "Chosen learning rates: 1e-02 x3, 3e-02 x1." in text and "Wall time: 8 s" in text
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "tb")).Reload()
+    assert events.Scalars("summary/muon/valid/geo_mean")[0].value == pytest.approx(math.sqrt(0.75 * 0.25))
+    assert events.Scalars("a/ratio/best-of/mean")[0].value == pytest.approx(0.5)
     assert (tmp_path / "curves.png").is_file()
+
+
+def test_mean_and_final_scores_pick_different_rates_when_curves_cross(monkeypatch):
+    """Rate 0.1 drops fast and stalls at 0.5; rate 0.01 starts slow and ends at 0.2. Mean over the run:
+    (1 + 0.5 * 9) / 10 = 0.55 vs (1 * 5 + 0.2 * 5) / 10 = 0.6, so mean picks 0.1; final picks 0.01."""
+    fast, slow = [1.0] + [0.5] * 9, [1.0] * 5 + [0.2] * 5
+    curves = np.array([[slow], [fast]])  # [L=2, S=1, T=10], rates (0.01, 0.1)
+    valid = np.array([[0.3], [0.7]])
+    monkeypatch.setattr(evolopt.eval_grid, "train_grid", lambda *a, **k: (curves, valid))
+    lrs = np.array([0.01, 0.1])
+    by_mean, _, _ = evolopt.eval_grid.tune(None, None, {}, 10, lrs, 1, score="mean")
+    by_final, _, _ = evolopt.eval_grid.tune(None, None, {}, 10, lrs, 1, score="final")
+    assert by_mean.lr == 0.1 and by_final.lr == 0.01
+    assert by_mean.scores() == pytest.approx({"final": 0.5, "mean": 0.55, "valid": 0.7})
+    assert by_final.scores() == pytest.approx({"final": 0.2, "mean": 0.6, "valid": 0.3})
+    with pytest.raises(ValueError, match="unknown score 'median'; valid choices: final, mean"):
+        evolopt.eval_grid.tune(None, None, {}, 10, lrs, 1, score="median")
+    diverged = np.array([[[1.0, np.nan, 0.1]], [[1.0, 0.9, 0.8]]])
+    assert np.isinf(evolopt.eval_grid.mean_scores(diverged)[0]) and np.isfinite(
+        evolopt.eval_grid.mean_scores(diverged)[1]
+    )
 
 
 def test_tiny_evaluation_of_the_shipped_optimizer(tmp_path):
@@ -205,15 +246,15 @@ def test_tiny_evaluation_of_the_shipped_optimizer(tmp_path):
         )
         == 0
     )
-    for name in ("results.md", "results.csv", "lr_grid.csv", "curves.png"):
+    for name in ("results.md", "results.json", "results.csv", "lr_grid.csv", "curves.png"):
         assert (out / name).is_file()
     rows = list(csv.DictReader(open(out / "results.csv")))
     assert [r["task"] for r in rows] == ["quadratic_d10", "digits_mlp32_8x8"]
     for r in rows:
         assert r["baseline"] in ("adam", "sgdm") and float(r["baseline_lr"]) in (1e-4, 1e-2, 1.0)
         assert float(r["candidate_lr"]) == float(r["own_lr"]) == 1e-3 and r["tuned"] == "False"
-        ratio = float(r["candidate_train"]) / float(r["baseline_train"])
-        assert float(r["normalized_loss"]) == pytest.approx(ratio, rel=1e-6)
+        ratio = float(r["candidate_mean"]) / float(r["baseline_mean"])  # the default score: mean train loss
+        assert r["score"] == "mean" and float(r["normalized_loss"]) == pytest.approx(ratio, rel=1e-6)
     text = (out / "results.md").read_text()
     assert "Win rate" in text and "at own lr" not in text
 

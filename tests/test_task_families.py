@@ -234,6 +234,7 @@ def test_augmentation_from_the_run_config():
         ("image_mlp", {"batch_size": 32}),
         ("image_conv", {"batch_size": 32, "channels": [4], "strides": [2]}),
         ("lm", {"batch_size": 32, "seq_len": 8}),
+        ("regression", {"batch_size": 32}),
     ],
 )
 def test_batch_size_mask_equals_the_plain_loss_on_the_first_b_examples(name, options):
@@ -330,6 +331,10 @@ def test_bad_batch_augmentation_is_one_line(overrides, message):
         ("rl_brax", {"episode_length": 0}, "task_family.episode_length=0 must be >= 1"),
         ("rl_brax", {"backend": "nope"}, "unknown backend 'nope'; valid choices: spring, positional, generalized"),
         ("rosenbrock", {"dim": 1}, "must be >= 2"),
+        ("regression", {"activation": "nope"}, "unknown activation 'nope'; valid choices: relu, tanh, gelu, silu"),
+        ("regression", {"teacher_activation": "x"}, "unknown teacher_activation 'x'; valid choices: relu, tanh"),
+        ("regression", {"noise_std": -0.1}, "task_family.noise_std=-0.1 must be >= 0"),
+        ("regression", {"n_train": 0}, "task_family.n_train=0 must be >= 1"),
         ("mixture", {}, "task_family.members is empty"),
         (
             "mixture",
@@ -364,6 +369,10 @@ FAMILY_RUNS = [
         marks=pytest.mark.slow,
     ),
     pytest.param(["task_family=rosenbrock"], id="rosenbrock"),
+    pytest.param(
+        ["task_family=regression", "task_family.input_dim=4", "task_family.hidden=[8]", "task_family.n_valid=64"],
+        id="regression",
+    ),
     pytest.param(
         [
             "task_family=mixture",

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from evolopt.eval_report import iqm
 
-BASELINES = ("adam", "adamw", "sgdm")
+BASELINES = ("adam", "adamw", "sgdm", "muon", "sgd")  # muon: a default baseline since score= (format 2)
 
 
 def best_scores(grid_csv: Path) -> dict[str, dict[str, float]]:

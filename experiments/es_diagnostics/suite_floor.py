@@ -1,6 +1,6 @@
 """How low does tuned Adam push the training loss on the validation / heldout2 suites' tasks?
 
-    python experiments/es_diagnostics/suite_floor.py [validation heldout2]
+    python experiments/es_diagnostics/suite_floor.py [validation heldout2] [--tasks=name,name]
 
 Adam at 3 rates (3e-3, 1e-2, 3e-2), 2 tasks each; prints, per task, the best rate's mean final
 normalised training loss (smoothed over the last 10% of steps) and its final validation loss.
@@ -23,13 +23,13 @@ from evolopt.suites import get_suite
 RATES = (3e-3, 1e-2, 3e-2)
 
 
-def main(suites: list[str]) -> None:
+def main(suites: list[str], only: set[str] | None = None) -> None:
     import_plugins([])
     print("| suite | task | steps | best Adam rate | final train loss (normalised) | valid loss |")
     print("|---|---|---|---|---|---|")
     for name in suites:
         for task in get_suite(name):
-            if task.family.startswith("rl_"):
+            if task.family.startswith("rl_") or (only and task.name not in only):
                 continue
             family = TASK_FAMILIES.build(task.family, **task.options)
             best = None
@@ -43,4 +43,6 @@ def main(suites: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or ["validation", "heldout2"])
+    names = [a for a in sys.argv[1:] if not a.startswith("--tasks=")]
+    tasks = {t for a in sys.argv[1:] if a.startswith("--tasks=") for t in a.removeprefix("--tasks=").split(",")}
+    main(names or ["validation", "heldout2"], tasks or None)
