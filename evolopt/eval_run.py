@@ -45,6 +45,11 @@ SECONDS = {
     "lm_d64x2": 2001,
     "regression_mlp64x2_relu": 156,
     "regression_mlp16_tanh_horizon2k": 135,
+    # mnist1d_family: scaled from mnist1d_mlp128_relu by steps and width, not measured
+    "s_mnist1d_mlp64_horizon3k": 230,
+    "s_mnist1d_mlp24": 60,
+    "s_mnist1d_mlp96x2": 110,
+    "s_mnist1d_mlp64_12x12": 85,
 }
 TINY_SECONDS = {"quadratic_d10": 12, "digits_mlp32_8x8": 27}  # 30 steps each
 

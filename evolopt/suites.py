@@ -127,6 +127,21 @@ SUITES: dict[str, list[SuiteTask]] = {
         ),
         SuiteTask("rl_cartpole_ppo", "rl_gymnax", {"env": "CartPole-v1"}, 200, False),
     ],
+    # Held-out instances of one family, for the specialisation workflow (warm-start the shipped
+    # optimizer, meta-train on MNIST-1D MLPs with one hidden layer of 64, 100-2000 steps;
+    # experiments/specialise): other widths, depths, input sizes and a longer horizon.
+    "mnist1d_family": [
+        SuiteTask("s_mnist1d_mlp64_horizon3k", "image_mlp", {"datasets": ["mnist1d"], "hidden": [64]}, 3000, False),
+        SuiteTask("s_mnist1d_mlp24", "image_mlp", {"datasets": ["mnist1d"], "hidden": [24]}, 1000, False),
+        SuiteTask("s_mnist1d_mlp96x2", "image_mlp", {"datasets": ["mnist1d"], "hidden": [96, 96]}, 1000, False),
+        SuiteTask(
+            "s_mnist1d_mlp64_12x12",
+            "image_mlp",
+            {"datasets": ["mnist1d"], "image_size": 12, "hidden": [64]},
+            1000,
+            False,
+        ),
+    ],
 }
 
 
