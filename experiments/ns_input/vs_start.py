@@ -37,7 +37,7 @@ def read(eval_dir: Path) -> dict[str, dict]:
             out[task] = {
                 "train": float(row["candidate_train"]),
                 "valid": float(row["candidate_valid"]),
-                "mean": float(np.mean(tuned)),
+                "mean": float(row["candidate_mean"]) if row.get("candidate_mean") else float(np.mean(tuned)),
                 "baselines": base,
             }
     return out
