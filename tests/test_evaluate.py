@@ -71,17 +71,19 @@ def test_lr_grid_is_log_spaced_from_1e_4_to_1():
 
 
 def test_tuned_celo2_matches_an_independent_loop_over_rates():
-    """Celo2's rate traced in one vmapped grid == the arch rebuilt at each fixed rate, run by run."""
+    """The shipped optimizer's rate traced in one vmapped grid == its arch rebuilt at each fixed rate, run by run."""
     cand = resolve_candidate("celo2-cpu")
     _, header = load_theta_file(evolopt.export.resolve_path("celo2-cpu"))
     # Rates where training is stable: at lr 1 runs diverge, and diverging float32 runs amplify
     # the last-bit differences between a vmapped grid and single runs (scores 78 vs 65 seen).
     lrs = np.array([1e-4, 3e-3, 1e-2])
 
-    def make(lr):
-        return ARCHITECTURES.build("celo2", **{**header["arch_config"], "learning_rate": float(lr)})
+    own = header["arch_config"]["learning_rate"]
 
-    scores, valids, means = reference_runs(DIGITS, make, cand.theta, [*lrs, 1e-3], seeds=2)
+    def make(lr):
+        return ARCHITECTURES.build(header["arch"], **{**header["arch_config"], "learning_rate": float(lr)})
+
+    scores, valids, means = reference_runs(DIGITS, make, cand.theta, [*lrs, own], seeds=2)
     r = evaluate_task(DIGITS, cand, ["adam"], 2, lr_grid(1), lrs, score="final")
     best = int(np.argmin(scores[:3]))
     assert r.tuned and r.candidate_lr == pytest.approx(lrs[best]) and r.score == "final"
@@ -91,12 +93,12 @@ def test_tuned_celo2_matches_an_independent_loop_over_rates():
     assert r.candidate_mean == pytest.approx(means[best], rel=2e-4)
     assert r.candidate_train == pytest.approx(scores[best], rel=2e-4)
     assert r.candidate_valid == pytest.approx(valids[best], rel=2e-4)
-    # The own rate (1e-3) is not on this grid: trained separately, at the file's rate.
-    assert r.own_lr == pytest.approx(1e-3) and r.own_train == pytest.approx(scores[3], rel=2e-4)
+    # The own rate (the file's) is not on this grid: trained separately, at that rate.
+    assert own not in lrs and r.own_lr == pytest.approx(own) and r.own_train == pytest.approx(scores[3], rel=2e-4)
     assert r.own_normalized_loss == pytest.approx(scores[3] / r.baseline_train, rel=2e-4)
     assert set(r.curves) == {
         "celo2-cpu (lr=1e-02, tuned)" if best == 1 else f"celo2-cpu (lr={lrs[best]:.0e}, tuned)",
-        "celo2-cpu (own lr=1e-03)",
+        f"celo2-cpu (own lr={own:.0e})",
         "adam (lr=1e-03)",
     }
 
@@ -250,9 +252,10 @@ def test_tiny_evaluation_of_the_shipped_optimizer(tmp_path):
         assert (out / name).is_file()
     rows = list(csv.DictReader(open(out / "results.csv")))
     assert [r["task"] for r in rows] == ["quadratic_d10", "digits_mlp32_8x8"]
+    own = load_theta_file(evolopt.export.resolve_path("celo2-cpu"))[1]["arch_config"]["learning_rate"]
     for r in rows:
         assert r["baseline"] in ("adam", "sgdm") and float(r["baseline_lr"]) in (1e-4, 1e-2, 1.0)
-        assert float(r["candidate_lr"]) == float(r["own_lr"]) == 1e-3 and r["tuned"] == "False"
+        assert float(r["candidate_lr"]) == float(r["own_lr"]) == own and r["tuned"] == "False"
         ratio = float(r["candidate_mean"]) / float(r["baseline_mean"])  # the default score: mean train loss
         assert r["score"] == "mean" and float(r["normalized_loss"]) == pytest.approx(ratio, rel=1e-6)
     text = (out / "results.md").read_text()
