@@ -31,13 +31,12 @@ def _unit_rms(x: jax.Array) -> jax.Array:
     return x / jnp.sqrt(jnp.mean(jnp.square(x)))
 
 
-def test_celo2_at_its_muon_theta_is_optax_muon():
-    # Independent reference: optax's Muon (momentum 0.9, no Nesterov). Its step has another
-    # per-tensor scale (trace momentum, shape factor); Celo2 normalises every step to unit RMS.
+def assert_is_optax_muon(ours) -> None:
+    """Independent reference: optax's Muon (momentum 0.9, no Nesterov). Its step has another
+    per-tensor scale (trace momentum, shape factor); Celo2 normalises every step to unit RMS."""
     shapes = {"w_wide": (6, 9), "w_tall": (11, 4)}
     params = {k: jnp.ones(s) for k, s in shapes.items()}
     dims = {k: MuonDimensionNumbers(reduction_axis=0, output_axis=1) for k in shapes}
-    ours = scale_by_celo2(momentum_theta())
     ref = scale_by_muon(beta=0.9, nesterov=False, weight_dimension_numbers=dims)
     s_ours, s_ref = ours.init(params), ref.init(params)
     for g in _grads(4, shapes):
@@ -45,6 +44,10 @@ def test_celo2_at_its_muon_theta_is_optax_muon():
         u_ref, s_ref = ref.update(g, s_ref, params)
         for k in shapes:
             np.testing.assert_allclose(u_ours[k], _unit_rms(u_ref[k]), rtol=2e-3, atol=2e-4)
+
+
+def test_celo2_at_its_muon_theta_is_optax_muon():
+    assert_is_optax_muon(scale_by_celo2(momentum_theta()))
 
 
 @pytest.mark.parametrize("hidden_size, hidden_layers", [(2, 1), (8, 2), (5, 3)])
