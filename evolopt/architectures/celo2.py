@@ -142,9 +142,16 @@ def orthogonalize_step(d: jax.Array, conv_as_matrix: bool = False) -> tuple[jax.
     step has unit RMS over the whole tensor.
     """
     if conv_as_matrix and d.ndim > 2:
-        flat = newton_schulz(d.reshape(-1, d.shape[-1]))
-        return flat.reshape(d.shape), tuple(range(d.ndim))
-    return newton_schulz(d), tuple(range(max(d.ndim - 2, 0), d.ndim))
+        return newton_schulz(d.reshape(-1, d.shape[-1])).reshape(d.shape), step_axes(d.ndim, True)
+    return newton_schulz(d), step_axes(d.ndim, False)
+
+
+def step_axes(ndim: int, conv_as_matrix: bool) -> tuple[int, ...]:
+    """The axes a step's RMS is normalised over: the last two, or with ``conv_as_matrix`` every axis
+    of a tensor with ndim > 2 (it was orthogonalised as one matrix)."""
+    if conv_as_matrix and ndim > 2:
+        return tuple(range(ndim))
+    return tuple(range(max(ndim - 2, 0), ndim))
 
 
 def _channels(p: jax.Array, g: jax.Array, acc: dict, rfcf: list | None) -> list[jax.Array]:
@@ -238,9 +245,8 @@ def scale_by_celo2(
             dirs.append(_direction(mlp, p32, g32.reshape(p32.shape), acc, exp_mult, extra))
         steps = []
         for d, g in zip(dirs, flat_g):
-            axes = tuple(range(max(d.ndim - 2, 0), d.ndim))
-            if ns_input and conv_as_matrix and d.ndim > 2:
-                axes = tuple(range(d.ndim))
+            # ns_input: the momentum was orthogonalised (as one matrix with conv_as_matrix), not d
+            axes = step_axes(d.ndim, ns_input and conv_as_matrix)
             if orthogonalize and not ns_input and d.ndim >= 2:  # per tensor: XLA CPU runs batched matmuls on one thread
                 d, axes = orthogonalize_step(d, conv_as_matrix)
             steps.append((d * fused.rms_scale(d, axes, 1e-9)).reshape(g.shape).astype(g.dtype))
