@@ -6,7 +6,9 @@
 It prints an estimate before starting, writes each task's result under ``out/tasks/``
 as it finishes (the same command continues an interrupted evaluation) and the
 report (``results.md``, ``results.csv``, ``lr_grid.csv``, ``curves.png``, ``tb/``)
-at the end; it writes nothing outside ``out``.
+at the end; it writes nothing outside ``out``. ``baselines_from=DIR`` reads the tuned
+baselines of an earlier evaluation under the same protocol instead of training them
+(:mod:`evolopt.eval_reuse`).
 """
 
 from __future__ import annotations
