@@ -140,3 +140,18 @@ def test_help_documents_the_key(capsys):
         "baselines_from: null     # an earlier evaluation's out dir: read its tuned baselines"
         in capsys.readouterr().out
     )
+
+
+def test_a_source_stored_before_task_definitions_is_checked_against_its_suite(evals):
+    """Stores without a task definition (the suite's name stood for it) are checked against that suite's
+    definition of the task today: reused when it has the task, refused when it has not."""
+    root, args = evals["root"], ["optimizer=sgd", *COMMON, "baselines=[sgdm,adam]"]
+    legacy = copy_with(evals["X"], root / "legacy_source", lambda p: p.pop("task"))
+    assert evaluate(*args, f"baselines_from={legacy}", f"out={root / 'from_legacy'}")[0] == 0
+    assert without_seconds(json.loads((root / "from_legacy" / "results.json").read_text())) == without_seconds(
+        json.loads((evals["Z"] / "results.json").read_text())
+    )
+    elsewhere = copy_with(evals["X"], root / "other_suite", lambda p: p.pop("task") and p.update(suite="heldout"))
+    code, err = evaluate(*args, f"baselines_from={elsewhere}", f"out={root / 'refused'}")
+    assert code == 2 and "task=unknown (not recorded; its suite has no such task) there" in err, err
+    assert not (root / "refused").exists()
