@@ -6,7 +6,9 @@
 It prints an estimate before starting, writes each task's result under ``out/tasks/``
 as it finishes (the same command continues an interrupted evaluation) and the
 report (``results.md``, ``results.csv``, ``lr_grid.csv``, ``curves.png``, ``tb/``)
-at the end; it writes nothing outside ``out``.
+at the end; it writes nothing outside ``out``. ``baselines_from=DIR`` reads the tuned
+baselines of an earlier evaluation under the same protocol instead of training them
+(:mod:`evolopt.eval_reuse`).
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ class Settings:
     out: Path
     spec: str
     score: str = "mean"
+    baselines_from: Path | None = None
+    reused: dict = dataclasses.field(default_factory=dict)  # task -> baseline -> (tuned rate, grid rows)
 
     def protocol(self) -> dict:
         """What a stored task result must have been measured under to be reused (``score`` included:
@@ -54,6 +58,13 @@ class Settings:
             "candidate_lrs": self.n_cand,
             "baselines": self.baselines,
         }
+
+    def task_protocol(self, task: Any) -> dict:
+        """:meth:`protocol` and the task's definition (name, family, options, steps): what one stored task
+        must match (``baselines_from`` changes no number and is not part of it)."""
+        from evolopt.eval_store import task_definition
+
+        return {**self.protocol(), "task": task_definition(task)}
 
 
 def legacy_lists(overrides: list[str], multirun: bool) -> list[str]:
@@ -128,6 +139,11 @@ def settings(cfg: Any) -> Settings:
     out = Path(cfg.out) if cfg.out is not None else Path("evaluations") / f"{Path(str(spec)).stem}_{suite_name}"
     s = Settings(candidate, suite_name, suite, seeds, n_lrs, n_cand, baselines, out, str(spec), score)
     _check_out(s)
+    if cfg.get("baselines_from") is not None:  # every task checked now, before any training
+        from evolopt.eval_reuse import load_baselines
+
+        s.baselines_from = Path(str(cfg.baselines_from))
+        s.reused = load_baselines(s.baselines_from, suite, baselines, s.protocol())
     return s
 
 
@@ -136,6 +152,7 @@ def _check_out(s: Settings) -> None:
     from evolopt.eval_store import stored_protocol
 
     old = stored_protocol(s.out)
+    old = None if old is None else {k: v for k, v in old.items() if k != "task"}  # per task: eval_store
     if old is not None and old.get("format") != FORMAT:
         raise ConfigError(
             f"out='{s.out}' holds an evaluation stored by an older evolopt (format {old.get('format', 1)}, without "
@@ -196,7 +213,19 @@ def _validate(overrides: list[str]) -> None:
     settings(cfg)
 
 
-_KEYS = ["optimizer", "suite", "score", "tasks", "seeds", "baselines", "lrs", "candidate_lrs", "out", "plugins"]
+_KEYS = [
+    "optimizer",
+    "suite",
+    "score",
+    "tasks",
+    "seeds",
+    "baselines",
+    "lrs",
+    "candidate_lrs",
+    "baselines_from",
+    "out",
+    "plugins",
+]
 
 
 def _prepare(args: Argv) -> None:

@@ -84,6 +84,12 @@ def protocol_text(s: Any, lrs: np.ndarray, cand_lrs: np.ndarray, devices: str) -
             else "candidate at its own learning rate"
         )
         + f". {s.seeds} seeds per task; grids sharded over {devices}."
+        + (
+            f"\nBaselines ({', '.join(s.baselines)}) reused from {s.baselines_from} (read from its tasks/, "
+            "not trained: the same protocol, so the same numbers)."
+            if s.baselines_from is not None
+            else ""
+        )
     )
 
 
@@ -100,11 +106,11 @@ def run(s: Any) -> float:
     lrs, cand_lrs = lr_grid(s.n_lrs), lr_grid(s.n_cand)
     mesh = grid_mesh()
     protocol = protocol_text(s, lrs, cand_lrs, f"{mesh.size} {jax.local_devices()[0].platform} device(s)")
-    done = {t.name: load_result(s.out, t.name, s.protocol()) for t in s.suite}
+    done = {t.name: load_result(s.out, t.name, s.task_protocol(t)) for t in s.suite}
     todo = [t for t in s.suite if done[t.name] is None]
     bar = tqdm(todo, desc="evaluate", unit="task", disable=not sys.stderr.isatty())
     log = bar.write if not bar.disable else (lambda m: print(m, file=sys.stderr, flush=True))
-    est = estimate_seconds(todo, s.seeds, len(s.baselines), s.n_lrs, s.n_cand)
+    est = estimate_seconds(todo, s.seeds, 0 if s.reused else len(s.baselines), s.n_lrs, s.n_cand)
     kept = len(s.suite) - len(todo)
     log(
         f"evaluating {s.candidate.label} on {len(s.suite)} tasks of suite '{s.suite_name}' into {s.out}; "
@@ -112,8 +118,9 @@ def run(s: Any) -> float:
         + f"estimate ~{_minutes(est)} on 2 CPU cores; {protocol}"
     )
     for i, task in enumerate(bar):
-        r = eval_task.evaluate_task(task, s.candidate, s.baselines, s.seeds, lrs, cand_lrs, mesh, log, s.score)
-        save_result(s.out, r, s.protocol())  # kept if interrupted later
+        reused = s.reused.get(task.name)
+        r = eval_task.evaluate_task(task, s.candidate, s.baselines, s.seeds, lrs, cand_lrs, mesh, log, s.score, reused)
+        save_result(s.out, r, s.task_protocol(task))  # kept if interrupted later
         done[task.name] = r
         log(
             f"[{kept + i + 1}/{len(s.suite)}] {r.task}: normalised {s.score} train loss {r.normalized_loss:.3f} "

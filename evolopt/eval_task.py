@@ -95,9 +95,11 @@ def evaluate_task(
     mesh: Any = None,
     log: Callable[[str], None] = lambda s: None,
     score: str = "mean",
+    reused: dict | None = None,
 ) -> Result:
     """Tune every baseline over ``lrs`` and the candidate over ``candidate_lrs`` (empty: its own rate only),
-    each picking its rate by ``score`` (``"mean"`` or ``"final"`` training loss)."""
+    each picking its rate by ``score`` (``"mean"`` or ``"final"`` training loss). ``reused``: baseline ->
+    (its tuned rate, its grid rows) read from an earlier evaluation (:mod:`evolopt.eval_reuse`), not trained."""
     t0 = time.perf_counter()
     if task.family not in TASK_FAMILIES:  # called as a library: the built-ins may not be loaded yet
         from evolopt.config import load_builtins
@@ -125,7 +127,13 @@ def evaluate_task(
         )
         return Tuned(np.nan if own_lr is None else own_lr, c[0], v[0])
 
-    tuned = {n: tuned_over(n, baseline(n, 1e-3), {}, lrs)[0] for n in baselines}
+    def tuned_baseline(name: str) -> Tuned:
+        if name in (reused or {}):
+            tuned_rate, grid[name] = reused[name]
+            return tuned_rate
+        return tuned_over(name, baseline(name, 1e-3), {}, lrs)[0]
+
+    tuned = {n: tuned_baseline(n) for n in baselines}
     lopt, theta, own_lr = candidate.lopt, candidate.theta, candidate.own_lr
     if len(candidate_lrs):  # a candidate named like a baseline (optimizer=adam) keeps the baseline's grid row
         name = candidate.label if candidate.label not in tuned else f"{candidate.label} (candidate)"
