@@ -154,11 +154,19 @@ def check_run(run_dir, monkeypatch, meta_loss):
 
 
 def test_a_meta_loss_valid_run_logs_summarises_and_records_the_validation_objective(tmp_path, monkeypatch):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     from evolopt.config import load_config
     from evolopt.loop import meta_train
 
     run_dir = meta_train(load_config([*RUN, f"run_dir={tmp_path / 'run'}"]))
     check_run(run_dir, monkeypatch, "valid")
+    acc = EventAccumulator(str(run_dir / "tb"), size_guidance={"scalars": 0})
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"meta_loss/mean_theta", "meta_loss/mean_theta_train", "meta_loss/adam_train"} <= tags
+    curves = {f"eval_curve/gen_000000/{name}" for name in ("learned", "adam", "learned_train", "adam_train")}
+    assert curves <= tags, sorted(tags)
 
 
 def test_a_meta_loss_train_run_logs_summarises_and_records_the_training_objective(tiny_run, monkeypatch):
