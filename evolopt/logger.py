@@ -213,6 +213,9 @@ def plot_run(run_dir: Path, meta_loss: str = "train") -> Path | None:
         pts = [(r["generation"], r[key]) for r in rows if not math.isnan(r.get(key, math.nan))]
         if pts:
             ax.plot(*zip(*pts), style, label=label)
+    adam = [(r["generation"], r["meta_loss/adam"]) for r in rows if "meta_loss/adam" in r]
+    if adam:  # a line, not a constant: a resumed run may evaluate on other tasks than before
+        ax.plot(*zip(*adam), color="gray", ls="--", label="Adam (same tasks)", drawstyle="steps-post")
     ax.set_xlabel("generation")
     ax.set_ylabel(f"normalised {loss}")
     ax.set_title(f"meta-training on the {loss} (unroll.meta_loss={meta_loss})")

@@ -146,7 +146,9 @@ def check_run(run_dir, monkeypatch, meta_loss):
     plot_run(run_dir, meta_loss)
     _, ax = plot[-1]
     assert ax.get_ylabel() == f"normalised {loss}" and loss in ax.get_title()
-    assert f"meta-loss ({loss}) of mean theta" in [t.get_text() for t in ax.get_legend().get_texts()]
+    lines = {line.get_label(): line.get_ydata() for line in ax.get_lines()}
+    assert list(lines[f"meta-loss ({loss}) of mean theta"]) == [r["meta_loss/mean_theta"] for r in rows]
+    assert list(lines["Adam (same tasks)"]) == [r["meta_loss/adam"] for r in rows]
     _, header = load_theta_file(run_dir / "theta.npz")
     assert header["evaluation"]["meta_loss"] == rows[-1]["meta_loss/mean_theta"]
     assert f"{loss} over the steps (unroll.meta_loss={meta_loss})" in header["evaluation"]["meta_loss_is"]
