@@ -182,7 +182,12 @@ def make_evaluator(
 ) -> Callable[[Any, jax.Array], tuple[jax.Array, jax.Array]]:
     """``(theta, key) -> (train curves [E, steps], final valid losses [E])`` on E fresh tasks."""
     curves = make_curve_evaluator(family, lopt, num_tasks, num_steps, loss_clip)
-    return jax.jit(lambda theta, key: (lambda c: (c.train, c.final_valid))(curves(theta, key)))
+
+    def evaluate(theta, key):
+        c = curves(theta, key)
+        return c.train, c.final_valid
+
+    return jax.jit(evaluate)
 
 
 def make_curve_evaluator(
