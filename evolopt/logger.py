@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from evolopt.progress import ProgressReporter
 from evolopt.run_dir import TMP_PREFIX, atomic_write_text, fault
+from evolopt.summary import LOSS_NAMES
 
 logging.getLogger("tensorboardX.x2num").setLevel(logging.ERROR)  # NaN metrics are expected: a diverged member
 
@@ -188,8 +189,9 @@ def read_jsonl(path: Path) -> list[dict]:
     return _complete_rows(Path(path))
 
 
-def plot_run(run_dir: Path) -> Path | None:
-    """``meta_training.png``: population fitness and the mean theta's meta-loss over generations."""
+def plot_run(run_dir: Path, meta_loss: str = "train") -> Path | None:
+    """``meta_training.png``: population fitness and the mean theta's meta-loss over generations,
+    both the normalised loss that ``meta_loss`` (the run's ``unroll.meta_loss``) names."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -203,18 +205,20 @@ def plot_run(run_dir: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(gens, [r["fitness/mean"] for r in pop], label="population fitness (mean)", alpha=0.6)
     ax.fill_between(gens, [r["fitness/min"] for r in pop], [r["fitness/max"] for r in pop], alpha=0.15)
-    pts = [
-        (r["generation"], r["meta_loss/mean_theta"])
-        for r in rows
-        if not math.isnan(r.get("meta_loss/mean_theta", math.nan))
-    ]
-    if pts:
-        ax.plot(*zip(*pts), "o-", label="meta-loss of mean theta")
+    loss = LOSS_NAMES[meta_loss]
+    for key, label, style in [
+        ("meta_loss/mean_theta", f"meta-loss ({loss}) of mean theta", "o-"),
+        ("meta_loss/mean_theta_train", "training loss of mean theta (not the objective)", "x:"),
+    ]:
+        pts = [(r["generation"], r[key]) for r in rows if not math.isnan(r.get(key, math.nan))]
+        if pts:
+            ax.plot(*zip(*pts), style, label=label)
     adam = [(r["generation"], r["meta_loss/adam"]) for r in rows if "meta_loss/adam" in r]
     if adam:  # a line, not a constant: a resumed run may evaluate on other tasks than before
         ax.plot(*zip(*adam), color="gray", ls="--", label="Adam (same tasks)", drawstyle="steps-post")
     ax.set_xlabel("generation")
-    ax.set_ylabel("normalised training loss")
+    ax.set_ylabel(f"normalised {loss}")
+    ax.set_title(f"meta-training on the {loss} (unroll.meta_loss={meta_loss})")
     ax.legend()
     fig.tight_layout()
     out = run_dir / "meta_training.png"

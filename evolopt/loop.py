@@ -25,7 +25,7 @@ from evolopt.config import group_config
 from evolopt.export import ThetaFileError, check_structure, load_learned_optimizer, resolve_path, save_theta_file
 from evolopt.learnable import check_learnable
 from evolopt.logger import RunLogger, plot_run
-from evolopt.meta import MetaTrainer, make_evaluator, plan_memory, population_mesh
+from evolopt.meta import MetaTrainer, make_curve_evaluator, plan_memory, population_mesh
 from evolopt.progress import start_line
 from evolopt.provenance import provenance
 from evolopt.registry import ARCHITECTURES, STRATEGIES, TASK_FAMILIES, ConfigError
@@ -147,7 +147,7 @@ class _Run:
     theta0: Any
     logger: RunLogger | None = None
     ckpt: Checkpointer | None = None
-    adam: tuple[Any, Any] | None = None
+    adam: Any = None  # Adam's EvalCurves on the evaluation tasks (host arrays)
 
 
 def _setup(cfg: DictConfig) -> _Run:
@@ -159,8 +159,10 @@ def _setup(cfg: DictConfig) -> _Run:
     if not resuming:  # a family the arch learns nothing on is refused once, before the run starts
         check_learnable(trainer.lopt, plain, theta0, group_config(cfg, "arch")[1])
     ev = cfg.evaluation
-    lopt_eval = make_evaluator(plain, trainer.lopt, ev.num_tasks, ev.steps, cfg.unroll.loss_clip)
-    adam_eval = make_evaluator(plain, baseline("adam", ev.adam_lr), ev.num_tasks, ev.steps, cfg.unroll.loss_clip)
+    # the meta-loss logged is the one members are scored on (unroll.meta_loss), on the plain family
+    args = (ev.num_tasks, ev.steps, cfg.unroll.loss_clip, trainer.unroll_cfg.meta_loss)
+    lopt_eval = make_curve_evaluator(plain, trainer.lopt, *args)
+    adam_eval = make_curve_evaluator(plain, baseline("adam", ev.adam_lr), *args)
     eval_key = jax.random.fold_in(jax.random.key(cfg.seed), 2)  # the same validation tasks every time
     abstract = trainer.abstract_init(jax.random.fold_in(jax.random.key(cfg.seed), 1), theta0)
     try:  # trace everything once before touching the disk: a bad option fails here, cleanly
@@ -212,18 +214,26 @@ def _export(run: _Run, state: Any, generation: int) -> None:
 
 
 def _eval_metrics(run: _Run, generation: int, evals: Any, curves_too: bool) -> dict[str, float]:
-    """The mean theta's evaluation (already dispatched) next to Adam's, fetched now."""
-    curves, valid = jax.device_get(evals)
-    adam_curves, adam_valid = run.adam
-    out = {"meta_loss/mean_theta": float(curves.mean()), "meta_loss/adam": float(adam_curves.mean())}
+    """The mean theta's evaluation (already dispatched) next to Adam's, fetched now.
+
+    ``meta_loss/{mean_theta,adam}`` are the means of the meta-loss curves (validation loss under
+    ``unroll.meta_loss=valid``); there the training-loss means come along as ``..._train``."""
+    mine, adam = jax.device_get(evals), run.adam
+    out = {"meta_loss/mean_theta": float(mine.meta().mean()), "meta_loss/adam": float(adam.meta().mean())}
+    if mine.valid is not None:  # the training curves were computed in the same scan: free to log
+        out["meta_loss/mean_theta_train"] = float(mine.train.mean())
+        out["meta_loss/adam_train"] = float(adam.train.mean())
     if curves_too:
         out |= {
-            "eval/final_train_loss": float(curves[:, -1].mean()),
-            "eval/adam_final_train_loss": float(adam_curves[:, -1].mean()),
-            "eval/valid_loss": float(valid.mean()),
-            "eval/adam_valid_loss": float(adam_valid.mean()),
+            "eval/final_train_loss": float(mine.train[:, -1].mean()),
+            "eval/adam_final_train_loss": float(adam.train[:, -1].mean()),
+            "eval/valid_loss": float(mine.final_valid.mean()),
+            "eval/adam_valid_loss": float(adam.final_valid.mean()),
         }
-        run.logger.curves(generation, {"learned": curves.mean(0), "adam": adam_curves.mean(0)})
+        curves = {"learned": mine.meta().mean(0), "adam": adam.meta().mean(0)}
+        if mine.valid is not None:
+            curves |= {"learned_train": mine.train.mean(0), "adam_train": adam.train.mean(0)}
+        run.logger.curves(generation, curves)
     return out
 
 
@@ -325,7 +335,7 @@ def meta_train(cfg: DictConfig) -> Path:
             if start >= cfg.generations:
                 _export(run, state, start)
             if run.main:
-                plot_run(run.run_dir)
+                plot_run(run.run_dir, run.trainer.unroll_cfg.meta_loss)
             _finish(run, stop, reason, done)
         except Exception as e:
             _close(run, quiet=True)

@@ -26,7 +26,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from evolopt.architectures.base import LearnedOptimizer
 from evolopt.contracts import Strategy, TaskFamily
 from evolopt.registry import ConfigError
-from evolopt.unroll import InnerState, TruncationLoss, UnrollConfig, init_inner_state, train_curve, unroll
+from evolopt.unroll import EvalCurves, InnerState, TruncationLoss, UnrollConfig, eval_curves, init_inner_state, unroll
 
 POP_AXIS = "pop"
 MEMORY_FRACTION = 0.6  # member_chunks=auto: share of free device memory the step may plan to use
@@ -181,10 +181,34 @@ def make_evaluator(
     family: TaskFamily, lopt: LearnedOptimizer, num_tasks: int, num_steps: int, loss_clip: float = 1.5
 ) -> Callable[[Any, jax.Array], tuple[jax.Array, jax.Array]]:
     """``(theta, key) -> (train curves [E, steps], final valid losses [E])`` on E fresh tasks."""
+    curves = make_curve_evaluator(family, lopt, num_tasks, num_steps, loss_clip)
+
+    def evaluate(theta, key):
+        c = curves(theta, key)
+        return c.train, c.final_valid
+
+    return jax.jit(evaluate)
+
+
+def make_curve_evaluator(
+    family: TaskFamily,
+    lopt: LearnedOptimizer,
+    num_tasks: int,
+    num_steps: int,
+    loss_clip: float = 1.5,
+    meta_loss: str = "train",
+) -> Callable[[Any, jax.Array], EvalCurves]:
+    """``(theta, key) -> EvalCurves`` (leaves ``[E, steps]``, ``final_valid [E]``) on E fresh tasks, jitted.
+
+    The meta-loss of ``theta`` on these tasks is ``mean(curves.meta())``: the mean over steps and
+    tasks of the normalised training-minibatch loss, or with ``meta_loss="valid"`` of the
+    validation loss at each step's params (the objective a member's fitness estimates).
+    """
 
     def evaluate(theta, key):
         keys = jax.random.split(key, num_tasks)
-        return jax.vmap(lambda k: train_curve(theta, k, family, lopt, num_steps, loss_clip))(keys)
+        one = lambda k: eval_curves(theta, k, family, lopt, num_steps, loss_clip, meta_loss)  # noqa: E731
+        return jax.vmap(one)(keys)
 
     return jax.jit(evaluate)
 

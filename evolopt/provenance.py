@@ -5,7 +5,8 @@
 seed, the versions of evolopt, jax, evosax and optax, the git commit of the evolopt
 source when it is a git checkout (``+dirty`` with uncommitted changes), the run dir,
 the time, and the last evaluation the mean theta passed during the run (its
-meta-loss next to Adam's at ``evaluation.adam_lr`` on the same validation tasks).
+meta-loss, and which loss that is, next to Adam's at ``evaluation.adam_lr`` on the same
+validation tasks).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+
+from evolopt.summary import LOSS_NAMES, meta_loss_of
 
 
 def versions() -> dict[str, str | None]:
@@ -64,13 +67,18 @@ def last_evaluation(run_dir: Path, cfg: DictConfig) -> dict | None:
     if row is None:
         return None
     ev = cfg.evaluation
-    return {
+    meta_loss = meta_loss_of(cfg)
+    out = {
         "generation": row["generation"],
         "meta_loss": row["meta_loss/mean_theta"],
+        "meta_loss_is": f"mean normalised {LOSS_NAMES[meta_loss]} over the steps (unroll.meta_loss={meta_loss})",
         "adam_meta_loss": row.get("meta_loss/adam"),
         "adam_lr": ev.adam_lr,
         "tasks": f"{ev.num_tasks} validation tasks of {cfg.task_family.name}, {ev.steps} steps",
     }
+    if "meta_loss/mean_theta_train" in row:  # meta_loss=valid: the training loss too, named as such
+        out["train_loss"] = row["meta_loss/mean_theta_train"]
+    return out
 
 
 def _group(cfg: DictConfig, group: str) -> dict[str, Any]:

@@ -6,6 +6,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+LOSS_NAMES = {"train": "training loss", "valid": "validation loss"}  # what each unroll.meta_loss scores
+
 
 def _rows(run_dir: Path) -> list[dict]:
     import json
@@ -20,22 +22,35 @@ def _rows(run_dir: Path) -> list[dict]:
     return rows
 
 
+def meta_loss_of(cfg: Any) -> str:
+    """The run's ``unroll.meta_loss`` (``train`` for configs written before it existed)."""
+    return str((cfg.get("unroll") or {}).get("meta_loss", "train"))
+
+
 def summarize(run_dir: str | Path, cfg: Any = None) -> str:
-    """A few lines: the mean theta's meta-loss first -> last next to Adam's at the (untuned) evaluation
-    rate on the same validation tasks, the run's files, and how to use them."""
+    """A few lines: the mean theta's meta-loss (the loss ``unroll.meta_loss`` names) first -> last
+    next to Adam's at the (untuned) evaluation rate on the same validation tasks, the run's files,
+    and how to use them."""
     from omegaconf import OmegaConf
 
     run_dir = Path(run_dir)
     cfg = OmegaConf.load(run_dir / "config.yaml") if cfg is None else cfg
     ev = cfg.evaluation
+    loss = LOSS_NAMES[meta_loss_of(cfg)]
     rows = [r for r in _rows(run_dir) if not math.isnan(r.get("meta_loss/mean_theta", math.nan))]
     lines = [f"run saved to {run_dir}"]
     if rows:
         first, last = rows[0], rows[-1]
         lines[0] += (
-            f": meta-loss of the mean theta {first['meta_loss/mean_theta']:.4f} (generation {first['generation']}) "
-            f"-> {last['meta_loss/mean_theta']:.4f} (generation {last['generation']})"
+            f": meta-loss ({loss}) of the mean theta {first['meta_loss/mean_theta']:.4f} "
+            f"(generation {first['generation']}) -> {last['meta_loss/mean_theta']:.4f} "
+            f"(generation {last['generation']})"
         )
+        if "meta_loss/mean_theta_train" in first and "meta_loss/mean_theta_train" in last:
+            lines.append(
+                f"  its training loss (not the objective): {first['meta_loss/mean_theta_train']:.4f} "
+                f"-> {last['meta_loss/mean_theta_train']:.4f}"
+            )
         if "meta_loss/adam" in last:
             lines.append(
                 f"  compared with Adam at lr {ev.adam_lr:g} (one fixed rate, not tuned) on the same "

@@ -161,6 +161,60 @@ def unroll(
     return state, result
 
 
+@struct.dataclass
+class EvalCurves:
+    """One evaluation task's curves, normalised and clipped (``min(loss / scale, clip)``, NaN/inf -> clip).
+
+    ``train[t]`` is the loss of step t's training minibatch before its update;
+    ``valid[t]`` (``None`` unless asked for) the loss of a validation batch at the
+    same params, keyed as in :func:`valid_loss`; ``final_valid`` the loss of one
+    more validation batch at the final params.
+    """
+
+    train: jax.Array
+    valid: jax.Array | None
+    final_valid: jax.Array
+
+    def meta(self) -> jax.Array:
+        """The curve the meta-loss averages: ``valid`` when it was computed, else ``train``."""
+        return self.train if self.valid is None else self.valid
+
+
+def eval_curves(
+    theta: Theta,
+    key: jax.Array,
+    family: TaskFamily,
+    lopt: LearnedOptimizer,
+    num_steps: int,
+    loss_clip: float = 1.5,
+    meta_loss: str = "train",
+) -> EvalCurves:
+    """Train one fresh task for ``num_steps`` in one ``lax.scan``; with ``meta_loss="valid"`` also
+    score each step's params on a validation batch, as a member's fitness does under that setting
+    (:func:`unroll`), so that ``mean(valid)`` is the same quantity on this task."""
+    if meta_loss not in META_LOSSES:
+        raise ValueError(f"meta_loss={meta_loss!r}; valid choices: {', '.join(META_LOSSES)}")
+    if meta_loss == "valid" and family.valid_batch is None:
+        raise ValueError(f"meta_loss='valid' needs validation data, and task family '{family.name}' has none")
+    cfg = UnrollConfig(num_steps, num_steps, num_steps, False, loss_clip)
+    state = new_trajectory(key, theta, family, lopt, cfg)
+    opt = lopt.optimizer(theta)
+    norm = lambda loss: normalized_loss(loss, family.loss_scale, loss_clip)  # noqa: E731
+
+    def step(st, _):
+        held = norm(valid_loss(family, st)) if meta_loss == "valid" else None  # before the update
+        st, loss = train_step(opt, family, st)
+        return st, (norm(loss), held)
+
+    state, (curve, valid) = jax.lax.scan(step, state, length=num_steps)
+    if family.valid_batch is None:
+        final = curve[-1]
+    else:
+        batch = family.valid_batch(jax.random.fold_in(state.key, 2**31 - 1), state.task)
+        final = norm(family.loss(state.params, state.task, batch))
+    return EvalCurves(curve, valid, final)
+
+
 def train_curve(
     theta: Theta,
     key: jax.Array,
@@ -170,18 +224,5 @@ def train_curve(
     loss_clip: float = 1.5,
 ) -> tuple[jax.Array, jax.Array]:
     """Train one fresh task for ``num_steps``; return (train curve, final valid loss), normalised."""
-    cfg = UnrollConfig(num_steps, num_steps, num_steps, False, loss_clip)
-    state = new_trajectory(key, theta, family, lopt, cfg)
-    opt = lopt.optimizer(theta)
-
-    def step(st, _):
-        st, loss = train_step(opt, family, st)
-        return st, normalized_loss(loss, family.loss_scale, loss_clip)
-
-    state, curve = jax.lax.scan(step, state, length=num_steps)
-    if family.valid_batch is None:
-        valid = curve[-1]
-    else:
-        batch = family.valid_batch(jax.random.fold_in(state.key, 2**31 - 1), state.task)
-        valid = normalized_loss(family.loss(state.params, state.task, batch), family.loss_scale, loss_clip)
-    return curve, valid
+    curves = eval_curves(theta, key, family, lopt, num_steps, loss_clip)
+    return curves.train, curves.final_valid

@@ -1,0 +1,175 @@
+"""The run's evaluation measures the objective being trained (``unroll.meta_loss``).
+
+The reference is a plain Python loop over inner steps (no scan, no vmap): per task it draws
+the task, init and batches from the same keys, scores each step's params on the training
+minibatch and on a validation batch (``family.valid_batch``, ``family.loss``), applies the
+optimizer's update, and averages ``min(loss / loss_scale, clip)`` over steps and tasks.
+"""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import numpy as np
+import optax
+import pytest
+
+import evolopt.architectures  # noqa: F401
+import evolopt.task_families  # noqa: F401
+from evolopt.architectures.baselines import baseline
+from evolopt.meta import make_curve_evaluator, make_evaluator
+from evolopt.registry import TASK_FAMILIES
+from evolopt.unroll import VALID_STREAM
+
+CLIP = 1.5
+MLP = {"hidden": [8], "batch_size": 16}
+
+
+def reference_curves(theta, key, family, lopt, num_tasks, steps, clip=CLIP):
+    """``(train [E, steps], valid [E, steps])`` normalised curves, step by step in Python."""
+    norm = lambda loss: min(float(loss) / family.loss_scale, clip) if np.isfinite(float(loss)) else clip  # noqa: E731
+    grad = jax.jit(jax.value_and_grad(family.loss))
+    loss_at = jax.jit(family.loss)
+    opt = lopt.optimizer(theta)
+    update = jax.jit(lambda g, s, p, loss, n: opt.update(g, s, p, loss=loss, num_steps=n))
+    train, valid = np.zeros((num_tasks, steps)), np.zeros((num_tasks, steps))
+    for e, task_key in enumerate(jax.random.split(key, num_tasks)):
+        k_task, k_init, _, k_traj = jax.random.split(task_key, 4)  # a trajectory's keys (unroll.new_trajectory)
+        task = family.sample_task(k_task)
+        params = family.init_params(k_init, task)
+        state = opt.init(params)
+        for t in range(steps):
+            if family.valid_batch is not None:
+                v_key = jax.random.fold_in(jax.random.fold_in(k_traj, t), VALID_STREAM)
+                valid[e, t] = norm(loss_at(params, task, family.valid_batch(v_key, task)))
+            loss, g = grad(params, task, family.sample_batch(jax.random.fold_in(k_traj, t), task))
+            train[e, t] = norm(loss)
+            updates, state = update(g, state, params, loss, steps)
+            params = optax.apply_updates(params, updates)
+    return train, valid
+
+
+@pytest.fixture(scope="module")
+def image_mlp():
+    return TASK_FAMILIES.build("image_mlp", **MLP)
+
+
+def test_valid_meta_loss_is_the_mean_validation_loss_along_the_trajectory(image_mlp):
+    lopt, theta, key, steps = baseline("adam", 3e-2), {}, jax.random.key(5), 6
+    want_train, want_valid = reference_curves(theta, key, image_mlp, lopt, 2, steps)
+    assert abs(want_valid.mean() - want_train.mean()) > 1e-3  # the two objectives differ here
+
+    got = jax.device_get(make_curve_evaluator(image_mlp, lopt, 2, steps, CLIP, meta_loss="valid")(theta, key))
+    np.testing.assert_allclose(got.valid, want_valid, rtol=2e-5, atol=1e-6)
+    np.testing.assert_allclose(got.meta().mean(), want_valid.mean(), rtol=2e-5)
+    np.testing.assert_allclose(got.train, want_train, rtol=2e-5, atol=1e-6)  # the same scan's training loss
+    # meta_loss=train is the training curve of the evaluator of before, bit for bit, and the
+    # validation batches scored in between leave training unchanged
+    curves, _ = jax.device_get(make_evaluator(image_mlp, lopt, 2, steps, CLIP)(theta, key))
+    np.testing.assert_array_equal(got.train, curves)
+    np.testing.assert_allclose(curves.mean(), want_train.mean(), rtol=2e-5)
+
+
+def test_valid_meta_loss_without_validation_data_is_refused():
+    quadratic = TASK_FAMILIES.build("quadratic", dim=4)
+    evaluate = make_curve_evaluator(quadratic, baseline("sgd", 0.1), 1, 3, meta_loss="valid")
+    with pytest.raises(ValueError, match="'quadratic' has none"):
+        evaluate({}, jax.random.key(0))
+    with pytest.raises(ValueError, match="meta_loss='test'; valid choices: train, valid"):
+        make_curve_evaluator(quadratic, baseline("sgd", 0.1), 1, 3, meta_loss="test")({}, jax.random.key(0))
+
+
+RUN = [
+    "task_family=image_mlp",
+    "task_family.hidden=[8]",
+    "task_family.batch_size=16",
+    "arch=adam_hparams",
+    "arch.init_learning_rate=0.03",  # not the evaluation's Adam (lr 1e-3): the two rows must differ
+    "strategy=open_es",
+    "population_size=2",
+    "tasks_per_member=1",
+    "unroll.truncation_length=3",
+    "unroll.min_length=3",
+    "unroll.max_length=3",
+    "unroll.meta_loss=valid",
+    "evaluation.steps=5",
+    "evaluation.num_tasks=2",
+    "evaluation.meta_loss_every=1",
+    "generations=1",
+    "progress=false",
+]
+
+
+def captured_plot(monkeypatch):
+    """The axes ``plot_run`` draws on (matplotlib's ``subplots`` wrapped)."""
+    import matplotlib.pyplot as plt
+
+    made, subplots = [], plt.subplots
+    monkeypatch.setattr(plt, "subplots", lambda *a, **k: made.append(subplots(*a, **k)) or made[-1])
+    return made
+
+
+def check_run(run_dir, monkeypatch, meta_loss):
+    """Generation 0 evaluates theta0: its logged meta-loss (and Adam's) is the reference's mean of
+    the loss ``unroll.meta_loss`` names; the summary, plot and theta header say which loss it is."""
+    from omegaconf import OmegaConf
+
+    from evolopt.export import load_theta_file
+    from evolopt.logger import plot_run
+    from evolopt.loop import build
+    from evolopt.summary import summarize
+
+    cfg = OmegaConf.load(run_dir / "config.yaml")
+    assert cfg.unroll.meta_loss == meta_loss
+    trainer, theta0 = build(cfg)
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    row = rows[0]
+    assert row["generation"] == 0
+    eval_key, ev = jax.random.fold_in(jax.random.key(cfg.seed), 2), cfg.evaluation
+    mine = reference_curves(theta0, eval_key, trainer.family, trainer.lopt, ev.num_tasks, ev.steps)
+    adam = reference_curves({}, eval_key, trainer.family, baseline("adam", ev.adam_lr), ev.num_tasks, ev.steps)
+    pick = 1 if meta_loss == "valid" else 0
+    np.testing.assert_allclose(row["meta_loss/mean_theta"], mine[pick].mean(), rtol=2e-5)
+    np.testing.assert_allclose(row["meta_loss/adam"], adam[pick].mean(), rtol=2e-5)
+    if meta_loss == "valid":  # the training loss comes along, under its own name
+        np.testing.assert_allclose(row["meta_loss/mean_theta_train"], mine[0].mean(), rtol=2e-5)
+        np.testing.assert_allclose(row["meta_loss/adam_train"], adam[0].mean(), rtol=2e-5)
+    else:
+        assert "meta_loss/mean_theta_train" not in row
+
+    loss = {"valid": "validation loss", "train": "training loss"}[meta_loss]
+    summary = summarize(run_dir)
+    assert f"meta-loss ({loss}) of the mean theta {row['meta_loss/mean_theta']:.4f} (generation 0)" in summary
+    assert ("its training loss (not the objective)" in summary) == (meta_loss == "valid")
+    plot = captured_plot(monkeypatch)
+    plot_run(run_dir, meta_loss)
+    _, ax = plot[-1]
+    assert ax.get_ylabel() == f"normalised {loss}" and loss in ax.get_title()
+    lines = {line.get_label(): line.get_ydata() for line in ax.get_lines()}
+    assert list(lines[f"meta-loss ({loss}) of mean theta"]) == [r["meta_loss/mean_theta"] for r in rows]
+    assert list(lines["Adam (same tasks)"]) == [r["meta_loss/adam"] for r in rows]
+    _, header = load_theta_file(run_dir / "theta.npz")
+    assert header["evaluation"]["meta_loss"] == rows[-1]["meta_loss/mean_theta"]
+    assert f"{loss} over the steps (unroll.meta_loss={meta_loss})" in header["evaluation"]["meta_loss_is"]
+    assert ("train_loss" in header["evaluation"]) == (meta_loss == "valid")
+
+
+def test_a_meta_loss_valid_run_logs_summarises_and_records_the_validation_objective(tmp_path, monkeypatch):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from evolopt.config import load_config
+    from evolopt.loop import meta_train
+
+    run_dir = meta_train(load_config([*RUN, f"run_dir={tmp_path / 'run'}"]))
+    check_run(run_dir, monkeypatch, "valid")
+    acc = EventAccumulator(str(run_dir / "tb"), size_guidance={"scalars": 0})
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"meta_loss/mean_theta", "meta_loss/mean_theta_train", "meta_loss/adam_train"} <= tags
+    curves = {f"eval_curve/gen_000000/{name}" for name in ("learned", "adam", "learned_train", "adam_train")}
+    assert curves <= tags, sorted(tags)
+
+
+def test_a_meta_loss_train_run_logs_summarises_and_records_the_training_objective(tiny_run, monkeypatch):
+    check_run(tiny_run, monkeypatch, "train")
