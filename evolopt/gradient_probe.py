@@ -37,7 +37,7 @@ from jax.flatten_util import ravel_pytree
 
 from evolopt.architectures.base import LearnedOptimizer
 from evolopt.contracts import TaskFamily, TruncationLoss
-from evolopt.meta import make_evaluator
+from evolopt.meta import make_curve_evaluator
 from evolopt.unroll import UnrollConfig, init_inner_state, unroll
 
 ESTIMATORS = ("pes", "truncated", "full")
@@ -177,9 +177,11 @@ def particles_for_cosine(rho: float, target: float) -> float:
 
 
 def _scorer(probe: Probe, key: jax.Array, num_tasks: int, steps: int):
-    """``flat -> [E, steps]`` normalised train curves on E fixed fresh tasks (the validation meta-loss)."""
-    evaluate = make_evaluator(probe.family, probe.lopt, num_tasks, steps, probe.unroll_cfg.loss_clip)
-    return jax.jit(lambda flat: evaluate(probe.unravel(flat), key)[0])
+    """``flat -> [E, steps]`` normalised curves on E fixed fresh tasks (the validation meta-loss): of the
+    training loss, or with ``unroll.meta_loss=valid`` of the validation loss, i.e. the objective being trained."""
+    cfg = probe.unroll_cfg
+    evaluate = make_curve_evaluator(probe.family, probe.lopt, num_tasks, steps, cfg.loss_clip, cfg.meta_loss)
+    return jax.jit(lambda flat: evaluate(probe.unravel(flat), key).meta())
 
 
 def line_search(
