@@ -24,3 +24,9 @@ bash $R 0 theta_init=muon augmentation.reparam=none population_size=64 strategy.
 # session 5: celo2_ns_input (Newton-Schulz on the momentum input, not on the MLP's output) at its Muon start
 bash $P nsin_muon_s0.01 arch=celo2_ns_input theta_init=muon strategy.sigma=0.01 autodiff=false pairs=8,32 repeats=2 \
   sigmas=0.001,0.003,0.01,0.03 radii=0.003,0.01,0.03,0.1
+# session 6: round 2's options (rate 4e-3, adam_lr_mult 1, meta_loss=valid) at its start and after r2_seed0's 300 generations
+for AT in "nsin_r2_start theta_init=muon" "nsin_r2_seed0_end theta_init=experiments/ns_input/runs/r2_seed0"; do
+  set -- $AT
+  bash $P "$1" "$2" arch=celo2_ns_input arch.learning_rate=0.004 arch.adam_lr_mult=1.0 unroll.meta_loss=valid \
+    strategy.sigma=0.01 autodiff=false pairs=8,32 repeats=2 sigmas=0.003,0.01,0.03 radii=0.01,0.03,0.1,0.3
+done
