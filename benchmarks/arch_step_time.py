@@ -163,9 +163,10 @@ def floor_ms(name: str, tx: Any, theta: Any, params: Any, bandwidth: float, rate
     n = sum(x.size for x in leaves)
     reads_params = name != "adam"
     moved = 4 * n * (2 + reads_params) + 2 * state_bytes  # grads in, update out, [params in], state in + out
-    learned = [x for x in leaves if x.ndim >= 2] if name == "celo2" else leaves  # celo2's 1-D leaves get Adam
+    orthogonalises = name in ("celo2", "celo2_ns_input")  # Newton-Schulz of each matrix (output / momentum input)
+    learned = [x for x in leaves if x.ndim >= 2] if orthogonalises else leaves  # their 1-D leaves get Adam
     flops = 2 * mlp_macs(theta) * sum(x.size for x in learned)
-    if name == "celo2":
+    if orthogonalises:
         flops += sum(ns_flops(x.shape) for x in learned)
     return moved / bandwidth + flops / rate
 
