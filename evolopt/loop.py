@@ -160,7 +160,7 @@ def _setup(cfg: DictConfig) -> _Run:
         check_learnable(trainer.lopt, plain, theta0, group_config(cfg, "arch")[1])
     ev = cfg.evaluation
     # the meta-loss logged is the one members are scored on (unroll.meta_loss), on the plain family
-    args = (ev.num_tasks, ev.steps, cfg.unroll.loss_clip, trainer.unroll_cfg.meta_loss)
+    args = (ev.num_tasks, ev.steps, trainer.unroll_cfg.loss_clip, trainer.unroll_cfg.meta_loss)
     lopt_eval = make_curve_evaluator(plain, trainer.lopt, *args)
     adam_eval = make_curve_evaluator(plain, baseline("adam", ev.adam_lr), *args)
     eval_key = jax.random.fold_in(jax.random.key(cfg.seed), 2)  # the same validation tasks every time

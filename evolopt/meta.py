@@ -177,19 +177,6 @@ class MetaTrainer:
         return self.strategy.population_size * self.tasks_per_member * self.unroll_cfg.truncation_length
 
 
-def make_evaluator(
-    family: TaskFamily, lopt: LearnedOptimizer, num_tasks: int, num_steps: int, loss_clip: float = 1.5
-) -> Callable[[Any, jax.Array], tuple[jax.Array, jax.Array]]:
-    """``(theta, key) -> (train curves [E, steps], final valid losses [E])`` on E fresh tasks."""
-    curves = make_curve_evaluator(family, lopt, num_tasks, num_steps, loss_clip)
-
-    def evaluate(theta, key):
-        c = curves(theta, key)
-        return c.train, c.final_valid
-
-    return jax.jit(evaluate)
-
-
 def make_curve_evaluator(
     family: TaskFamily,
     lopt: LearnedOptimizer,

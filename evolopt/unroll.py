@@ -192,11 +192,9 @@ def eval_curves(
     """Train one fresh task for ``num_steps`` in one ``lax.scan``; with ``meta_loss="valid"`` also
     score each step's params on a validation batch, as a member's fitness does under that setting
     (:func:`unroll`), so that ``mean(valid)`` is the same quantity on this task."""
-    if meta_loss not in META_LOSSES:
-        raise ValueError(f"meta_loss={meta_loss!r}; valid choices: {', '.join(META_LOSSES)}")
+    cfg = UnrollConfig(num_steps, num_steps, num_steps, False, loss_clip, meta_loss)  # checks meta_loss
     if meta_loss == "valid" and family.valid_batch is None:
         raise ValueError(f"meta_loss='valid' needs validation data, and task family '{family.name}' has none")
-    cfg = UnrollConfig(num_steps, num_steps, num_steps, False, loss_clip)
     state = new_trajectory(key, theta, family, lopt, cfg)
     opt = lopt.optimizer(theta)
     norm = lambda loss: normalized_loss(loss, family.loss_scale, loss_clip)  # noqa: E731

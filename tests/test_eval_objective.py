@@ -18,7 +18,7 @@ import pytest
 import evolopt.architectures  # noqa: F401
 import evolopt.task_families  # noqa: F401
 from evolopt.architectures.baselines import baseline
-from evolopt.meta import make_curve_evaluator, make_evaluator
+from evolopt.meta import make_curve_evaluator
 from evolopt.registry import TASK_FAMILIES
 from evolopt.unroll import VALID_STREAM
 
@@ -64,9 +64,11 @@ def test_valid_meta_loss_is_the_mean_validation_loss_along_the_trajectory(image_
     np.testing.assert_allclose(got.valid, want_valid, rtol=2e-5, atol=1e-6)
     np.testing.assert_allclose(got.meta().mean(), want_valid.mean(), rtol=2e-5)
     np.testing.assert_allclose(got.train, want_train, rtol=2e-5, atol=1e-6)  # the same scan's training loss
-    # meta_loss=train is the training curve of the evaluator of before, bit for bit, and the
-    # validation batches scored in between leave training unchanged
-    curves, _ = jax.device_get(make_evaluator(image_mlp, lopt, 2, steps, CLIP)(theta, key))
+    # meta_loss=train scores no validation batches, and scoring them in between leaves training
+    # unchanged, bit for bit
+    plain = jax.device_get(make_curve_evaluator(image_mlp, lopt, 2, steps, CLIP)(theta, key))
+    assert plain.valid is None
+    curves = plain.train
     np.testing.assert_array_equal(got.train, curves)
     np.testing.assert_allclose(curves.mean(), want_train.mean(), rtol=2e-5)
 
