@@ -189,9 +189,10 @@ def read_jsonl(path: Path) -> list[dict]:
     return _complete_rows(Path(path))
 
 
-def plot_run(run_dir: Path, meta_loss: str = "train") -> Path | None:
+def plot_run(run_dir: Path, meta_loss: str = "train", meta_weight: str = "uniform") -> Path | None:
     """``meta_training.png``: population fitness and the mean theta's meta-loss over generations,
-    both the normalised loss that ``meta_loss`` (the run's ``unroll.meta_loss``) names."""
+    both the normalised loss that ``meta_loss`` (the run's ``unroll.meta_loss``) names, its steps
+    weighted as ``meta_weight`` (``unroll.meta_weight``) says."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -205,10 +206,10 @@ def plot_run(run_dir: Path, meta_loss: str = "train") -> Path | None:
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(gens, [r["fitness/mean"] for r in pop], label="population fitness (mean)", alpha=0.6)
     ax.fill_between(gens, [r["fitness/min"] for r in pop], [r["fitness/max"] for r in pop], alpha=0.15)
-    loss = LOSS_NAMES[meta_loss]
+    loss = LOSS_NAMES[meta_loss] + ("" if meta_weight == "uniform" else ", end-weighted")
     for key, label, style in [
         ("meta_loss/mean_theta", f"meta-loss ({loss}) of mean theta", "o-"),
-        ("meta_loss/mean_theta_train", "training loss of mean theta (not the objective)", "x:"),
+        ("meta_loss/mean_theta_train", "mean training loss of mean theta (not the objective)", "x:"),
     ]:
         pts = [(r["generation"], r[key]) for r in rows if not math.isnan(r.get(key, math.nan))]
         if pts:
@@ -218,7 +219,7 @@ def plot_run(run_dir: Path, meta_loss: str = "train") -> Path | None:
         ax.plot(*zip(*adam), color="gray", ls="--", label="Adam (same tasks)", drawstyle="steps-post")
     ax.set_xlabel("generation")
     ax.set_ylabel(f"normalised {loss}")
-    ax.set_title(f"meta-training on the {loss} (unroll.meta_loss={meta_loss})")
+    ax.set_title(f"meta-training on the {loss} (unroll.meta_loss={meta_loss}, meta_weight={meta_weight})")
     ax.legend()
     fig.tight_layout()
     out = run_dir / "meta_training.png"

@@ -31,7 +31,7 @@ from evolopt.provenance import provenance
 from evolopt.registry import ARCHITECTURES, STRATEGIES, TASK_FAMILIES, ConfigError
 from evolopt.resume import RESUMABLE_CHANGES, disk_full, open_run_dir, prepare_run_dir  # noqa: F401 (API)
 from evolopt.run_dir import RunAborted, StopRequest, fault
-from evolopt.unroll import META_LOSSES, UnrollConfig
+from evolopt.unroll import META_LOSSES, META_WEIGHTS, UnrollConfig
 
 
 def build(cfg: DictConfig) -> tuple[MetaTrainer, Any]:
@@ -129,6 +129,9 @@ def check_values(cfg: DictConfig) -> None:
     meta_loss = cfg.get("unroll", {}).get("meta_loss", "train")
     if meta_loss not in META_LOSSES:
         raise ConfigError(f"unroll.meta_loss={meta_loss!r}; valid choices: {', '.join(META_LOSSES)}")
+    meta_weight = cfg.get("unroll", {}).get("meta_weight", "uniform")
+    if meta_weight not in META_WEIGHTS:
+        raise ConfigError(f"unroll.meta_weight={meta_weight!r}; valid choices: {', '.join(META_WEIGHTS)}")
 
 
 @dataclasses.dataclass
@@ -160,7 +163,8 @@ def _setup(cfg: DictConfig) -> _Run:
         check_learnable(trainer.lopt, plain, theta0, group_config(cfg, "arch")[1])
     ev = cfg.evaluation
     # the meta-loss logged is the one members are scored on (unroll.meta_loss), on the plain family
-    args = (ev.num_tasks, ev.steps, trainer.unroll_cfg.loss_clip, trainer.unroll_cfg.meta_loss)
+    ucfg = trainer.unroll_cfg
+    args = (ev.num_tasks, ev.steps, ucfg.loss_clip, ucfg.meta_loss, ucfg.meta_weight)
     lopt_eval = make_curve_evaluator(plain, trainer.lopt, *args)
     adam_eval = make_curve_evaluator(plain, baseline("adam", ev.adam_lr), *args)
     eval_key = jax.random.fold_in(jax.random.key(cfg.seed), 2)  # the same validation tasks every time
@@ -217,10 +221,11 @@ def _eval_metrics(run: _Run, generation: int, evals: Any, curves_too: bool) -> d
     """The mean theta's evaluation (already dispatched) next to Adam's, fetched now.
 
     ``meta_loss/{mean_theta,adam}`` are the means of the meta-loss curves (validation loss under
-    ``unroll.meta_loss=valid``); there the training-loss means come along as ``..._train``."""
+    ``unroll.meta_loss=valid``, weighted by ``unroll.meta_weight``); there the plain training-loss
+    means come along as ``..._train``."""
     mine, adam = jax.device_get(evals), run.adam
-    out = {"meta_loss/mean_theta": float(mine.meta().mean()), "meta_loss/adam": float(adam.meta().mean())}
-    if mine.valid is not None:  # the training curves were computed in the same scan: free to log
+    out = {"meta_loss/mean_theta": float(mine.weighted().mean()), "meta_loss/adam": float(adam.weighted().mean())}
+    if mine.valid is not None or run.trainer.unroll_cfg.meta_weight != "uniform":  # the plain mean training loss
         out["meta_loss/mean_theta_train"] = float(mine.train.mean())
         out["meta_loss/adam_train"] = float(adam.train.mean())
     if curves_too:
@@ -335,7 +340,7 @@ def meta_train(cfg: DictConfig) -> Path:
             if start >= cfg.generations:
                 _export(run, state, start)
             if run.main:
-                plot_run(run.run_dir, run.trainer.unroll_cfg.meta_loss)
+                plot_run(run.run_dir, run.trainer.unroll_cfg.meta_loss, run.trainer.unroll_cfg.meta_weight)
             _finish(run, stop, reason, done)
         except Exception as e:
             _close(run, quiet=True)

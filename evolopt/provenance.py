@@ -22,7 +22,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from evolopt.summary import LOSS_NAMES, meta_loss_of
+from evolopt.summary import meta_loss_of, meta_weight_of, objective_name
 
 
 def versions() -> dict[str, str | None]:
@@ -67,16 +67,16 @@ def last_evaluation(run_dir: Path, cfg: DictConfig) -> dict | None:
     if row is None:
         return None
     ev = cfg.evaluation
-    meta_loss = meta_loss_of(cfg)
+    settings = f"unroll.meta_loss={meta_loss_of(cfg)}, unroll.meta_weight={meta_weight_of(cfg)}"
     out = {
         "generation": row["generation"],
         "meta_loss": row["meta_loss/mean_theta"],
-        "meta_loss_is": f"mean normalised {LOSS_NAMES[meta_loss]} over the steps (unroll.meta_loss={meta_loss})",
+        "meta_loss_is": f"mean normalised {objective_name(cfg)} over the steps ({settings})",
         "adam_meta_loss": row.get("meta_loss/adam"),
         "adam_lr": ev.adam_lr,
         "tasks": f"{ev.num_tasks} validation tasks of {cfg.task_family.name}, {ev.steps} steps",
     }
-    if "meta_loss/mean_theta_train" in row:  # meta_loss=valid: the training loss too, named as such
+    if "meta_loss/mean_theta_train" in row:  # not the plain training loss: that too, named as such
         out["train_loss"] = row["meta_loss/mean_theta_train"]
     return out
 

@@ -27,6 +27,18 @@ def meta_loss_of(cfg: Any) -> str:
     return str((cfg.get("unroll") or {}).get("meta_loss", "train"))
 
 
+def meta_weight_of(cfg: Any) -> str:
+    """The run's ``unroll.meta_weight`` (``uniform`` for configs written before it existed)."""
+    return str((cfg.get("unroll") or {}).get("meta_weight", "uniform"))
+
+
+def objective_name(cfg: Any) -> str:
+    """What the run's meta-loss is, in words: e.g. ``validation loss`` or, under
+    ``unroll.meta_weight=linear``, ``validation loss, steps weighted 2(t+1)/(T+1)``."""
+    loss = LOSS_NAMES[meta_loss_of(cfg)]
+    return loss if meta_weight_of(cfg) == "uniform" else f"{loss}, steps weighted 2(t+1)/(T+1)"
+
+
 def summarize(run_dir: str | Path, cfg: Any = None) -> str:
     """A few lines: the mean theta's meta-loss (the loss ``unroll.meta_loss`` names) first -> last
     next to Adam's at the (untuned) evaluation rate on the same validation tasks, the run's files,
@@ -36,7 +48,7 @@ def summarize(run_dir: str | Path, cfg: Any = None) -> str:
     run_dir = Path(run_dir)
     cfg = OmegaConf.load(run_dir / "config.yaml") if cfg is None else cfg
     ev = cfg.evaluation
-    loss = LOSS_NAMES[meta_loss_of(cfg)]
+    loss = objective_name(cfg)
     rows = [r for r in _rows(run_dir) if not math.isnan(r.get("meta_loss/mean_theta", math.nan))]
     lines = [f"run saved to {run_dir}"]
     if rows:

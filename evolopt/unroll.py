@@ -28,6 +28,7 @@ from evolopt.architectures.base import LearnedOptimizer, Theta
 from evolopt.contracts import TaskFamily, TruncationLoss, log_uniform_int, normalized_loss
 
 META_LOSSES = ("train", "valid")
+META_WEIGHTS = ("uniform", "linear")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,10 +41,13 @@ class UnrollConfig:
     stagger: bool = False  # start trajectories at random steps so a generation sees all phases
     loss_clip: float = 1.5  # normalised losses above this (and NaN/inf) score this
     meta_loss: str = "train"  # a step's meta-loss: "train" (its minibatch) or "valid" (a validation batch)
+    meta_weight: str = "uniform"  # how steps of a trajectory are weighted: see step_weight
 
     def __post_init__(self):
         if self.meta_loss not in META_LOSSES:
             raise ValueError(f"meta_loss={self.meta_loss!r}; valid choices: {', '.join(META_LOSSES)}")
+        if self.meta_weight not in META_WEIGHTS:
+            raise ValueError(f"meta_weight={self.meta_weight!r}; valid choices: {', '.join(META_WEIGHTS)}")
         if not 1 <= self.truncation_length <= self.min_length <= self.max_length:
             raise ValueError(
                 "need 1 <= truncation_length <= min_length <= max_length, got "
@@ -60,6 +64,21 @@ class InnerState:
     length: jax.Array  # int32: this trajectory's planned length T
     key: jax.Array  # trajectory key, shared by antithetic partners
     task_state: Any = ()  # the family's mutable per-trajectory state (evolopt.contracts)
+
+
+def step_weight(step: jax.Array, length: jax.Array, scheme: str) -> jax.Array:
+    """The weight of step ``t`` (0-based) of a trajectory of planned length ``T`` in the meta-loss.
+
+    ``uniform``: ``w(t) = 1`` (the mean loss over the run, as published).
+    ``linear``: ``w(t) = 2 (t + 1) / (T + 1)``, whose mean over ``t = 0 .. T-1`` is 1, so the two
+    schemes are on one scale; the last half of the run carries 3/4 of the weight. It scores where a
+    run ends rather than how fast it gets low, which a rule that gets low early and then overfits
+    would otherwise win. The weight depends only on the step's position, so a trajectory's
+    meta-loss is still a sum over its truncations and PES stays unbiased for it.
+    """
+    if scheme == "uniform":
+        return jnp.ones_like(step, jnp.float32)
+    return 2.0 * (step + 1).astype(jnp.float32) / (length + 1).astype(jnp.float32)
 
 
 def sample_length(key: jax.Array, cfg: UnrollConfig) -> jax.Array:
@@ -132,7 +151,8 @@ def unroll(
 
     The meta-loss of a step is the normalised loss of the minibatch the gradient
     is taken on, before the update (as in learned_optimization's PES), or with
-    ``cfg.meta_loss="valid"`` of a validation batch at the same params. Since
+    ``cfg.meta_loss="valid"`` of a validation batch at the same params, times the step's
+    :func:`step_weight` under ``cfg.meta_weight``. Since
     ``T >= K``, at most one reset happens per truncation, so the fresh trajectory
     is built once, outside the scan.
     """
@@ -146,10 +166,11 @@ def unroll(
         st = _where(reset_now, fresh, st)
         after = after | reset_now
         held = valid_loss(family, st) if cfg.meta_loss == "valid" else None  # at the params before the step
+        weight = step_weight(st.step, st.length, cfg.meta_weight)
         st, loss = train_step(opt, family, st)
         meta = loss if held is None else held
         bad = ~jnp.isfinite(loss) | ~jnp.isfinite(meta)
-        return (st, after), (normalized_loss(meta, family.loss_scale, cfg.loss_clip), after, bad)
+        return (st, after), (weight * normalized_loss(meta, family.loss_scale, cfg.loss_clip), after, bad)
 
     (state, _), (meta, after, bad) = jax.lax.scan(step, (state, jnp.zeros((), bool)), length=k)
     result = TruncationLoss(
@@ -168,16 +189,21 @@ class EvalCurves:
     ``train[t]`` is the loss of step t's training minibatch before its update;
     ``valid[t]`` (``None`` unless asked for) the loss of a validation batch at the
     same params, keyed as in :func:`valid_loss`; ``final_valid`` the loss of one
-    more validation batch at the final params.
+    more validation batch at the final params; ``weight[t]`` step t's :func:`step_weight`.
     """
 
     train: jax.Array
     valid: jax.Array | None
     final_valid: jax.Array
+    weight: jax.Array
 
     def meta(self) -> jax.Array:
         """The curve the meta-loss averages: ``valid`` when it was computed, else ``train``."""
         return self.train if self.valid is None else self.valid
+
+    def weighted(self) -> jax.Array:
+        """``meta() * weight``: its mean over steps is the meta-loss a member's fitness estimates."""
+        return self.meta() * self.weight
 
 
 def eval_curves(
@@ -188,11 +214,13 @@ def eval_curves(
     num_steps: int,
     loss_clip: float = 1.5,
     meta_loss: str = "train",
+    meta_weight: str = "uniform",
 ) -> EvalCurves:
     """Train one fresh task for ``num_steps`` in one ``lax.scan``; with ``meta_loss="valid"`` also
     score each step's params on a validation batch, as a member's fitness does under that setting
-    (:func:`unroll`), so that ``mean(valid)`` is the same quantity on this task."""
-    cfg = UnrollConfig(num_steps, num_steps, num_steps, False, loss_clip, meta_loss)  # checks meta_loss
+    (:func:`unroll`), so that ``mean(weighted())`` is the same quantity on this task (a trajectory
+    of length ``num_steps``)."""
+    cfg = UnrollConfig(num_steps, num_steps, num_steps, False, loss_clip, meta_loss, meta_weight)  # checks both
     if meta_loss == "valid" and family.valid_batch is None:
         raise ValueError(f"meta_loss='valid' needs validation data, and task family '{family.name}' has none")
     state = new_trajectory(key, theta, family, lopt, cfg)
@@ -210,7 +238,8 @@ def eval_curves(
     else:
         batch = family.valid_batch(jax.random.fold_in(state.key, 2**31 - 1), state.task)
         final = norm(family.loss(state.params, state.task, batch))
-    return EvalCurves(curve, valid, final)
+    weight = step_weight(jnp.arange(num_steps), jnp.asarray(num_steps), meta_weight)
+    return EvalCurves(curve, valid, final, weight)
 
 
 def train_curve(

@@ -26,15 +26,17 @@ CLIP = 1.5
 MLP = {"hidden": [8], "batch_size": 16}
 
 
-def reference_curves(theta, key, family, lopt, num_tasks, steps, clip=CLIP):
-    """``(train [E, steps], valid [E, steps])`` normalised curves, step by step in Python."""
+def reference_curves(theta, key, family, lopt, num_tasks, steps, clip=CLIP, task_keys=None):
+    """``(train [E, steps], valid [E, steps])`` normalised curves, step by step in Python, on the
+    tasks of ``split(key, num_tasks)`` (as the evaluator draws them) or of the given ``task_keys``."""
     norm = lambda loss: min(float(loss) / family.loss_scale, clip) if np.isfinite(float(loss)) else clip  # noqa: E731
     grad = jax.jit(jax.value_and_grad(family.loss))
     loss_at = jax.jit(family.loss)
     opt = lopt.optimizer(theta)
     update = jax.jit(lambda g, s, p, loss, n: opt.update(g, s, p, loss=loss, num_steps=n))
     train, valid = np.zeros((num_tasks, steps)), np.zeros((num_tasks, steps))
-    for e, task_key in enumerate(jax.random.split(key, num_tasks)):
+    task_keys = jax.random.split(key, num_tasks) if task_keys is None else task_keys
+    for e, task_key in enumerate(task_keys):
         k_task, k_init, _, k_traj = jax.random.split(task_key, 4)  # a trajectory's keys (unroll.new_trajectory)
         task = family.sample_task(k_task)
         params = family.init_params(k_init, task)
@@ -73,6 +75,44 @@ def test_valid_meta_loss_is_the_mean_validation_loss_along_the_trajectory(image_
     np.testing.assert_allclose(curves.mean(), want_train.mean(), rtol=2e-5)
 
 
+def test_linear_weights_average_one_and_put_three_quarters_on_the_second_half():
+    from evolopt.unroll import step_weight
+
+    for steps in (1, 2, 7, 100):
+        w = np.asarray(step_weight(jax.numpy.arange(steps), jax.numpy.asarray(steps), "linear"))
+        np.testing.assert_allclose(w, linear_weights(steps), rtol=1e-6)
+        np.testing.assert_allclose(w.mean(), 1.0, rtol=1e-6)  # sum_t 2(t+1)/(T+1) = T
+    # the second half of T = 100 steps: 1 - (T/2 + 1) / (2 (T + 1)) of the weight
+    np.testing.assert_allclose(w[50:].sum() / w.sum(), 1 - 51 / 202, rtol=1e-6)
+    np.testing.assert_array_equal(step_weight(jax.numpy.arange(5), jax.numpy.asarray(5), "uniform"), np.ones(5))
+
+
+def test_linear_weighting_in_the_evaluator_and_in_pes_truncations_matches_the_reference(image_mlp):
+    """The evaluator's ``weighted()`` mean and the sum of a trajectory's truncation losses (what
+    PES credits) are both sum_t w(t) loss(t) / T of the step-by-step reference, w = 2(t+1)/(T+1)."""
+    from evolopt.unroll import UnrollConfig, init_inner_state, unroll
+
+    lopt, theta, key, steps = baseline("adam", 3e-2), {}, jax.random.key(5), 6
+    _, want_valid = reference_curves(theta, key, image_mlp, lopt, 2, steps)
+    evaluate = make_curve_evaluator(image_mlp, lopt, 2, steps, CLIP, meta_loss="valid", meta_weight="linear")
+    got = jax.device_get(evaluate(theta, key))
+    np.testing.assert_allclose(got.weighted().mean(), (want_valid * linear_weights(steps)).mean(), rtol=2e-5)
+    assert abs(got.weighted().mean() - want_valid.mean()) > 1e-3  # the weighting changes the objective here
+
+    # one trajectory of T = 6 steps, in two truncations of 3: the first starts it (its loss is `after`
+    # the reset), the second continues it (`before`)
+    cfg = UnrollConfig(3, steps, steps, False, CLIP, "valid", "linear")
+    state = init_inner_state(jax.random.key(9), theta, image_mlp, lopt, cfg)
+    trajectory_key = state.key  # the first truncation starts the trajectory of this key
+    state, first = unroll(theta, state, image_mlp, lopt, cfg)
+    _, second = unroll(theta, state, image_mlp, lopt, cfg)
+    assert bool(first.reset) and not bool(second.reset)
+    _, ref = reference_curves(theta, None, image_mlp, lopt, 1, steps, task_keys=[trajectory_key])
+    total = 3 * (float(first.after) + float(second.before)) / steps  # each truncation's sums are over K = 3
+    np.testing.assert_allclose(total, (ref[0] * linear_weights(steps)).mean(), rtol=2e-5)
+    assert float(first.before) == 0.0
+
+
 def test_valid_meta_loss_without_validation_data_is_refused():
     quadratic = TASK_FAMILIES.build("quadratic", dim=4)
     evaluate = make_curve_evaluator(quadratic, baseline("sgd", 0.1), 1, 3, meta_loss="valid")
@@ -80,6 +120,8 @@ def test_valid_meta_loss_without_validation_data_is_refused():
         evaluate({}, jax.random.key(0))
     with pytest.raises(ValueError, match="meta_loss='test'; valid choices: train, valid"):
         make_curve_evaluator(quadratic, baseline("sgd", 0.1), 1, 3, meta_loss="test")({}, jax.random.key(0))
+    with pytest.raises(ValueError, match="meta_weight='end'; valid choices: uniform, linear"):
+        make_curve_evaluator(quadratic, baseline("sgd", 0.1), 1, 3, meta_weight="end")({}, jax.random.key(0))
 
 
 RUN = [
@@ -112,9 +154,15 @@ def captured_plot(monkeypatch):
     return made
 
 
-def check_run(run_dir, monkeypatch, meta_loss):
+def linear_weights(steps):
+    """``unroll.meta_weight=linear`` written out: step t of a T-step run weighs 2 (t + 1) / (T + 1)."""
+    return np.array([2.0 * (t + 1) / (steps + 1) for t in range(steps)])
+
+
+def check_run(run_dir, monkeypatch, meta_loss, meta_weight="uniform"):
     """Generation 0 evaluates theta0: its logged meta-loss (and Adam's) is the reference's mean of
-    the loss ``unroll.meta_loss`` names; the summary, plot and theta header say which loss it is."""
+    the loss ``unroll.meta_loss`` names, weighted as ``unroll.meta_weight`` says; the summary, plot
+    and theta header say which loss it is."""
     from omegaconf import OmegaConf
 
     from evolopt.export import load_theta_file
@@ -132,39 +180,45 @@ def check_run(run_dir, monkeypatch, meta_loss):
     mine = reference_curves(theta0, eval_key, trainer.family, trainer.lopt, ev.num_tasks, ev.steps)
     adam = reference_curves({}, eval_key, trainer.family, baseline("adam", ev.adam_lr), ev.num_tasks, ev.steps)
     pick = 1 if meta_loss == "valid" else 0
-    np.testing.assert_allclose(row["meta_loss/mean_theta"], mine[pick].mean(), rtol=2e-5)
-    np.testing.assert_allclose(row["meta_loss/adam"], adam[pick].mean(), rtol=2e-5)
-    if meta_loss == "valid":  # the training loss comes along, under its own name
+    w = linear_weights(ev.steps) if meta_weight == "linear" else np.ones(ev.steps)
+    np.testing.assert_allclose(row["meta_loss/mean_theta"], (mine[pick] * w).mean(), rtol=2e-5)
+    np.testing.assert_allclose(row["meta_loss/adam"], (adam[pick] * w).mean(), rtol=2e-5)
+    if meta_loss == "valid" or meta_weight == "linear":  # the plain training loss comes along, under its own name
         np.testing.assert_allclose(row["meta_loss/mean_theta_train"], mine[0].mean(), rtol=2e-5)
         np.testing.assert_allclose(row["meta_loss/adam_train"], adam[0].mean(), rtol=2e-5)
     else:
         assert "meta_loss/mean_theta_train" not in row
 
     loss = {"valid": "validation loss", "train": "training loss"}[meta_loss]
+    objective = loss if meta_weight == "uniform" else f"{loss}, steps weighted 2(t+1)/(T+1)"
     summary = summarize(run_dir)
-    assert f"meta-loss ({loss}) of the mean theta {row['meta_loss/mean_theta']:.4f} (generation 0)" in summary
-    assert ("its training loss (not the objective)" in summary) == (meta_loss == "valid")
+    assert f"meta-loss ({objective}) of the mean theta {row['meta_loss/mean_theta']:.4f} (generation 0)" in summary
+    assert ("its training loss (not the objective)" in summary) == (meta_loss == "valid" or meta_weight == "linear")
     plot = captured_plot(monkeypatch)
-    plot_run(run_dir, meta_loss)
+    plot_run(run_dir, meta_loss, meta_weight)
     _, ax = plot[-1]
+    assert f"meta_weight={meta_weight}" in ax.get_title()
+    loss = loss if meta_weight == "uniform" else f"{loss}, end-weighted"
     assert ax.get_ylabel() == f"normalised {loss}" and loss in ax.get_title()
     lines = {line.get_label(): line.get_ydata() for line in ax.get_lines()}
     assert list(lines[f"meta-loss ({loss}) of mean theta"]) == [r["meta_loss/mean_theta"] for r in rows]
     assert list(lines["Adam (same tasks)"]) == [r["meta_loss/adam"] for r in rows]
     _, header = load_theta_file(run_dir / "theta.npz")
     assert header["evaluation"]["meta_loss"] == rows[-1]["meta_loss/mean_theta"]
-    assert f"{loss} over the steps (unroll.meta_loss={meta_loss})" in header["evaluation"]["meta_loss_is"]
-    assert ("train_loss" in header["evaluation"]) == (meta_loss == "valid")
+    settings = f"(unroll.meta_loss={meta_loss}, unroll.meta_weight={meta_weight})"
+    assert f"{objective} over the steps {settings}" in header["evaluation"]["meta_loss_is"]
+    assert ("train_loss" in header["evaluation"]) == (meta_loss == "valid" or meta_weight == "linear")
 
 
-def test_a_meta_loss_valid_run_logs_summarises_and_records_the_validation_objective(tmp_path, monkeypatch):
+@pytest.mark.parametrize("meta_weight", ["uniform", "linear"])
+def test_a_meta_loss_valid_run_logs_summarises_and_records_the_validation_objective(tmp_path, monkeypatch, meta_weight):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from evolopt.config import load_config
     from evolopt.loop import meta_train
 
-    run_dir = meta_train(load_config([*RUN, f"run_dir={tmp_path / 'run'}"]))
-    check_run(run_dir, monkeypatch, "valid")
+    run_dir = meta_train(load_config([*RUN, f"unroll.meta_weight={meta_weight}", f"run_dir={tmp_path / 'run'}"]))
+    check_run(run_dir, monkeypatch, "valid", meta_weight)
     acc = EventAccumulator(str(run_dir / "tb"), size_guidance={"scalars": 0})
     acc.Reload()
     tags = set(acc.Tags()["scalars"])
