@@ -104,15 +104,22 @@ def factored_terms(acc: dict, g: jax.Array) -> dict:
     }
 
 
-def factor_vectors(acc: dict, dims: tuple[int, int]) -> tuple[list, jax.Array, jax.Array]:
-    """Rank-1 Adafactor factor ``row_f col_f`` per decay, and the row/column moments
-    with a size-1 axis where they broadcast (as ``factored_terms``, unbroadcast)."""
+def factor_parts(acc: dict, dims: tuple[int, int]) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """``(row_f, col_f, row, col)``: the Adafactor factors and the row/column moments, each
+    ``[decays, *shape]`` with a size-1 axis where they broadcast (unbroadcast)."""
     d1, d0 = dims
     row, col = acc["row"], acc["col"]
     reduced_d1 = d1 - 1 if d1 > d0 else d1
     row_factor = safe_rsqrt(row / (jnp.mean(row, axis=1 + reduced_d1, keepdims=True) + 1e-9))
     row_factor, row = jnp.expand_dims(row_factor, 1 + d0), jnp.expand_dims(row, 1 + d0)
     col_factor, col = jnp.expand_dims(safe_rsqrt(col), 1 + d1), jnp.expand_dims(col, 1 + d1)
+    return row_factor, col_factor, row, col
+
+
+def factor_vectors(acc: dict, dims: tuple[int, int]) -> tuple[list, jax.Array, jax.Array]:
+    """Rank-1 Adafactor factor ``row_f col_f`` per decay, and the row/column moments
+    with a size-1 axis where they broadcast (as ``factored_terms``, unbroadcast)."""
+    row_factor, col_factor, row, col = factor_parts(acc, dims)
     return [row_factor[k] * col_factor[k] for k in range(row.shape[0])], row, col
 
 

@@ -53,7 +53,11 @@ def _mlp_output(mlp: dict, p, g, acc, step) -> list[jax.Array]:
     [*p.shape, 39] input (``_features`` is the reference form; see ``fused.py``).
 
     The 11 time features are the same for every element and fold into the bias; the 12
-    row/column channels of a factored tensor are mixed on their small vectors.
+    row/column channels of a factored tensor are mixed on their small vectors. A wide MLP
+    (μLO's 32 units) on a tensor larger than ``fused.BLOCK`` runs block by block
+    (``fused.wide_heads``), each block forming its Adafactor factors ``row_f col_f`` from
+    the two broadcast vectors; smaller tensors (a meta-training task's, vmapped over a
+    population) keep the whole-tensor form below, which is faster there.
     """
     shape = p.shape
     if p.ndim == 0:  # a scalar normalises over its one element, as a 1-element vector
@@ -64,21 +68,32 @@ def _mlp_output(mlp: dict, p, g, acc, step) -> list[jax.Array]:
     w0 = mlp["w0"]
     b0 = mlp["b0"] + time @ w0[28:]
     dims = F.factored_dims(p.shape)
-    prims = (p, g, acc) if dims is None else (p, g, acc, *F.factor_vectors(acc, dims)[:1])
-    xs = _full_channels(*prims)
-    again = _full_channels(*jax.lax.optimization_barrier(prims))  # see fused.first_layer
     rows = list(w0[:10])
     if dims is None:
         # vd and rsqrt(vd + 1e-8) each feed two input rows: one channel with the summed row.
         rows += list(w0[10:13]) + list(w0[13:16] + w0[16:19]) + list(w0[19:22] + w0[22:25]) + list(w0[25:28])
-        out = fused.first_layer(rows, xs, b0, axes, 1e-5, stats_xs=again)
+        small_rows, small, factors = [], [], ()
     else:
-        _, row, col = F.factor_vectors(acc, dims)
+        row_f, col_f, row, col = F.factor_parts(acc, dims)
         rows += list(w0[10:13]) + list(w0[25:28])
         small = [row[k] for k in range(3)] + [col[k] for k in range(3)]
         small += [jax.lax.rsqrt(x + 1e-8) for x in small]
-        out = fused.first_layer(rows, xs, b0, axes, 1e-5, list(w0[13:25]), small, stats_xs=again)
+        small_rows, factors = list(w0[13:25]), (row_f, col_f)
+    if w0.shape[1] >= fused.WIDE and fused.block_plan(p.shape, fused.BLOCK) is not None:
+        full = {k: acc[k] for k in ("m", "v", "vd") if k in acc}  # row/col do not end in p's axes
+        prims = (p, g, full, *factors)
+        out = fused.wide_heads(mlp, (0, 1), p.shape, _channels, prims, rows, b0, axes, 1e-5, small_rows, small)
+        return [o.reshape(shape) for o in out]
+    prims = (p, g, acc) if dims is None else (p, g, acc, [row_f[k] * col_f[k] for k in range(3)])
+    xs = _full_channels(*prims)
+    again = _full_channels(*jax.lax.optimization_barrier(prims))  # see fused.first_layer
+    out = fused.first_layer(rows, xs, b0, axes, 1e-5, small_rows, small, stats_xs=again)
     return [o.reshape(shape) for o in fused.mlp_heads(mlp, out, (0, 1))]
+
+
+def _channels(p, g, acc, row_f=None, col_f=None) -> list[jax.Array]:
+    """``_full_channels`` with the Adafactor factors given as their row and column vectors."""
+    return _full_channels(p, g, acc, None if row_f is None else [row_f[k] * col_f[k] for k in range(3)])
 
 
 def _full_channels(p, g, acc, factor=None) -> list[jax.Array]:
