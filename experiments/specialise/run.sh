@@ -10,7 +10,7 @@
 set -euo pipefail
 SEED=${1:-0}; shift || true
 cd "$(dirname "$0")/../.."
-exec bash experiments/ns_input/run.sh "$SEED" theta_init=celo2-cpu \
+exec bash experiments/ns_input/run.sh "$SEED" theta_init=experiments/specialise/start_celo2-cpu_round1.npz \
   arch.learning_rate=0.004 arch.adam_lr_mult=1.0 arch.conv_as_matrix=true \
   unroll.meta_loss=valid 'task_family.datasets=[mnist1d]' 'task_family.hidden=[64]' \
   generations=200 evaluation.every=200 run_dir="experiments/specialise/runs/seed$SEED" "$@"
