@@ -300,8 +300,10 @@ def test_four_devices_give_one_devices_numbers(tmp_path):
     for one, four in zip(tables[1], tables[4]):
         assert len(one) == len(four) > 0
         for a, b in zip(one, four):
-            if float(a.get("final_train", 0)) > 10:  # diverged (start: ~2.3): chaotic, needs only to diverge on both
-                assert float(b["final_train"]) > 10
+            # above the untrained model's ln(10) ~ 2.3: diverged, so chaotic (float reassociation across device
+            # counts grows without bound); such a run needs only to diverge on both
+            if float(a.get("final_train", 0)) > 2.5:
+                assert float(b["final_train"]) > 2.5
                 continue
             for k in a:
                 if k == "seconds":
