@@ -126,12 +126,10 @@ def check_values(cfg: DictConfig) -> None:
     sigma = cfg.get("strategy", {}).get("sigma")
     if sigma is not None and not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma > 0):
         raise ConfigError(f"strategy.sigma={sigma!r} must be a positive number (the search scale), e.g. 0.01")
-    meta_loss = cfg.get("unroll", {}).get("meta_loss", "train")
-    if meta_loss not in META_LOSSES:
-        raise ConfigError(f"unroll.meta_loss={meta_loss!r}; valid choices: {', '.join(META_LOSSES)}")
-    meta_weight = cfg.get("unroll", {}).get("meta_weight", "uniform")
-    if meta_weight not in META_WEIGHTS:
-        raise ConfigError(f"unroll.meta_weight={meta_weight!r}; valid choices: {', '.join(META_WEIGHTS)}")
+    for key, choices, default in (("meta_loss", META_LOSSES, "train"), ("meta_weight", META_WEIGHTS, "uniform")):
+        value = cfg.get("unroll", {}).get(key, default)
+        if value not in choices:
+            raise ConfigError(f"unroll.{key}={value!r}; valid choices: {', '.join(choices)}")
 
 
 @dataclasses.dataclass

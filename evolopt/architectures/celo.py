@@ -115,7 +115,7 @@ def load_theta(path: str) -> dict:
     try:
         ff, rnn, init = tree["ff_mod_stack"]["~"], tree["rnn_params"], tree["lstm_init_state"]
         blocks = [ff[f"w0__{i}"][0] for i in range(14)]
-        depth = 1 + max(int(k[1:]) for k in ff if k[0] == "w" and k[1:].isdigit())
+        depth = fused.mlp_depth(ff)
         mlp = {"w0": np.concatenate(blocks, axis=0), "b0": ff["b0"][0]}
         mlp |= {f"{kind}{i}": ff[f"{kind}{i}"][0] for i in range(1, depth) for kind in ("w", "b")}
         dense = lambda d: {"w0": d["w"], "b0": d["b"]}  # noqa: E731

@@ -112,6 +112,11 @@ def _dense(w: jax.Array, b: jax.Array, h: Sequence[jax.Array], units: Sequence[i
     return [b[k] + sum(w[j, k] * h[j] for j in range(w.shape[0])) for k in units]
 
 
+def mlp_depth(mlp: dict) -> int:
+    """Number of layers of an MLP stored as ``w0..wL`` / ``b0..bL``: ``L + 1``."""
+    return 1 + max(int(k[1:]) for k in mlp if k[0] == "w" and k[1:].isdigit())
+
+
 def mlp_heads(mlp: dict, h: Sequence[jax.Array], heads: Sequence[int]) -> list[jax.Array]:
     """Output channels ``heads`` of ``w_L(relu(... relu(w_1 relu(h) + b_1) ...)) + b_L``.
 
@@ -119,7 +124,7 @@ def mlp_heads(mlp: dict, h: Sequence[jax.Array], heads: Sequence[int]) -> list[j
     ``w1..wL`` and ``b1..bL`` (``w_i`` of shape [fan_in, fan_out]). Returns one array of
     the tensor's shape per requested head.
     """
-    depth = 1 + max(int(k[1:]) for k in mlp if k[0] == "w" and k[1:].isdigit())
+    depth = mlp_depth(mlp)
     if not isinstance(h, (list, tuple)):  # wide: channels-last [*shape, H], matmuls
         for i in range(1, depth):
             h = jax.nn.relu(h) @ mlp[f"w{i}"] + mlp[f"b{i}"]
@@ -246,7 +251,7 @@ def wide_heads(
         t = (rms_scale(x, axes, eps) * x)[..., None] * w
         parts[x.shape] = parts[x.shape] + t if x.shape in parts else t
     bias = [jnp.moveaxis(t, -1, 0) for t in parts.values()]  # [H, *shape']: the tensor's axes last
-    depth = 1 + max(int(k[1:]) for k in mlp if k[0] == "w" and k[1:].isdigit())
+    depth = mlp_depth(mlp)
 
     def block(args):
         prims, scales, bias = args
