@@ -178,8 +178,8 @@ def particles_for_cosine(rho: float, target: float) -> float:
 
 def _scorer(probe: Probe, key: jax.Array, num_tasks: int, steps: int):
     """``flat -> [E, steps]`` normalised curves on E fixed fresh tasks (the validation meta-loss): of the
-    training loss, or with ``unroll.meta_loss=valid`` of the validation loss, weighted by ``unroll.meta_weight``:
-    their mean is the objective being trained."""
+    training loss, or with ``unroll.meta_loss=valid|both`` of the validation loss (or the two's mean),
+    weighted by ``unroll.meta_weight``: their mean is the objective being trained."""
     cfg = probe.unroll_cfg
     args = (num_tasks, steps, cfg.loss_clip, cfg.meta_loss, cfg.meta_weight)
     evaluate = make_curve_evaluator(probe.family, probe.lopt, *args)

@@ -54,9 +54,9 @@ def build(cfg: DictConfig) -> tuple[MetaTrainer, Any]:
         unroll_cfg = UnrollConfig(**OmegaConf.to_container(cfg.unroll))
     except (TypeError, ValueError) as e:
         raise ConfigError(f"bad unroll config: {e}") from None
-    if unroll_cfg.meta_loss == "valid" and family.valid_batch is None:
+    if unroll_cfg.meta_loss != "train" and family.valid_batch is None:
         raise ConfigError(
-            f"unroll.meta_loss=valid needs validation data, and task_family '{fam_name}' has none "
+            f"unroll.meta_loss={unroll_cfg.meta_loss} needs validation data, and task_family '{fam_name}' has none "
             "(image_mlp and image_conv have it); use unroll.meta_loss=train"
         )
     chunks = 1 if cfg.member_chunks == "auto" else cfg.member_chunks  # auto: chosen in meta_train

@@ -190,8 +190,8 @@ def make_curve_evaluator(
 
     The meta-loss of ``theta`` on these tasks is ``mean(curves.weighted())``: the mean over steps
     and tasks of the normalised training-minibatch loss, or with ``meta_loss="valid"`` of the
-    validation loss at each step's params, each step weighted as ``meta_weight`` says (the
-    objective a member's fitness estimates).
+    validation loss at each step's params (``"both"``: the two losses' mean), each step weighted
+    as ``meta_weight`` says (the objective a member's fitness estimates).
     """
 
     def evaluate(theta, key):

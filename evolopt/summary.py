@@ -6,7 +6,11 @@ import math
 from pathlib import Path
 from typing import Any
 
-LOSS_NAMES = {"train": "training loss", "valid": "validation loss"}  # what each unroll.meta_loss scores
+LOSS_NAMES = {  # what each unroll.meta_loss scores
+    "train": "training loss",
+    "valid": "validation loss",
+    "both": "mean of training and validation loss",
+}
 
 
 def _rows(run_dir: Path) -> list[dict]:

@@ -27,7 +27,7 @@ from flax import struct
 from evolopt.architectures.base import LearnedOptimizer, Theta
 from evolopt.contracts import TaskFamily, TruncationLoss, log_uniform_int, normalized_loss
 
-META_LOSSES = ("train", "valid")
+META_LOSSES = ("train", "valid", "both")  # both: the mean of the two normalised losses
 META_WEIGHTS = ("uniform", "linear")
 
 
@@ -40,7 +40,7 @@ class UnrollConfig:
     max_length: int = 50
     stagger: bool = False  # start trajectories at random steps so a generation sees all phases
     loss_clip: float = 1.5  # normalised losses above this (and NaN/inf) score this
-    meta_loss: str = "train"  # a step's meta-loss: "train" (its minibatch) or "valid" (a validation batch)
+    meta_loss: str = "train"  # a step's meta-loss: "train" (its minibatch), "valid" (a validation batch), "both"
     meta_weight: str = "uniform"  # how steps of a trajectory are weighted: see step_weight
 
     def __post_init__(self):
@@ -139,6 +139,15 @@ def valid_loss(family: TaskFamily, st: InnerState) -> jax.Array:
     return family.loss(st.params, st.task, family.valid_batch(key, st.task))
 
 
+def step_meta_loss(train: jax.Array, valid: jax.Array | None, meta_loss: str) -> jax.Array:
+    """A step's meta-loss from its normalised training-minibatch loss and validation-batch loss:
+    ``train``, ``valid``, or under ``"both"`` their mean (a rule scored on both cannot buy a fast
+    training loss with overfitting, nor a low validation loss with slow training)."""
+    if meta_loss == "train":
+        return train
+    return valid if meta_loss == "valid" else 0.5 * (train + valid)
+
+
 def unroll(
     theta: Theta,
     state: InnerState,
@@ -151,7 +160,8 @@ def unroll(
 
     The meta-loss of a step is the normalised loss of the minibatch the gradient
     is taken on, before the update (as in learned_optimization's PES), or with
-    ``cfg.meta_loss="valid"`` of a validation batch at the same params, times the step's
+    ``cfg.meta_loss="valid"`` of a validation batch at the same params (``"both"``: the mean
+    of the two, :func:`step_meta_loss`), times the step's
     :func:`step_weight` under ``cfg.meta_weight``. Since
     ``T >= K``, at most one reset happens per truncation, so the fresh trajectory
     is built once, outside the scan.
@@ -159,18 +169,19 @@ def unroll(
     k = cfg.truncation_length if num_steps is None else num_steps
     opt = lopt.optimizer(theta)
     fresh = new_trajectory(state.key, theta, family, lopt, cfg)
+    norm = lambda loss: normalized_loss(loss, family.loss_scale, cfg.loss_clip)  # noqa: E731
 
     def step(carry, _):
         st, after = carry
         reset_now = st.step >= st.length
         st = _where(reset_now, fresh, st)
         after = after | reset_now
-        held = valid_loss(family, st) if cfg.meta_loss == "valid" else None  # at the params before the step
+        held = valid_loss(family, st) if cfg.meta_loss != "train" else None  # at the params before the step
         weight = step_weight(st.step, st.length, cfg.meta_weight)
         st, loss = train_step(opt, family, st)
-        meta = loss if held is None else held
-        bad = ~jnp.isfinite(loss) | ~jnp.isfinite(meta)
-        return (st, after), (weight * normalized_loss(meta, family.loss_scale, cfg.loss_clip), after, bad)
+        bad = ~jnp.isfinite(loss) if held is None else ~jnp.isfinite(loss) | ~jnp.isfinite(held)
+        meta = step_meta_loss(norm(loss), None if held is None else norm(held), cfg.meta_loss)
+        return (st, after), (weight * meta, after, bad)
 
     (state, _), (meta, after, bad) = jax.lax.scan(step, (state, jnp.zeros((), bool)), length=k)
     result = TruncationLoss(
@@ -187,19 +198,21 @@ class EvalCurves:
     """One evaluation task's curves, normalised and clipped (``min(loss / scale, clip)``, NaN/inf -> clip).
 
     ``train[t]`` is the loss of step t's training minibatch before its update;
-    ``valid[t]`` (``None`` unless asked for) the loss of a validation batch at the
+    ``valid[t]`` (``None`` under ``meta_loss="train"``) the loss of a validation batch at the
     same params, keyed as in :func:`valid_loss`; ``final_valid`` the loss of one
-    more validation batch at the final params; ``weight[t]`` step t's :func:`step_weight`.
+    more validation batch at the final params; ``weight[t]`` step t's :func:`step_weight`;
+    ``meta_loss`` the ``unroll.meta_loss`` the curves were scored for.
     """
 
     train: jax.Array
     valid: jax.Array | None
     final_valid: jax.Array
     weight: jax.Array
+    meta_loss: str = struct.field(pytree_node=False, default="train")
 
     def meta(self) -> jax.Array:
-        """The curve the meta-loss averages: ``valid`` when it was computed, else ``train``."""
-        return self.train if self.valid is None else self.valid
+        """The curve the meta-loss averages (:func:`step_meta_loss` of each step)."""
+        return step_meta_loss(self.train, self.valid, self.meta_loss)
 
     def weighted(self) -> jax.Array:
         """``meta() * weight``: its mean over steps is the meta-loss a member's fitness estimates."""
@@ -216,19 +229,19 @@ def eval_curves(
     meta_loss: str = "train",
     meta_weight: str = "uniform",
 ) -> EvalCurves:
-    """Train one fresh task for ``num_steps`` in one ``lax.scan``; with ``meta_loss="valid"`` also
+    """Train one fresh task for ``num_steps`` in one ``lax.scan``; with ``meta_loss="valid"|"both"`` also
     score each step's params on a validation batch, as a member's fitness does under that setting
     (:func:`unroll`), so that ``mean(weighted())`` is the same quantity on this task (a trajectory
     of length ``num_steps``)."""
     cfg = UnrollConfig(num_steps, num_steps, num_steps, False, loss_clip, meta_loss, meta_weight)  # checks both
-    if meta_loss == "valid" and family.valid_batch is None:
-        raise ValueError(f"meta_loss='valid' needs validation data, and task family '{family.name}' has none")
+    if meta_loss != "train" and family.valid_batch is None:
+        raise ValueError(f"meta_loss={meta_loss!r} needs validation data, and task family '{family.name}' has none")
     state = new_trajectory(key, theta, family, lopt, cfg)
     opt = lopt.optimizer(theta)
     norm = lambda loss: normalized_loss(loss, family.loss_scale, loss_clip)  # noqa: E731
 
     def step(st, _):
-        held = norm(valid_loss(family, st)) if meta_loss == "valid" else None  # before the update
+        held = norm(valid_loss(family, st)) if meta_loss != "train" else None  # before the update
         st, loss = train_step(opt, family, st)
         return st, (norm(loss), held)
 
@@ -239,7 +252,7 @@ def eval_curves(
         batch = family.valid_batch(jax.random.fold_in(state.key, 2**31 - 1), state.task)
         final = norm(family.loss(state.params, state.task, batch))
     weight = step_weight(jnp.arange(num_steps), jnp.asarray(num_steps), meta_weight)
-    return EvalCurves(curve, valid, final, weight)
+    return EvalCurves(curve, valid, final, weight, meta_loss)
 
 
 def train_curve(

@@ -21,7 +21,7 @@ from conftest import TINY, run_cli
         ("strategy.optimizer=wrong", "unknown outer optimizer 'wrong'; valid choices: "),
         ("plugins=[no_such_module_xyz]", "cannot import plugin 'no_such_module_xyz'"),
         ("resume=maybe", "bad resume 'maybe'; valid choices: auto, true, false"),
-        ("unroll.meta_loss=test", "unroll.meta_loss='test'; valid choices: train, valid"),
+        ("unroll.meta_loss=test", "unroll.meta_loss='test'; valid choices: train, valid, both"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_no_run_dir(tmp_path, override, message):

@@ -87,27 +87,29 @@ def test_linear_weights_average_one_and_put_three_quarters_on_the_second_half():
     np.testing.assert_array_equal(step_weight(jax.numpy.arange(5), jax.numpy.asarray(5), "uniform"), np.ones(5))
 
 
-def test_linear_weighting_in_the_evaluator_and_in_pes_truncations_matches_the_reference(image_mlp):
+@pytest.mark.parametrize("meta_loss", ["valid", "both"])
+def test_linear_weighting_in_the_evaluator_and_in_pes_truncations_matches_the_reference(image_mlp, meta_loss):
     """The evaluator's ``weighted()`` mean and the sum of a trajectory's truncation losses (what
-    PES credits) are both sum_t w(t) loss(t) / T of the step-by-step reference, w = 2(t+1)/(T+1)."""
+    PES credits) are both sum_t w(t) loss(t) / T of the step-by-step reference, w = 2(t+1)/(T+1),
+    loss(t) the validation loss or (``both``) the mean of the training and validation losses."""
     from evolopt.unroll import UnrollConfig, init_inner_state, unroll
 
     lopt, theta, key, steps = baseline("adam", 3e-2), {}, jax.random.key(5), 6
-    _, want_valid = reference_curves(theta, key, image_mlp, lopt, 2, steps)
-    evaluate = make_curve_evaluator(image_mlp, lopt, 2, steps, CLIP, meta_loss="valid", meta_weight="linear")
+    want = meta_curve(reference_curves(theta, key, image_mlp, lopt, 2, steps), meta_loss)
+    evaluate = make_curve_evaluator(image_mlp, lopt, 2, steps, CLIP, meta_loss=meta_loss, meta_weight="linear")
     got = jax.device_get(evaluate(theta, key))
-    np.testing.assert_allclose(got.weighted().mean(), (want_valid * linear_weights(steps)).mean(), rtol=2e-5)
-    assert abs(got.weighted().mean() - want_valid.mean()) > 1e-3  # the weighting changes the objective here
+    np.testing.assert_allclose(got.weighted().mean(), (want * linear_weights(steps)).mean(), rtol=2e-5)
+    assert abs(got.weighted().mean() - want.mean()) > 1e-3  # the weighting changes the objective here
 
     # one trajectory of T = 6 steps, in two truncations of 3: the first starts it (its loss is `after`
     # the reset), the second continues it (`before`)
-    cfg = UnrollConfig(3, steps, steps, False, CLIP, "valid", "linear")
+    cfg = UnrollConfig(3, steps, steps, False, CLIP, meta_loss, "linear")
     state = init_inner_state(jax.random.key(9), theta, image_mlp, lopt, cfg)
     trajectory_key = state.key  # the first truncation starts the trajectory of this key
     state, first = unroll(theta, state, image_mlp, lopt, cfg)
     _, second = unroll(theta, state, image_mlp, lopt, cfg)
     assert bool(first.reset) and not bool(second.reset)
-    _, ref = reference_curves(theta, None, image_mlp, lopt, 1, steps, task_keys=[trajectory_key])
+    ref = meta_curve(reference_curves(theta, None, image_mlp, lopt, 1, steps, task_keys=[trajectory_key]), meta_loss)
     total = 3 * (float(first.after) + float(second.before)) / steps  # each truncation's sums are over K = 3
     np.testing.assert_allclose(total, (ref[0] * linear_weights(steps)).mean(), rtol=2e-5)
     assert float(first.before) == 0.0
@@ -115,10 +117,11 @@ def test_linear_weighting_in_the_evaluator_and_in_pes_truncations_matches_the_re
 
 def test_valid_meta_loss_without_validation_data_is_refused():
     quadratic = TASK_FAMILIES.build("quadratic", dim=4)
-    evaluate = make_curve_evaluator(quadratic, baseline("sgd", 0.1), 1, 3, meta_loss="valid")
-    with pytest.raises(ValueError, match="'quadratic' has none"):
-        evaluate({}, jax.random.key(0))
-    with pytest.raises(ValueError, match="meta_loss='test'; valid choices: train, valid"):
+    for meta_loss in ("valid", "both"):
+        evaluate = make_curve_evaluator(quadratic, baseline("sgd", 0.1), 1, 3, meta_loss=meta_loss)
+        with pytest.raises(ValueError, match=f"meta_loss='{meta_loss}' needs validation data, .*'quadratic' has none"):
+            evaluate({}, jax.random.key(0))
+    with pytest.raises(ValueError, match="meta_loss='test'; valid choices: train, valid, both"):
         make_curve_evaluator(quadratic, baseline("sgd", 0.1), 1, 3, meta_loss="test")({}, jax.random.key(0))
     with pytest.raises(ValueError, match="meta_weight='end'; valid choices: uniform, linear"):
         make_curve_evaluator(quadratic, baseline("sgd", 0.1), 1, 3, meta_weight="end")({}, jax.random.key(0))
@@ -154,6 +157,12 @@ def captured_plot(monkeypatch):
     return made
 
 
+def meta_curve(curves, meta_loss):
+    """The reference's per-step meta-loss: the training curve, the validation curve, or their mean."""
+    train, valid = curves
+    return {"train": train, "valid": valid, "both": (train + valid) / 2}[meta_loss]
+
+
 def linear_weights(steps):
     """``unroll.meta_weight=linear`` written out: step t of a T-step run weighs 2 (t + 1) / (T + 1)."""
     return np.array([2.0 * (t + 1) / (steps + 1) for t in range(steps)])
@@ -179,21 +188,22 @@ def check_run(run_dir, monkeypatch, meta_loss, meta_weight="uniform"):
     eval_key, ev = jax.random.fold_in(jax.random.key(cfg.seed), 2), cfg.evaluation
     mine = reference_curves(theta0, eval_key, trainer.family, trainer.lopt, ev.num_tasks, ev.steps)
     adam = reference_curves({}, eval_key, trainer.family, baseline("adam", ev.adam_lr), ev.num_tasks, ev.steps)
-    pick = 1 if meta_loss == "valid" else 0
     w = linear_weights(ev.steps) if meta_weight == "linear" else np.ones(ev.steps)
-    np.testing.assert_allclose(row["meta_loss/mean_theta"], (mine[pick] * w).mean(), rtol=2e-5)
-    np.testing.assert_allclose(row["meta_loss/adam"], (adam[pick] * w).mean(), rtol=2e-5)
-    if meta_loss == "valid" or meta_weight == "linear":  # the plain training loss comes along, under its own name
+    np.testing.assert_allclose(row["meta_loss/mean_theta"], (meta_curve(mine, meta_loss) * w).mean(), rtol=2e-5)
+    np.testing.assert_allclose(row["meta_loss/adam"], (meta_curve(adam, meta_loss) * w).mean(), rtol=2e-5)
+    if meta_loss != "train" or meta_weight == "linear":  # the plain training loss comes along, under its own name
         np.testing.assert_allclose(row["meta_loss/mean_theta_train"], mine[0].mean(), rtol=2e-5)
         np.testing.assert_allclose(row["meta_loss/adam_train"], adam[0].mean(), rtol=2e-5)
     else:
         assert "meta_loss/mean_theta_train" not in row
 
-    loss = {"valid": "validation loss", "train": "training loss"}[meta_loss]
+    loss = {"valid": "validation loss", "train": "training loss", "both": "mean of training and validation loss"}[
+        meta_loss
+    ]
     objective = loss if meta_weight == "uniform" else f"{loss}, steps weighted 2(t+1)/(T+1)"
     summary = summarize(run_dir)
     assert f"meta-loss ({objective}) of the mean theta {row['meta_loss/mean_theta']:.4f} (generation 0)" in summary
-    assert ("its training loss (not the objective)" in summary) == (meta_loss == "valid" or meta_weight == "linear")
+    assert ("its training loss (not the objective)" in summary) == (meta_loss != "train" or meta_weight == "linear")
     plot = captured_plot(monkeypatch)
     plot_run(run_dir, meta_loss, meta_weight)
     _, ax = plot[-1]
@@ -207,18 +217,21 @@ def check_run(run_dir, monkeypatch, meta_loss, meta_weight="uniform"):
     assert header["evaluation"]["meta_loss"] == rows[-1]["meta_loss/mean_theta"]
     settings = f"(unroll.meta_loss={meta_loss}, unroll.meta_weight={meta_weight})"
     assert f"{objective} over the steps {settings}" in header["evaluation"]["meta_loss_is"]
-    assert ("train_loss" in header["evaluation"]) == (meta_loss == "valid" or meta_weight == "linear")
+    assert ("train_loss" in header["evaluation"]) == (meta_loss != "train" or meta_weight == "linear")
 
 
-@pytest.mark.parametrize("meta_weight", ["uniform", "linear"])
-def test_a_meta_loss_valid_run_logs_summarises_and_records_the_validation_objective(tmp_path, monkeypatch, meta_weight):
+@pytest.mark.parametrize("meta_loss, meta_weight", [("valid", "uniform"), ("valid", "linear"), ("both", "linear")])
+def test_a_meta_loss_valid_run_logs_summarises_and_records_the_validation_objective(
+    tmp_path, monkeypatch, meta_loss, meta_weight
+):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from evolopt.config import load_config
     from evolopt.loop import meta_train
 
-    run_dir = meta_train(load_config([*RUN, f"unroll.meta_weight={meta_weight}", f"run_dir={tmp_path / 'run'}"]))
-    check_run(run_dir, monkeypatch, "valid", meta_weight)
+    overrides = [*RUN, f"unroll.meta_loss={meta_loss}", f"unroll.meta_weight={meta_weight}"]
+    run_dir = meta_train(load_config([*overrides, f"run_dir={tmp_path / 'run'}"]))
+    check_run(run_dir, monkeypatch, meta_loss, meta_weight)
     acc = EventAccumulator(str(run_dir / "tb"), size_guidance={"scalars": 0})
     acc.Reload()
     tags = set(acc.Tags()["scalars"])
