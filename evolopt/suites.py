@@ -79,6 +79,48 @@ SUITES: dict[str, list[SuiteTask]] = {
             False,
         ),
     ],
+    # Selection only, like "validation", with the spread of the held-out suites (16x16 and 12x12
+    # images, 64-128 units, 1000-step horizons): rounds 6-7 of experiments/ns_input won 5/6 of
+    # "validation" on training loss and 3/10 of heldout2, their wins sitting on the 8x8 tasks
+    # closest to meta-training. Shares no task with a held-out suite (tests/test_diagnose.py).
+    "validation2": [
+        SuiteTask(
+            "v2_mnist5k_mlp32_16x16",
+            "image_mlp",
+            {"datasets": ["mnist5k"], "image_size": 16, "hidden": [32]},
+            1000,
+            False,
+        ),
+        SuiteTask(
+            "v2_mnist5k_mlp64x2_gelu_12x12",
+            "image_mlp",
+            {"datasets": ["mnist5k"], "image_size": 12, "hidden": [64, 64], "activation": "gelu"},
+            1000,
+            False,
+        ),
+        SuiteTask(
+            "v2_mnist1d_mlp96_tanh",
+            "image_mlp",
+            {"datasets": ["mnist1d"], "hidden": [96], "activation": "tanh"},
+            1000,
+            False,
+        ),
+        SuiteTask(
+            "v2_mnist5k_conv4x8_12x12",
+            "image_conv",
+            {"datasets": ["mnist5k"], "image_size": 12, "channels": [4, 8]},
+            1000,
+            False,
+        ),
+        SuiteTask("v2_lm_d24x2", "lm", {"d_model": 24, "num_layers": 2, "num_heads": 2}, 1000, False),
+        SuiteTask(
+            "v2_regression_mlp48x2_silu",
+            "regression",
+            {"input_dim": 24, "hidden": [48, 48], "activation": "silu", "teacher_hidden": [48]},
+            1000,
+            False,
+        ),
+    ],
     # A second held-out suite (issue 12, part 3): other widths, depths, activations, a convnet on
     # MNIST, a transformer at two sizes, a regression loss at two sizes; the MNIST tasks at 16x16,
     # MNIST-1D and the regressions (label noise) do not reach ~0 training loss in their horizons

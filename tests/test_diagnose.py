@@ -140,13 +140,14 @@ def test_cli_writes_json_md_and_tensorboard_and_refuses_to_overwrite(tmp_path):
     assert again.returncode == 2 and "already holds a diagnosis" in again.stderr
 
 
-def test_validation_suite_shares_no_task_with_the_heldout_suites():
+def test_validation_suites_share_no_task_with_the_heldout_suites():
     from evolopt.suites import get_suite
 
     def keys(name):
         return {(t.family, json.dumps(t.options, sort_keys=True), t.steps) for t in get_suite(name)}
 
-    validation = keys("validation")
-    assert validation and not validation & (keys("heldout") | keys("heldout2"))
-    names = [t.name for s in ("validation", "heldout", "heldout2") for t in get_suite(s)]
+    for name in ("validation", "validation2"):
+        validation = keys(name)
+        assert validation and not validation & (keys("heldout") | keys("heldout2")), name
+    names = [t.name for s in ("validation", "validation2", "heldout", "heldout2") for t in get_suite(s)]
     assert len(set(names)) == len(names) - 1  # rl_cartpole_ppo is in both held-out suites, the same task
