@@ -28,16 +28,21 @@ def read(eval_dir: Path) -> dict[str, dict]:
     out = {}
     with open(eval_dir / "results.csv") as f:
         for row in csv.DictReader(f):
-            task = row["task"]
-            with np.load(eval_dir / "tasks" / f"{task}.npz", allow_pickle=False) as data:
-                names = json.loads(data["__result__"].tobytes().decode())["curves"]
-                curves = {n: data[f"c{i}"] for i, n in enumerate(names)}
-            tuned = next(c for n, c in curves.items() if n.endswith("tuned)"))
+            task, curves = row["task"], {}
+            stored = eval_dir / "tasks" / f"{task}.npz"  # not in git: a fresh clone compares with the start only
+            if stored.is_file():
+                with np.load(stored, allow_pickle=False) as data:
+                    names = json.loads(data["__result__"].tobytes().decode())["curves"]
+                    curves = {n: data[f"c{i}"] for i, n in enumerate(names)}
             base = {n.split(" ")[0]: float(np.mean(c)) for n, c in curves.items() if n.split(" ")[0] in BASELINES}
+            if row.get("candidate_mean"):
+                mean = float(row["candidate_mean"])
+            else:
+                mean = float(np.mean(next(c for n, c in curves.items() if n.endswith("tuned)"))))
             out[task] = {
                 "train": float(row["candidate_train"]),
                 "valid": float(row["candidate_valid"]),
-                "mean": float(row["candidate_mean"]) if row.get("candidate_mean") else float(np.mean(tuned)),
+                "mean": mean,
                 "baselines": base,
             }
     return out
@@ -51,14 +56,15 @@ def table(cand: dict, start: dict) -> str:
     tasks = [t for t in cand if t in start]
     names = [b for b in BASELINES if all(b in cand[t]["baselines"] for t in tasks)]
     head = ["task", "train final / start", "train mean / start", "valid / start"]
-    head += [f"mean / {b}" for b in names] + ["mean / best baseline"]
+    head += [f"mean / {b}" for b in names] + (["mean / best baseline"] if names else [])
     cols: list[list[float]] = [[] for _ in head[1:]]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for t in tasks:
         c, s = cand[t], start[t]
         vals = [c["train"] / s["train"], c["mean"] / s["mean"], c["valid"] / s["valid"]]
         vals += [c["mean"] / c["baselines"][b] for b in names]
-        vals.append(c["mean"] / min(c["baselines"][b] for b in names))
+        if names:
+            vals.append(c["mean"] / min(c["baselines"][b] for b in names))
         for col, v in zip(cols, vals):
             col.append(v)
         lines.append(f"| {t} | " + " | ".join(f"{v:.3f}" for v in vals) + " |")
