@@ -179,9 +179,10 @@ def unroll(
         held = valid_loss(family, st) if cfg.meta_loss != "train" else None  # at the params before the step
         weight = step_weight(st.step, st.length, cfg.meta_weight)
         st, loss = train_step(opt, family, st)
-        bad = ~jnp.isfinite(loss) if held is None else ~jnp.isfinite(loss) | ~jnp.isfinite(held)
-        meta = step_meta_loss(norm(loss), None if held is None else norm(held), cfg.meta_loss)
-        return (st, after), (weight * meta, after, bad)
+        bad, valid = ~jnp.isfinite(loss), None
+        if held is not None:
+            bad, valid = bad | ~jnp.isfinite(held), norm(held)
+        return (st, after), (weight * step_meta_loss(norm(loss), valid, cfg.meta_loss), after, bad)
 
     (state, _), (meta, after, bad) = jax.lax.scan(step, (state, jnp.zeros((), bool)), length=k)
     result = TruncationLoss(
