@@ -1,13 +1,22 @@
-"""A weighted mixture of task families whose models have the same parameter structure.
+"""A weighted mixture of task families, with the same or with different models.
 
 ``task_family=mixture task_family.members=[{name:quadratic,dim:8},{name:rosenbrock,dim:8}]
 task_family.weights=[3,1]``: each task first draws member ``m`` with probability
-``w_m / sum(w)``, then a task of that member. Only members whose ``init_params``
-return the same pytree (same structure, shapes and dtypes) can be mixed: the
-inner loop vmaps one params pytree over all tasks and one optimizer state is
-built for it. Members with different models (an MLP and a conv net, or MLPs of
-different widths) cannot be mixed this way; meta-train on them with separate
-runs, or make their models share a layout.
+``w_m / sum(w)``, then a task of that member.
+
+The inner loop vmaps one params pytree over all tasks, so the mixture's params must have one
+layout:
+
+- *shared*: when every member's ``init_params`` returns the same pytree (structure, shapes,
+  dtypes), the params are that pytree and the member's model reads it.
+- *separate*: otherwise (an MLP and a conv net, MLPs of different widths, an LM and a
+  regression) the params are the tuple of every member's params, and member ``m``'s loss reads
+  only ``params[m]``. The other members' gradients are then exactly zero and, for an optimizer
+  that updates each tensor from that tensor's own gradient history (every architecture here
+  except ``mulo``, whose per-leaf scales see the whole tree), the trajectory of ``params[m]``
+  is the one member ``m``'s model has trained alone (tests/test_mixture.py). The other
+  members' params also take optimizer steps (from zero gradients) that no loss reads.
+  A step costs the sum of the members' model *and optimizer* costs.
 
 Tasks, batches and task states (of members that keep one, e.g. RL envs) hold
 *every* member's task/batch/state (their pytrees differ), and
@@ -59,14 +68,7 @@ def mixture(*, members: list = (), weights: list = ()) -> TaskFamily:
         raise ConfigError("task_family.members is empty; give a list like [{name: quadratic}, {name: rosenbrock}]")
     fams = [build_member(spec, i) for i, spec in enumerate(members)]
     weights = _check_weights(list(weights) or [1.0] * len(fams), len(fams))
-    sig0 = _signature(fams[0])
-    for i, fam in enumerate(fams[1:], 1):
-        if _signature(fam) != sig0:
-            raise ConfigError(
-                f"task_family.members[{i}] ({fam.name}) has a different parameter structure "
-                f"than members[0] ({fams[0].name}); "
-                "a mixture needs the same params pytree (structure, shapes, dtypes)"
-            )
+    shared = all(_signature(fam) == _signature(fams[0]) for fam in fams[1:])
     logits = jnp.log(jnp.asarray(weights, jnp.float32))
 
     def sample_task(key):
@@ -77,11 +79,13 @@ def mixture(*, members: list = (), weights: list = ()) -> TaskFamily:
         }
 
     def init_params(key, task):
+        if not shared:  # every member's model, each initialised as it would be alone
+            return tuple(f.init_params(key, t) for f, t in zip(fams, task["tasks"]))
         branches = [lambda k, ts, f=f, i=i: f.init_params(k, ts[i]) for i, f in enumerate(fams)]
         return jax.lax.switch(task["member"], branches, key, task["tasks"])
 
     def loss(params, task, batch):
-        branches = [_normalized_member_loss(i, f) for i, f in enumerate(fams)]
+        branches = [_normalized_member_loss(i, f, shared) for i, f in enumerate(fams)]
         return jax.lax.switch(task["member"], branches, params, task["tasks"], batch)
 
     name = "mixture(" + ",".join(f.name for f in fams) + ")"
@@ -112,11 +116,12 @@ def _batches(fams: list[TaskFamily], split: str) -> Callable:
     return sample
 
 
-def _normalized_member_loss(i: int, f: TaskFamily) -> Callable:
-    """Member ``i``'s loss, valued ``loss / loss_scale`` with the gradient of ``loss``."""
+def _normalized_member_loss(i: int, f: TaskFamily, shared: bool) -> Callable:
+    """Member ``i``'s loss (of ``params[i]`` if the layouts are separate), valued
+    ``loss / loss_scale`` with the gradient of ``loss``."""
 
     def run(p, ts, bs):
-        value = f.loss(p, ts[i], bs[i])
+        value = f.loss(p if shared else p[i], ts[i], bs[i])
         return with_meta_value(value, value / f.loss_scale)
 
     return run
