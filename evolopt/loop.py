@@ -31,7 +31,7 @@ from evolopt.provenance import provenance
 from evolopt.registry import ARCHITECTURES, STRATEGIES, TASK_FAMILIES, ConfigError
 from evolopt.resume import RESUMABLE_CHANGES, disk_full, open_run_dir, prepare_run_dir  # noqa: F401 (API)
 from evolopt.run_dir import RunAborted, StopRequest, fault
-from evolopt.unroll import META_LOSSES, META_WEIGHTS, UnrollConfig
+from evolopt.unroll import META_LOSSES, META_WEIGHTS, UnrollConfig, check_valid_data
 
 
 def build(cfg: DictConfig) -> tuple[MetaTrainer, Any]:
@@ -54,11 +54,12 @@ def build(cfg: DictConfig) -> tuple[MetaTrainer, Any]:
         unroll_cfg = UnrollConfig(**OmegaConf.to_container(cfg.unroll))
     except (TypeError, ValueError) as e:
         raise ConfigError(f"bad unroll config: {e}") from None
-    if unroll_cfg.meta_loss != "train" and family.valid_batch is None:
+    try:
+        check_valid_data(family, unroll_cfg.meta_loss)
+    except ValueError as e:  # the run-config spelling, and what to do
         raise ConfigError(
-            f"unroll.meta_loss={unroll_cfg.meta_loss} needs validation data, and task_family '{fam_name}' has none "
-            "(image_mlp and image_conv have it); use unroll.meta_loss=train"
-        )
+            f"unroll.{e} (image_mlp, image_conv and regression have it); use unroll.meta_loss=train"
+        ) from None
     chunks = 1 if cfg.member_chunks == "auto" else cfg.member_chunks  # auto: chosen in meta_train
     try:
         trainer = MetaTrainer(strategy, family, lopt, unroll_cfg, cfg.tasks_per_member, population_mesh(), chunks)

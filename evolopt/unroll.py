@@ -139,6 +139,12 @@ def valid_loss(family: TaskFamily, st: InnerState) -> jax.Array:
     return family.loss(st.params, st.task, family.valid_batch(key, st.task))
 
 
+def check_valid_data(family: TaskFamily, meta_loss: str) -> None:
+    """ValueError unless ``family`` has validation data where ``meta_loss`` scores it."""
+    if meta_loss != "train" and family.valid_batch is None:
+        raise ValueError(f"meta_loss={meta_loss!r} needs validation data, and task_family '{family.name}' has none")
+
+
 def step_meta_loss(train: jax.Array, valid: jax.Array | None, meta_loss: str) -> jax.Array:
     """A step's meta-loss from its normalised training-minibatch loss and validation-batch loss:
     ``train``, ``valid``, or under ``"both"`` their mean (a rule scored on both cannot buy a fast
@@ -235,8 +241,7 @@ def eval_curves(
     (:func:`unroll`), so that ``mean(weighted())`` is the same quantity on this task (a trajectory
     of length ``num_steps``)."""
     cfg = UnrollConfig(num_steps, num_steps, num_steps, False, loss_clip, meta_loss, meta_weight)  # checks both
-    if meta_loss != "train" and family.valid_batch is None:
-        raise ValueError(f"meta_loss={meta_loss!r} needs validation data, and task family '{family.name}' has none")
+    check_valid_data(family, meta_loss)
     state = new_trajectory(key, theta, family, lopt, cfg)
     opt = lopt.optimizer(theta)
     norm = lambda loss: normalized_loss(loss, family.loss_scale, loss_clip)  # noqa: E731
