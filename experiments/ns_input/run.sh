@@ -8,9 +8,15 @@
 set -euo pipefail
 SEED=${1:-0}; shift || true
 cd "$(dirname "$0")/../.."
+# MEMBERS (a list of family configs, run_layouts.sh) replaces the image_mlp family by a mixture of them
+if [ -n "${MEMBERS:-}" ]; then
+  FAMILY=(task_family=mixture "task_family.members=$MEMBERS")
+else
+  FAMILY=(task_family=image_mlp 'task_family.datasets=[digits,mnist5k]' task_family.image_size=8 'task_family.hidden=[32]'
+          task_family.batch_size=64)
+fi
 exec python -m evolopt.train \
-  strategy=pes arch=celo2_ns_input theta_init=muon task_family=image_mlp \
-  'task_family.datasets=[digits,mnist5k]' task_family.image_size=8 'task_family.hidden=[32]' task_family.batch_size=64 \
+  strategy=pes arch=celo2_ns_input theta_init=muon "${FAMILY[@]}" \
   augmentation.reparam=none \
   population_size=64 tasks_per_member=4 \
   unroll.truncation_length=50 unroll.min_length=100 unroll.max_length=2000 unroll.stagger=true \
