@@ -18,6 +18,9 @@ layout:
   members' params also take optimizer steps (from zero gradients) that no loss reads.
   A step costs the sum of the members' model *and optimizer* costs.
 
+In both layouts the loss value an optimizer sees (Celo's learned schedule reads it) is the
+member's loss over its ``loss_scale`` (see Normalisation below).
+
 Tasks, batches and task states (of members that keep one, e.g. RL envs) hold
 *every* member's task/batch/state (their pytrees differ), and
 the member's functions are chosen with ``lax.switch``; under vmap that evaluates
