@@ -71,7 +71,8 @@ def mixture(*, members: list = (), weights: list = ()) -> TaskFamily:
         raise ConfigError("task_family.members is empty; give a list like [{name: quadratic}, {name: rosenbrock}]")
     fams = [build_member(spec, i) for i, spec in enumerate(members)]
     weights = _check_weights(list(weights) or [1.0] * len(fams), len(fams))
-    shared = all(_signature(fam) == _signature(fams[0]) for fam in fams[1:])
+    first = _signature(fams[0])
+    shared = all(_signature(fam) == first for fam in fams[1:])
     logits = jnp.log(jnp.asarray(weights, jnp.float32))
 
     def sample_task(key):

@@ -19,6 +19,7 @@ import evolopt.architectures  # noqa: F401
 import evolopt.task_families  # noqa: F401
 from evolopt.architectures.baselines import baseline
 from evolopt.registry import ARCHITECTURES, TASK_FAMILIES
+from evolopt.task_families.mixture import build_member
 
 MEMBERS = [
     {"name": "image_mlp", "datasets": ["digits"], "hidden": [8], "batch_size": 16},
@@ -28,10 +29,11 @@ MEMBERS = [
 STEPS = 6
 
 
-def _optimizers():
-    celo2 = ARCHITECTURES.build("celo2_ns_input", learning_rate=0.01)
-    yield "celo2_ns_input", celo2, celo2.init_theta(jax.random.key(3))  # a random rule: every channel matters
-    yield "adam", baseline("adam", 0.01), {}
+def _optimizer(arch: str) -> optax.GradientTransformationExtraArgs:
+    if arch == "adam":
+        return baseline("adam", 0.01).optimizer({})
+    celo2 = ARCHITECTURES.build(arch, learning_rate=0.01)
+    return celo2.optimizer(celo2.init_theta(jax.random.key(3)))  # a random rule: every channel matters
 
 
 def _train(params, loss_fn, batch_fn, opt, key):
@@ -68,10 +70,9 @@ def _alone_run(mix, fam, m, opt, task, key):
 
 @pytest.mark.parametrize("arch", ["celo2_ns_input", "adam"])
 def test_each_member_trains_exactly_as_alone(arch):
-    name, lopt, theta = next(o for o in _optimizers() if o[0] == arch)
     mix = TASK_FAMILIES.build("mixture", members=MEMBERS)
-    fams = [TASK_FAMILIES.build(s["name"], **{k: v for k, v in s.items() if k != "name"}) for s in MEMBERS]
-    opt = lopt.optimizer(theta)
+    fams = [build_member(spec, m) for m, spec in enumerate(MEMBERS)]
+    opt = _optimizer(arch)
     keys = jax.random.split(jax.random.key(11), len(MEMBERS))
     tasks = [mix.sample_task(k) | {"member": jnp.int32(m)} for m, k in enumerate(keys)]
     stacked = jax.tree.map(lambda *x: jnp.stack(x), *tasks)
@@ -81,7 +82,7 @@ def test_each_member_trains_exactly_as_alone(arch):
         ref_losses, ref_params = jax.jit(lambda t, k, fam=fam, m=m: _alone_run(mix, fam, m, opt, t, k))(
             tasks[m], keys[m]
         )
-        np.testing.assert_allclose(losses[m], ref_losses, rtol=2e-5, atol=1e-6, err_msg=f"{name}, member {m}")
+        np.testing.assert_allclose(losses[m], ref_losses, rtol=2e-5, atol=1e-6, err_msg=f"{arch}, member {m}")
         mine = jax.tree.map(lambda x, m=m: x[m], params[m])
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6), mine, ref_params)
     assert float(jnp.max(jnp.abs(losses[0] - losses[0][0]))) > 0, "the reference must move"
@@ -92,13 +93,8 @@ def test_separate_layouts_hold_every_members_params_and_draw_members_by_weight()
     task = mix.sample_task(jax.random.key(0))
     shapes = [jax.tree.map(jnp.shape, p) for p in mix.init_params(jax.random.key(1), task)]
     alone = [
-        jax.tree.map(
-            jnp.shape,
-            TASK_FAMILIES.build(s["name"], **{k: v for k, v in s.items() if k != "name"}).init_params(
-                jax.random.key(1), task["tasks"][m]
-            ),
-        )
-        for m, s in enumerate(MEMBERS[:2])
+        jax.tree.map(jnp.shape, build_member(spec, m).init_params(jax.random.key(1), task["tasks"][m]))
+        for m, spec in enumerate(MEMBERS[:2])
     ]
     assert shapes == alone
     members = jax.vmap(lambda k: mix.sample_task(k)["member"])(jax.random.split(jax.random.key(2), 2000))

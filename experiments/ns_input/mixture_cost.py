@@ -16,6 +16,7 @@ import evolopt.architectures  # noqa: F401
 import evolopt.task_families  # noqa: F401
 from evolopt.meta import make_curve_evaluator
 from evolopt.registry import ARCHITECTURES, TASK_FAMILIES
+from evolopt.task_families.mixture import build_member
 
 MEMBERS = [  # as in run_layouts.sh
     {"name": "image_mlp", "datasets": ["digits", "mnist5k"], "image_size": 8, "hidden": [32, 32], "batch_size": 64},
@@ -37,8 +38,8 @@ def main() -> None:
     lopt = ARCHITECTURES.build("celo2_ns_input", learning_rate=0.004, adam_lr_mult=1.0)
     theta = lopt.named_inits["muon"](jax.random.key(0))
     alone = []
-    for spec in MEMBERS:
-        family = TASK_FAMILIES.build(spec["name"], **{k: v for k, v in spec.items() if k != "name"})
+    for m, spec in enumerate(MEMBERS):
+        family = build_member(spec, m)
         alone.append(seconds(family, lopt, theta))
         print(f"{family.name} {spec}: {alone[-1]:.2f} s")
     mixed = seconds(TASK_FAMILIES.build("mixture", members=MEMBERS), lopt, theta)
