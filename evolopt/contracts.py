@@ -105,6 +105,29 @@ class TaskFamily:
         return self.step_batch(key, task, params, state)
 
 
+@jax.tree_util.register_pytree_with_keys_class
+class SeparateModels(tuple):
+    """The params of several independent models side by side: a tuple whose entry ``m`` is
+    model ``m``'s whole params pytree (a mixture of families with different models).
+
+    It flattens like a tuple (paths ``[0]``, ``[1]``, ...) and keeps its type through
+    ``jax.tree.map``, ``grad``, ``vmap`` and checkpoints, so a rule whose per-tensor scales
+    depend on where a tensor sits in its model (``mulo``'s muP multipliers) can tell the
+    models apart and treat each as if it were trained alone.
+    """
+
+    def tree_flatten_with_keys(self):
+        return [(jax.tree_util.SequenceKey(i), x) for i, x in enumerate(self)], None
+
+    def tree_flatten(self):
+        return tuple(self), None
+
+    @classmethod
+    def tree_unflatten(cls, aux: None, children) -> SeparateModels:
+        del aux
+        return cls(children)
+
+
 @struct.dataclass
 class TruncationLoss:
     """Normalised meta-loss of one truncation, split at a reset.

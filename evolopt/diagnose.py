@@ -15,13 +15,17 @@ pretrained name) and reports, at that theta (numerics in :mod:`evolopt.gradient_
 * the smoothing gap: validation meta-loss at theta vs at ``theta +- sigma eps`` for several sigma;
 * fitness spread split into task noise and perturbation signal, and losses at ``loss_clip``.
 
-Writes ``diagnose.json`` (``{"rows": [...one per pairs...], ...}``), ``diagnose.md`` and
-TensorBoard events under ``out``. Diagnose-only keys: ``pairs``, ``out``, ``repeats`` (independent
-estimates per size), ``truncations``, ``warmup``, ``ref_particles``, ``sigmas`` (smoothing gap),
-``gap_samples``, ``gap_tasks``, ``gap_steps``, ``autodiff`` (auto|true|false), ``full``
-(true|false), ``estimator`` (auto|pes|truncated|full: the row's main one), ``inject_bias`` (test
-hook: add a fixed direction of this size relative to the reference to every estimate),
-``chunk``, ``seed`` is the train key.
+Writes ``diagnose.json`` (``{"rows": [...one per pairs...], ...}``), ``diagnose.md``,
+``gradients.npz`` (each estimator's mean gradient, for ``compare=``) and TensorBoard events
+under ``out``. ``python -m evolopt.diagnose compare=OUT_A,OUT_B`` prints how well the
+meta-gradients of two diagnoses at the same theta align (:mod:`evolopt.gradient_alignment`).
+
+Diagnose-only keys: ``pairs``, ``out``, ``repeats`` (independent estimates per size),
+``truncations``, ``warmup``, ``ref_particles``, ``sigmas`` (smoothing gap), ``gap_samples``,
+``gap_tasks``, ``gap_steps``, ``autodiff`` (auto|true|false), ``full`` (true|false),
+``estimator`` (auto|pes|truncated|full: the row's main one), ``inject_bias`` (test hook: add a
+fixed direction of this size relative to the reference to every estimate), ``chunk``, ``seed``
+is the train key.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from evolopt import gradient_alignment as ga
 from evolopt.registry import ConfigError
 
 DEFAULTS: dict[str, str] = {
@@ -265,6 +270,8 @@ def diagnose(cfg: Any, opts: dict[str, Any]) -> dict[str, Any]:
         "descent_steps": descent,
         "notes": notes,
     }
+    grads = {e: parts[e] for e in estimators} | ({} if ref_parts is None else {"autodiff": ref_parts})
+    report["gradients"] = ga.summarize(grads, int(cfg.seed))  # gradients.npz, for compare=
     if ref_parts is not None:
         half = ref_parts.shape[0] // 2
         ref_self = gp.cosine(ref_parts[:half].mean(0), ref_parts[half:].mean(0))
@@ -343,7 +350,10 @@ def write_report(out: Path, report: dict[str, Any]) -> None:
         for i, g in enumerate(report["smoothing_gap"]):
             for key in ("sigma", "gap", "frac_below", "curvature", "slope"):
                 w.add_scalar(f"smoothing_gap/{key}", g[key], i)
-    _atomic_write(out / "diagnose.json", json.dumps(report, indent=1, allow_nan=True))  # last: marks completion
+    if "gradients" in report:
+        ga.write(out, report["gradients"])
+    body = {k: v for k, v in report.items() if k != "gradients"}
+    _atomic_write(out / "diagnose.json", json.dumps(body, indent=1, allow_nan=True))  # last: marks completion
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -352,6 +362,8 @@ def main(argv: list[str] | None = None) -> int:
         print(__doc__)
         return 0
     try:
+        if any(a.startswith("compare=") for a in argv):
+            return ga.main(argv)
         opts, overrides = parse_options(argv)
         from evolopt.config import load_config
 
@@ -362,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     write_report(opts["out"], report)
     print(markdown(report))
-    print(f"written to {opts['out']}/diagnose.json, diagnose.md, tb/")
+    print(f"written to {opts['out']}/diagnose.json, diagnose.md, gradients.npz, tb/")
     return 0
 
 

@@ -55,11 +55,9 @@ def build(cfg: DictConfig) -> tuple[MetaTrainer, Any]:
     except (TypeError, ValueError) as e:
         raise ConfigError(f"bad unroll config: {e}") from None
     try:
-        check_valid_data(family, unroll_cfg.meta_loss)
-    except ValueError as e:  # the run-config spelling, and what to do
-        raise ConfigError(
-            f"unroll.{e} (image_mlp, image_conv and regression have it); use unroll.meta_loss=train"
-        ) from None
+        check_valid_data(family, unroll_cfg.meta_loss, option="unroll.meta_loss")
+    except ValueError as e:  # and what to do
+        raise ConfigError(f"{e} (image_mlp, image_conv and regression have it); use unroll.meta_loss=train") from None
     chunks = 1 if cfg.member_chunks == "auto" else cfg.member_chunks  # auto: chosen in meta_train
     try:
         trainer = MetaTrainer(strategy, family, lopt, unroll_cfg, cfg.tasks_per_member, population_mesh(), chunks)

@@ -139,10 +139,11 @@ def valid_loss(family: TaskFamily, st: InnerState) -> jax.Array:
     return family.loss(st.params, st.task, family.valid_batch(key, st.task))
 
 
-def check_valid_data(family: TaskFamily, meta_loss: str) -> None:
-    """ValueError unless ``family`` has validation data where ``meta_loss`` scores it."""
+def check_valid_data(family: TaskFamily, meta_loss: str, option: str = "meta_loss") -> None:
+    """ValueError unless ``family`` has validation data where ``meta_loss`` scores it; the
+    message names the setting as ``option`` (a run config spells it ``unroll.meta_loss``)."""
     if meta_loss != "train" and family.valid_batch is None:
-        raise ValueError(f"meta_loss={meta_loss!r} needs validation data, and task_family '{family.name}' has none")
+        raise ValueError(f"{option}={meta_loss!r} needs validation data, and task_family '{family.name}' has none")
 
 
 def step_meta_loss(train: jax.Array, valid: jax.Array | None, meta_loss: str) -> jax.Array:

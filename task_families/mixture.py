@@ -10,12 +10,14 @@ layout:
 - *shared*: when every member's ``init_params`` returns the same pytree (structure, shapes,
   dtypes), the params are that pytree and the member's model reads it.
 - *separate*: otherwise (an MLP and a conv net, MLPs of different widths, an LM and a
-  regression) the params are the tuple of every member's params, and member ``m``'s loss reads
-  only ``params[m]``. The other members' gradients are then exactly zero and, for an optimizer
-  that updates each tensor from that tensor's own gradient history (every architecture here
-  except ``mulo``, whose per-leaf scales see the whole tree), the trajectory of ``params[m]``
-  is the one member ``m``'s model has trained alone (tests/test_mixture.py). The other
-  members' params also take optimizer steps (from zero gradients) that no loss reads.
+  regression) the params are every member's params side by side
+  (:class:`evolopt.contracts.SeparateModels`, a tuple), and member ``m``'s loss reads only
+  ``params[m]``. The other members' gradients are then exactly zero and, for an optimizer
+  that updates each tensor from that tensor's own gradient history, the trajectory of
+  ``params[m]`` is the one member ``m``'s model has trained alone (tests/test_mixture.py).
+  ``mulo``, whose muP scales depend on where a tensor sits in its model, computes them per
+  member from the ``SeparateModels`` type, so the same holds for it. The other members'
+  params also take optimizer steps (from zero gradients) that no loss reads.
   A step costs the sum of the members' model *and optimizer* costs.
 
 In both layouts the loss value an optimizer sees (Celo's learned schedule reads it) is the
@@ -41,7 +43,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from evolopt.contracts import TaskFamily
+from evolopt.contracts import SeparateModels, TaskFamily
 from evolopt.registry import TASK_FAMILIES, ConfigError, check_type, register_task_family
 from evolopt.task_families.ppo import with_meta_value
 
@@ -84,7 +86,7 @@ def mixture(*, members: list = (), weights: list = ()) -> TaskFamily:
 
     def init_params(key, task):
         if not shared:  # every member's model, each initialised as it would be alone
-            return tuple(f.init_params(key, t) for f, t in zip(fams, task["tasks"]))
+            return SeparateModels(f.init_params(key, t) for f, t in zip(fams, task["tasks"]))
         branches = [lambda k, ts, f=f, i=i: f.init_params(k, ts[i]) for i, f in enumerate(fams)]
         return jax.lax.switch(task["member"], branches, key, task["tasks"])
 

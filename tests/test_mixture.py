@@ -32,8 +32,8 @@ STEPS = 6
 def _optimizer(arch: str) -> optax.GradientTransformationExtraArgs:
     if arch == "adam":
         return baseline("adam", 0.01).optimizer({})
-    celo2 = ARCHITECTURES.build(arch, learning_rate=0.01)
-    return celo2.optimizer(celo2.init_theta(jax.random.key(3)))  # a random rule: every channel matters
+    lopt = ARCHITECTURES.build(arch, learning_rate=0.01)
+    return lopt.optimizer(lopt.init_theta(jax.random.key(3)))  # a random rule: every channel matters
 
 
 def _train(params, loss_fn, batch_fn, opt, key):
@@ -68,7 +68,7 @@ def _alone_run(mix, fam, m, opt, task, key):
     return _train(params, loss, lambda k: mix.sample_batch(k, task)[m], opt, key)
 
 
-@pytest.mark.parametrize("arch", ["celo2_ns_input", "adam"])
+@pytest.mark.parametrize("arch", ["celo2_ns_input", "adam", "mulo"])  # mulo: muP scales per member
 def test_each_member_trains_exactly_as_alone(arch):
     mix = TASK_FAMILIES.build("mixture", members=MEMBERS)
     fams = [build_member(spec, m) for m, spec in enumerate(MEMBERS)]

@@ -145,5 +145,6 @@ def test_valid_meta_loss_needs_a_family_with_validation_data():
     from evolopt.registry import ConfigError
 
     cfg = load_config(["task_family=quadratic", "unroll.meta_loss=valid"])
-    with pytest.raises(ConfigError, match="task_family 'quadratic' has none"):
+    expected = "unroll.meta_loss='valid' needs validation data, and task_family 'quadratic' has none"
+    with pytest.raises(ConfigError, match=expected):
         build(cfg)

@@ -25,7 +25,9 @@ state entry, which ordinary param trees do not have):
     ``(..., fan_in, fan_out)`` as in flax and haiku. They are ordered by their
     path in natural order ("Dense_2" before "Dense_10"); the first is the input
     layer and the last the readout (s_P = 1), the others get ``1 / shape[-2]``.
-    Vectors and scalars get 1. If your names do not sort from input to output, or
+    Vectors and scalars get 1. Params that are several models side by side
+    (:class:`evolopt.contracts.SeparateModels`, a mixture of different models) get
+    the rule applied to each model on its own. If your names do not sort from input to output, or
     your kernels are PyTorch-style (out, in), pass one of the next two forms.
   * ``"none"``: s_P = 1 everywhere (plain AdafacMLP with μLO's sizes).
   * a pytree of floats with the structure of the params.
@@ -50,6 +52,7 @@ import optax
 
 from evolopt.architectures import small_fc_lopt as sfl
 from evolopt.architectures.base import LearnedOptimizer
+from evolopt.contracts import SeparateModels
 from evolopt.registry import ConfigError, register_arch
 
 RULES = ("hidden_fan_in", "none")
@@ -84,6 +87,8 @@ def mup_multipliers_for(tree: Any, spec: MupSpec = "hidden_fan_in") -> list[floa
         return [1.0] * len(shapes)
     if spec != "hidden_fan_in":
         raise ValueError(f"unknown mup_multipliers '{spec}'; valid choices: {', '.join(RULES)}")
+    if isinstance(tree, SeparateModels):  # each model has its own input layer and readout
+        return [s for model in tree for s in mup_multipliers_for(model, spec)]
     weights = sorted((i for i, s in enumerate(shapes) if len(s) >= 2), key=lambda i: _natural_key(paths[i]))
     out = [1.0] * len(shapes)
     for i in weights[1:-1]:  # all but the input layer and the readout
