@@ -181,7 +181,7 @@ def _scorer(probe: Probe, key: jax.Array, num_tasks: int, steps: int):
     training loss, or with ``unroll.meta_loss=valid|both`` of the validation loss (or the two's mean),
     weighted by ``unroll.meta_weight``: their mean is the objective being trained."""
     cfg = probe.unroll_cfg
-    args = (num_tasks, steps, cfg.loss_clip, cfg.meta_loss, cfg.meta_weight)
+    args = (num_tasks, steps, cfg.loss_clip, cfg.meta_loss, cfg.meta_weight, cfg.valid_share)
     evaluate = make_curve_evaluator(probe.family, probe.lopt, *args)
     return jax.jit(lambda flat: evaluate(probe.unravel(flat), key).weighted())
 

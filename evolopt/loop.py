@@ -129,6 +129,9 @@ def check_values(cfg: DictConfig) -> None:
         value = cfg.get("unroll", {}).get(key, default)
         if value not in choices:
             raise ConfigError(f"unroll.{key}={value!r}; valid choices: {', '.join(choices)}")
+    share = cfg.get("unroll", {}).get("valid_share", 0.5)
+    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1:
+        raise ConfigError(f"unroll.valid_share={share!r} must be a number in [0, 1] (the validation loss's share)")
 
 
 @dataclasses.dataclass
@@ -161,7 +164,7 @@ def _setup(cfg: DictConfig) -> _Run:
     ev = cfg.evaluation
     # the meta-loss logged is the one members are scored on (unroll.meta_loss), on the plain family
     ucfg = trainer.unroll_cfg
-    args = (ev.num_tasks, ev.steps, ucfg.loss_clip, ucfg.meta_loss, ucfg.meta_weight)
+    args = (ev.num_tasks, ev.steps, ucfg.loss_clip, ucfg.meta_loss, ucfg.meta_weight, ucfg.valid_share)
     lopt_eval = make_curve_evaluator(plain, trainer.lopt, *args)
     adam_eval = make_curve_evaluator(plain, baseline("adam", ev.adam_lr), *args)
     eval_key = jax.random.fold_in(jax.random.key(cfg.seed), 2)  # the same validation tasks every time

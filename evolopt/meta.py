@@ -185,18 +185,21 @@ def make_curve_evaluator(
     loss_clip: float = 1.5,
     meta_loss: str = "train",
     meta_weight: str = "uniform",
+    valid_share: float = 0.5,
 ) -> Callable[[Any, jax.Array], EvalCurves]:
     """``(theta, key) -> EvalCurves`` (leaves ``[E, steps]``, ``final_valid [E]``) on E fresh tasks, jitted.
 
     The meta-loss of ``theta`` on these tasks is ``mean(curves.weighted())``: the mean over steps
     and tasks of the normalised training-minibatch loss, or with ``meta_loss="valid"`` of the
-    validation loss at each step's params (``"both"``: the two losses' mean), each step weighted
+    validation loss at each step's params (``"both"``: the two mixed by ``valid_share``), each step weighted
     as ``meta_weight`` says (the objective a member's fitness estimates).
     """
 
     def evaluate(theta, key):
         keys = jax.random.split(key, num_tasks)
-        one = lambda k: eval_curves(theta, k, family, lopt, num_steps, loss_clip, meta_loss, meta_weight)  # noqa: E731
+        one = lambda k: eval_curves(  # noqa: E731
+            theta, k, family, lopt, num_steps, loss_clip, meta_loss, meta_weight, valid_share
+        )
         return jax.vmap(one)(keys)
 
     return jax.jit(evaluate)

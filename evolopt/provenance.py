@@ -22,7 +22,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from evolopt.summary import meta_loss_of, meta_weight_of, objective_name
+from evolopt.summary import meta_loss_of, meta_weight_of, objective_name, valid_share_of
 
 
 def versions() -> dict[str, str | None]:
@@ -68,6 +68,8 @@ def last_evaluation(run_dir: Path, cfg: DictConfig) -> dict | None:
         return None
     ev = cfg.evaluation
     settings = f"unroll.meta_loss={meta_loss_of(cfg)}, unroll.meta_weight={meta_weight_of(cfg)}"
+    if meta_loss_of(cfg) == "both" and valid_share_of(cfg) != 0.5:
+        settings += f", unroll.valid_share={valid_share_of(cfg):g}"
     out = {
         "generation": row["generation"],
         "meta_loss": row["meta_loss/mean_theta"],

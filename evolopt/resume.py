@@ -41,6 +41,9 @@ RESUMABLE_CHANGES = {
 }
 
 
+# Keys added after runs were written: a saved config without one ran with this value.
+ADDED_KEYS = {("unroll", "valid_share"): 0.5}
+
 # Every name a run writes in its run dir (anything else there means it is not ours).
 RUN_FILES = {"config.yaml", "metrics.jsonl", "tb", "checkpoints", "theta.npz", "theta.npz.tmp", "meta_training.png"}
 RUN_FILES |= {LOCK_NAME, CORRUPT_DIR}
@@ -51,6 +54,9 @@ def _check_resumable(run_dir: Path, cfg: DictConfig) -> None:
     if not path.is_file() or path.stat().st_size == 0:  # a kill before it was written: this command writes it
         return
     saved = OmegaConf.to_container(OmegaConf.load(path))
+    for (group, key), value in ADDED_KEYS.items():
+        if isinstance(saved.get(group), dict):
+            saved[group].setdefault(key, value)
     now = OmegaConf.to_container(cfg)
     for key in sorted(set(saved) | set(now)):
         if key not in RESUMABLE_CHANGES and saved.get(key) != now.get(key):

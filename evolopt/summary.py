@@ -36,10 +36,18 @@ def meta_weight_of(cfg: Any) -> str:
     return str((cfg.get("unroll") or {}).get("meta_weight", "uniform"))
 
 
+def valid_share_of(cfg: Any) -> float:
+    """The run's ``unroll.valid_share`` (0.5 for configs written before it existed)."""
+    return float((cfg.get("unroll") or {}).get("valid_share", 0.5))
+
+
 def objective_name(cfg: Any) -> str:
     """What the run's meta-loss is, in words: e.g. ``validation loss`` or, under
     ``unroll.meta_weight=linear``, ``validation loss, steps weighted 2(t+1)/(T+1)``."""
     loss = LOSS_NAMES[meta_loss_of(cfg)]
+    share = valid_share_of(cfg)
+    if meta_loss_of(cfg) == "both" and share != 0.5:
+        loss = f"{1 - share:g} x training loss + {share:g} x validation loss"
     return loss if meta_weight_of(cfg) == "uniform" else f"{loss}, steps weighted 2(t+1)/(T+1)"
 
 

@@ -42,10 +42,15 @@ class UnrollConfig:
     loss_clip: float = 1.5  # normalised losses above this (and NaN/inf) score this
     meta_loss: str = "train"  # a step's meta-loss: "train" (its minibatch), "valid" (a validation batch), "both"
     meta_weight: str = "uniform"  # how steps of a trajectory are weighted: see step_weight
+    valid_share: float = 0.5  # under meta_loss="both": the validation loss's share, see step_meta_loss
 
     def __post_init__(self):
         if self.meta_loss not in META_LOSSES:
             raise ValueError(f"meta_loss={self.meta_loss!r}; valid choices: {', '.join(META_LOSSES)}")
+        if isinstance(self.valid_share, bool) or not isinstance(self.valid_share, (int, float)):
+            raise ValueError(f"valid_share={self.valid_share!r} must be a number in [0, 1]")
+        if not 0.0 <= self.valid_share <= 1.0:
+            raise ValueError(f"valid_share={self.valid_share} must be in [0, 1]")
         if self.meta_weight not in META_WEIGHTS:
             raise ValueError(f"meta_weight={self.meta_weight!r}; valid choices: {', '.join(META_WEIGHTS)}")
         if not 1 <= self.truncation_length <= self.min_length <= self.max_length:
@@ -146,13 +151,14 @@ def check_valid_data(family: TaskFamily, meta_loss: str, option: str = "meta_los
         raise ValueError(f"{option}={meta_loss!r} needs validation data, and task_family '{family.name}' has none")
 
 
-def step_meta_loss(train: jax.Array, valid: jax.Array | None, meta_loss: str) -> jax.Array:
+def step_meta_loss(train: jax.Array, valid: jax.Array | None, meta_loss: str, valid_share: float = 0.5) -> jax.Array:
     """A step's meta-loss from its normalised training-minibatch loss and validation-batch loss:
-    ``train``, ``valid``, or under ``"both"`` their mean (a rule scored on both cannot buy a fast
-    training loss with overfitting, nor a low validation loss with slow training)."""
+    ``train``, ``valid``, or under ``"both"`` ``(1 - s) train + s valid`` with ``s = valid_share``
+    (a rule scored on both cannot buy a fast training loss with overfitting, nor a low validation
+    loss with slow training; ``s`` sets the exchange rate, 0.5 is the plain mean)."""
     if meta_loss == "train":
         return train
-    return valid if meta_loss == "valid" else 0.5 * (train + valid)
+    return valid if meta_loss == "valid" else (1.0 - valid_share) * train + valid_share * valid
 
 
 def unroll(
@@ -189,7 +195,7 @@ def unroll(
         bad, valid = ~jnp.isfinite(loss), None
         if held is not None:
             bad, valid = bad | ~jnp.isfinite(held), norm(held)
-        return (st, after), (weight * step_meta_loss(norm(loss), valid, cfg.meta_loss), after, bad)
+        return (st, after), (weight * step_meta_loss(norm(loss), valid, cfg.meta_loss, cfg.valid_share), after, bad)
 
     (state, _), (meta, after, bad) = jax.lax.scan(step, (state, jnp.zeros((), bool)), length=k)
     result = TruncationLoss(
@@ -209,7 +215,7 @@ class EvalCurves:
     ``valid[t]`` (``None`` under ``meta_loss="train"``) the loss of a validation batch at the
     same params, keyed as in :func:`valid_loss`; ``final_valid`` the loss of one
     more validation batch at the final params; ``weight[t]`` step t's :func:`step_weight`;
-    ``meta_loss`` the ``unroll.meta_loss`` the curves were scored for.
+    ``meta_loss`` and ``valid_share`` the ``unroll`` settings the curves were scored for.
     """
 
     train: jax.Array
@@ -217,10 +223,11 @@ class EvalCurves:
     final_valid: jax.Array
     weight: jax.Array
     meta_loss: str = struct.field(pytree_node=False, default="train")
+    valid_share: float = struct.field(pytree_node=False, default=0.5)
 
     def meta(self) -> jax.Array:
         """The curve the meta-loss averages (:func:`step_meta_loss` of each step)."""
-        return step_meta_loss(self.train, self.valid, self.meta_loss)
+        return step_meta_loss(self.train, self.valid, self.meta_loss, self.valid_share)
 
     def weighted(self) -> jax.Array:
         """``meta() * weight``: its mean over steps is the meta-loss a member's fitness estimates."""
@@ -236,12 +243,13 @@ def eval_curves(
     loss_clip: float = 1.5,
     meta_loss: str = "train",
     meta_weight: str = "uniform",
+    valid_share: float = 0.5,
 ) -> EvalCurves:
     """Train one fresh task for ``num_steps`` in one ``lax.scan``; with ``meta_loss="valid"|"both"`` also
     score each step's params on a validation batch, as a member's fitness does under that setting
     (:func:`unroll`), so that ``mean(weighted())`` is the same quantity on this task (a trajectory
     of length ``num_steps``)."""
-    cfg = UnrollConfig(num_steps, num_steps, num_steps, False, loss_clip, meta_loss, meta_weight)  # checks both
+    cfg = UnrollConfig(num_steps, num_steps, num_steps, False, loss_clip, meta_loss, meta_weight, valid_share)
     check_valid_data(family, meta_loss)
     state = new_trajectory(key, theta, family, lopt, cfg)
     opt = lopt.optimizer(theta)
@@ -259,7 +267,7 @@ def eval_curves(
         batch = family.valid_batch(jax.random.fold_in(state.key, 2**31 - 1), state.task)
         final = norm(family.loss(state.params, state.task, batch))
     weight = step_weight(jnp.arange(num_steps), jnp.asarray(num_steps), meta_weight)
-    return EvalCurves(curve, valid, final, weight, meta_loss)
+    return EvalCurves(curve, valid, final, weight, meta_loss, valid_share)
 
 
 def train_curve(

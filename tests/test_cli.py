@@ -22,6 +22,7 @@ from conftest import TINY, run_cli
         ("plugins=[no_such_module_xyz]", "cannot import plugin 'no_such_module_xyz'"),
         ("resume=maybe", "bad resume 'maybe'; valid choices: auto, true, false"),
         ("unroll.meta_loss=test", "unroll.meta_loss='test'; valid choices: train, valid, both"),
+        ("unroll.valid_share=2", "unroll.valid_share=2 must be a number in [0, 1]"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_no_run_dir(tmp_path, override, message):
@@ -57,6 +58,22 @@ def test_existing_run_is_never_overwritten(tiny_run):
     result = run_cli(*TINY, "generations=4", "seed=1", f"run_dir={tiny_run}")
     assert result.returncode == 2 and "holds a run with seed=0, not 1" in result.stderr
     assert (tiny_run / "metrics.jsonl").read_text() == before
+
+
+def test_a_run_written_before_a_key_existed_resumes_with_its_old_value(tiny_run, tmp_path):
+    import shutil
+
+    from omegaconf import OmegaConf
+
+    old = tmp_path / "old"
+    shutil.copytree(tiny_run, old)
+    cfg = OmegaConf.load(old / "config.yaml")
+    del cfg.unroll["valid_share"]  # configs written before unroll.valid_share ran with 0.5
+    OmegaConf.save(cfg, old / "config.yaml")
+    result = run_cli(*TINY, "generations=5", f"run_dir={old}")
+    assert result.returncode == 0, result.stderr
+    result = run_cli(*TINY, "generations=6", "unroll.valid_share=0.2", f"run_dir={old}")
+    assert result.returncode == 2 and "holds a run with unroll=" in result.stderr
 
 
 def test_tiny_run_writes_everything(tiny_run):

@@ -87,29 +87,37 @@ def test_linear_weights_average_one_and_put_three_quarters_on_the_second_half():
     np.testing.assert_array_equal(step_weight(jax.numpy.arange(5), jax.numpy.asarray(5), "uniform"), np.ones(5))
 
 
-@pytest.mark.parametrize("meta_loss", ["valid", "both"])
-def test_linear_weighting_in_the_evaluator_and_in_pes_truncations_matches_the_reference(image_mlp, meta_loss):
+@pytest.mark.parametrize("meta_loss, share", [("valid", 0.5), ("both", 0.5), ("both", 0.2)])
+def test_linear_weighting_in_the_evaluator_and_in_pes_truncations_matches_the_reference(image_mlp, meta_loss, share):
     """The evaluator's ``weighted()`` mean and the sum of a trajectory's truncation losses (what
     PES credits) are both sum_t w(t) loss(t) / T of the step-by-step reference, w = 2(t+1)/(T+1),
-    loss(t) the validation loss or (``both``) the mean of the training and validation losses."""
+    loss(t) the validation loss or (``both``) (1 - s) x the training loss + s x the validation
+    loss, s = ``unroll.valid_share``."""
     from evolopt.unroll import UnrollConfig, init_inner_state, unroll
 
     lopt, theta, key, steps = baseline("adam", 3e-2), {}, jax.random.key(5), 6
-    want = meta_curve(reference_curves(theta, key, image_mlp, lopt, 2, steps), meta_loss)
-    evaluate = make_curve_evaluator(image_mlp, lopt, 2, steps, CLIP, meta_loss=meta_loss, meta_weight="linear")
+    curves = reference_curves(theta, key, image_mlp, lopt, 2, steps)
+    want = meta_curve(curves, meta_loss, share)
+    if share != 0.5:  # the share changes the objective here
+        assert abs(want.mean() - meta_curve(curves, meta_loss).mean()) > 1e-3
+    evaluate = make_curve_evaluator(
+        image_mlp, lopt, 2, steps, CLIP, meta_loss=meta_loss, meta_weight="linear", valid_share=share
+    )
     got = jax.device_get(evaluate(theta, key))
     np.testing.assert_allclose(got.weighted().mean(), (want * linear_weights(steps)).mean(), rtol=2e-5)
     assert abs(got.weighted().mean() - want.mean()) > 1e-3  # the weighting changes the objective here
 
     # one trajectory of T = 6 steps, in two truncations of 3: the first starts it (its loss is `after`
     # the reset), the second continues it (`before`)
-    cfg = UnrollConfig(3, steps, steps, False, CLIP, meta_loss, "linear")
+    cfg = UnrollConfig(3, steps, steps, False, CLIP, meta_loss, "linear", share)
     state = init_inner_state(jax.random.key(9), theta, image_mlp, lopt, cfg)
     trajectory_key = state.key  # the first truncation starts the trajectory of this key
     state, first = unroll(theta, state, image_mlp, lopt, cfg)
     _, second = unroll(theta, state, image_mlp, lopt, cfg)
     assert bool(first.reset) and not bool(second.reset)
-    ref = meta_curve(reference_curves(theta, None, image_mlp, lopt, 1, steps, task_keys=[trajectory_key]), meta_loss)
+    ref = meta_curve(
+        reference_curves(theta, None, image_mlp, lopt, 1, steps, task_keys=[trajectory_key]), meta_loss, share
+    )
     total = 3 * (float(first.after) + float(second.before)) / steps  # each truncation's sums are over K = 3
     np.testing.assert_allclose(total, (ref[0] * linear_weights(steps)).mean(), rtol=2e-5)
     assert float(first.before) == 0.0
@@ -125,6 +133,9 @@ def test_valid_meta_loss_without_validation_data_is_refused():
         make_curve_evaluator(quadratic, baseline("sgd", 0.1), 1, 3, meta_loss="test")({}, jax.random.key(0))
     with pytest.raises(ValueError, match="meta_weight='end'; valid choices: uniform, linear"):
         make_curve_evaluator(quadratic, baseline("sgd", 0.1), 1, 3, meta_weight="end")({}, jax.random.key(0))
+    for share in (1.5, -0.1, "half"):
+        with pytest.raises(ValueError, match=f"valid_share={share!r}|valid_share={share}"):
+            make_curve_evaluator(quadratic, baseline("sgd", 0.1), 1, 3, valid_share=share)({}, jax.random.key(0))
 
 
 RUN = [
@@ -157,10 +168,11 @@ def captured_plot(monkeypatch):
     return made
 
 
-def meta_curve(curves, meta_loss):
-    """The reference's per-step meta-loss: the training curve, the validation curve, or their mean."""
+def meta_curve(curves, meta_loss, share=0.5):
+    """The reference's per-step meta-loss: the training curve, the validation curve, or their
+    mix (1 - share) x training + share x validation."""
     train, valid = curves
-    return {"train": train, "valid": valid, "both": (train + valid) / 2}[meta_loss]
+    return {"train": train, "valid": valid, "both": (1 - share) * train + share * valid}[meta_loss]
 
 
 def linear_weights(steps):
