@@ -65,15 +65,18 @@ def test_a_run_written_before_a_key_existed_resumes_with_its_old_value(tiny_run,
 
     from omegaconf import OmegaConf
 
+    from evolopt.config import load_config
+    from evolopt.registry import ConfigError
+    from evolopt.resume import _check_resumable
+
     old = tmp_path / "old"
     shutil.copytree(tiny_run, old)
     cfg = OmegaConf.load(old / "config.yaml")
     del cfg.unroll["valid_share"]  # configs written before unroll.valid_share ran with 0.5
     OmegaConf.save(cfg, old / "config.yaml")
-    result = run_cli(*TINY, "generations=5", f"run_dir={old}")
-    assert result.returncode == 0, result.stderr
-    result = run_cli(*TINY, "generations=6", "unroll.valid_share=0.2", f"run_dir={old}")
-    assert result.returncode == 2 and "holds a run with unroll=" in result.stderr
+    _check_resumable(old, load_config([*TINY, "generations=5", f"run_dir={old}"]))  # the same run: resumes
+    with pytest.raises(ConfigError, match="holds a run with unroll="):
+        _check_resumable(old, load_config([*TINY, "generations=5", "unroll.valid_share=0.2", f"run_dir={old}"]))
 
 
 def test_tiny_run_writes_everything(tiny_run):
