@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -41,6 +40,7 @@ import numpy as np
 
 from evolopt import gradient_alignment as ga
 from evolopt.registry import ConfigError
+from evolopt.run_dir import atomic_write_text
 
 DEFAULTS: dict[str, str] = {
     "pairs": "8,32,128",
@@ -330,18 +330,12 @@ def markdown(report: dict[str, Any]) -> str:
     return head + "\n".join(lines) + "\n"
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 def write_report(out: Path, report: dict[str, Any]) -> None:
     """``diagnose.json``, ``diagnose.md`` (atomic) and TensorBoard scalars under ``out/tb``."""
     from tensorboardX import SummaryWriter
 
     out.mkdir(parents=True, exist_ok=True)
-    _atomic_write(out / "diagnose.md", markdown(report))
+    atomic_write_text(out / "diagnose.md", markdown(report))
     with SummaryWriter(str(out / "tb")) as w:
         for row in report["rows"]:
             for key, v in row.items():
@@ -353,7 +347,7 @@ def write_report(out: Path, report: dict[str, Any]) -> None:
     if "gradients" in report:
         ga.write(out, report["gradients"])
     body = {k: v for k, v in report.items() if k != "gradients"}
-    _atomic_write(out / "diagnose.json", json.dumps(body, indent=1, allow_nan=True))  # last: marks completion
+    atomic_write_text(out / "diagnose.json", json.dumps(body, indent=1, allow_nan=True))  # last: marks completion
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,6 +33,7 @@ import numpy as np
 
 from evolopt import gradient_probe as gp
 from evolopt.registry import ConfigError
+from evolopt.run_dir import atomic_write_text
 
 GRADIENTS_FILE = "gradients.npz"
 
@@ -150,8 +151,6 @@ def main(argv: list[str]) -> int:
     if opts.get("out"):
         out = Path(opts["out"])
         out.mkdir(parents=True, exist_ok=True)
-        for name, body in (("alignment.json", json.dumps(rows, indent=1)), ("alignment.md", text + "\n")):
-            tmp = out / f".{name}.tmp{os.getpid()}"
-            tmp.write_text(body)
-            tmp.replace(out / name)
+        atomic_write_text(out / "alignment.json", json.dumps(rows, indent=1))
+        atomic_write_text(out / "alignment.md", text + "\n")
     return 0

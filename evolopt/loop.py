@@ -31,7 +31,7 @@ from evolopt.provenance import provenance
 from evolopt.registry import ARCHITECTURES, STRATEGIES, TASK_FAMILIES, ConfigError
 from evolopt.resume import RESUMABLE_CHANGES, disk_full, open_run_dir, prepare_run_dir  # noqa: F401 (API)
 from evolopt.run_dir import RunAborted, StopRequest, fault
-from evolopt.unroll import META_LOSSES, META_WEIGHTS, UnrollConfig, check_valid_data
+from evolopt.unroll import META_LOSSES, META_WEIGHTS, UnrollConfig, check_valid_data, check_valid_share
 
 
 def build(cfg: DictConfig) -> tuple[MetaTrainer, Any]:
@@ -129,9 +129,10 @@ def check_values(cfg: DictConfig) -> None:
         value = cfg.get("unroll", {}).get(key, default)
         if value not in choices:
             raise ConfigError(f"unroll.{key}={value!r}; valid choices: {', '.join(choices)}")
-    share = cfg.get("unroll", {}).get("valid_share", 0.5)
-    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1:
-        raise ConfigError(f"unroll.valid_share={share!r} must be a number in [0, 1] (the validation loss's share)")
+    try:
+        check_valid_share(cfg.get("unroll", {}).get("valid_share", 0.5), option="unroll.valid_share")
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 @dataclasses.dataclass

@@ -47,10 +47,7 @@ class UnrollConfig:
     def __post_init__(self):
         if self.meta_loss not in META_LOSSES:
             raise ValueError(f"meta_loss={self.meta_loss!r}; valid choices: {', '.join(META_LOSSES)}")
-        if isinstance(self.valid_share, bool) or not isinstance(self.valid_share, (int, float)):
-            raise ValueError(f"valid_share={self.valid_share!r} must be a number in [0, 1]")
-        if not 0.0 <= self.valid_share <= 1.0:
-            raise ValueError(f"valid_share={self.valid_share} must be in [0, 1]")
+        check_valid_share(self.valid_share)
         if self.meta_weight not in META_WEIGHTS:
             raise ValueError(f"meta_weight={self.meta_weight!r}; valid choices: {', '.join(META_WEIGHTS)}")
         if not 1 <= self.truncation_length <= self.min_length <= self.max_length:
@@ -58,6 +55,12 @@ class UnrollConfig:
                 "need 1 <= truncation_length <= min_length <= max_length, got "
                 f"{self.truncation_length}, {self.min_length}, {self.max_length}"
             )
+
+
+def check_valid_share(share: Any, option: str = "valid_share") -> None:
+    """ValueError unless ``share`` is a number in [0, 1]; the message names it as ``option``."""
+    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1:
+        raise ValueError(f"{option}={share!r} must be a number in [0, 1] (the validation loss's share)")
 
 
 @struct.dataclass
