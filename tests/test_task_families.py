@@ -247,13 +247,13 @@ def test_batch_size_mask_equals_the_plain_loss_on_the_first_b_examples(name, opt
     params = aug.init_params(key, task)
     k_batch = jax.random.key(6)
     batch = aug.sample_batch(k_batch, task)
-    loss, grad = jax.value_and_grad(aug.loss)(params, task, batch)
+    loss, grad = jax.jit(jax.value_and_grad(aug.loss))(params, task, batch)  # one compile, not one per op
     first_b = jax.tree.map(lambda x: x[:b], plain.sample_batch(k_batch, task["base"]))  # a batch of b examples
-    want, want_grad = jax.value_and_grad(plain.loss)(params, task["base"], first_b)
+    want, want_grad = jax.jit(jax.value_and_grad(plain.loss))(params, task["base"], first_b)
     assert float(loss) == pytest.approx(float(want), rel=1e-5)
     jax.tree.map(lambda g, w: np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-6), grad, want_grad)
-    full = plain.loss(params, task["base"], plain.sample_batch(k_batch, task["base"]))  # without weights: all 32
-    assert float(aug.loss(params, task, {k: v for k, v in batch.items() if k != "weights"})) == pytest.approx(
+    full = jax.jit(plain.loss)(params, task["base"], plain.sample_batch(k_batch, task["base"]))  # no weights: all 32
+    assert float(jax.jit(aug.loss)(params, task, {k: v for k, v in batch.items() if k != "weights"})) == pytest.approx(
         float(full), rel=1e-6
     )
 
