@@ -1,0 +1,107 @@
+"""The trade `unroll.valid_share` makes: training speed against test loss, on both suites.
+
+    python experiments/ns_input/front.py [OUT.png]
+
+For every candidate of rounds 10-13 (shares 0, 0.125, 0.25; each against the start with
+`adam_lr_mult=1`), prints and plots
+* on `validation2`: the geo-mean of candidate / start mean training loss (x) and final validation
+  loss (y), with the eligibility counts;
+* on `heldout2` (only the candidates evaluated there): mean-train wins (x) and test-loss losses
+  (y) out of 10, with issue 12's target region (>= 8 wins, <= 2 worse), and the shipped file
+  (round 11's pick with `conv_as_matrix=true`) against the start with the same conv option.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+from vs_start import geo, read  # noqa: E402
+
+HERE = Path(__file__).parent / "eval"
+SHARES = {"r10": 0.0, "r12": 0.125, "r13": 0.125, "r11": 0.25}
+CANDIDATES = [f"{r}_seed{s}" for r in ("r10", "r11", "r12") for s in (0, 1)] + ["r13_seed2", "r13_seed3"]
+
+
+def ratios(cand_dir: Path, start_dir: Path) -> dict[str, list[float]]:
+    """Per task: candidate / start for mean training loss and final validation (test) loss."""
+    cand, start = read(cand_dir), read(start_dir)
+    tasks = [t for t in cand if t in start]
+    return {
+        "mean": [cand[t]["mean"] / start[t]["mean"] for t in tasks],
+        "valid": [cand[t]["valid"] / start[t]["valid"] for t in tasks],
+    }
+
+
+def summary(name: str, suite: str) -> dict | None:
+    cand_dir, start_dir = HERE / f"{suite}_{name}", HERE / f"{suite}_start_adam_lr_mult1"
+    if not (cand_dir / "results.csv").is_file():
+        return None
+    r = ratios(cand_dir, start_dir)
+    return {
+        "n": len(r["mean"]),
+        "wins": sum(x < 1 for x in r["mean"]),
+        "worse": sum(x > 1 for x in r["valid"]),
+        "geo_mean": geo(r["mean"]),
+        "geo_valid": geo(r["valid"]),
+    }
+
+
+def shipped_matched() -> dict:
+    """`celo2-cpu` as shipped on `heldout2`: round 11's pick, with its conv task replaced by the shipped file's
+    (`conv_as_matrix=true`) against the start with the same conv option."""
+    pick = ratios(HERE / "heldout2_r11_seed1", HERE / "heldout2_start_adam_lr_mult1")
+    tasks = [t for t in read(HERE / "heldout2_r11_seed1") if t in read(HERE / "heldout2_start_adam_lr_mult1")]
+    conv = ratios(HERE / "heldout2_celo2-cpu_r11_conv", HERE / "heldout2_start_conv_as_matrix")
+    i = tasks.index("mnist5k_conv8x16_16x16")
+    mean, valid = list(pick["mean"]), list(pick["valid"])
+    mean[i], valid[i] = conv["mean"][0], conv["valid"][0]
+    return {"wins": sum(x < 1 for x in mean), "worse": sum(x > 1 for x in valid), "n": len(mean)}
+
+
+def main(out: Path) -> None:
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
+    colors = {0.0: "tab:red", 0.125: "tab:purple", 0.25: "tab:blue"}
+    print("| candidate | share | validation2: wins, geo-mean; worse, geo-mean | heldout2: wins; test worse |")
+    print("|---|---|---|---|")
+    for name in CANDIDATES:
+        share = SHARES[name.split("_")[0]]
+        v, h = summary(name, "validation2"), summary(name, "heldout2")
+        if v is None:
+            continue
+        c = colors[share]
+        left.scatter(v["geo_mean"], v["geo_valid"], color=c, label=f"valid_share={share}")
+        left.annotate(name, (v["geo_mean"], v["geo_valid"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        held = f"{h['wins']}/{h['n']}; {h['worse']}/{h['n']}" if h else "not evaluated"
+        if h:
+            right.scatter(h["wins"], h["worse"], color=c, s=60)
+            right.annotate(name, (h["wins"], h["worse"]), fontsize=7, xytext=(4, 4), textcoords="offset points")
+        row = f"{v['wins']}/{v['n']}, {v['geo_mean']:.3f}; {v['worse']}/{v['n']}, {v['geo_valid']:.3f}"
+        print(f"| `{name}` | {share} | {row} | {held} |")
+    shipped = shipped_matched()
+    right.scatter(shipped["wins"], shipped["worse"], marker="*", color="black", s=120, label="celo2-cpu as shipped")
+    print(f"| `celo2-cpu` as shipped (matched conv option) | 0.25 | | {shipped['wins']}/10; {shipped['worse']}/10 |")
+    handles = {lab: h for h, lab in zip(*left.get_legend_handles_labels())}
+    left.legend(handles.values(), handles.keys(), fontsize=8)
+    left.axhline(1, color="grey", lw=0.5)
+    left.axvline(1, color="grey", lw=0.5)
+    left.set(xlabel="mean training loss / start (geo-mean)", ylabel="final validation loss / start (geo-mean)")
+    left.set_title("validation2 (6 tasks; lower-left is better)", fontsize=10)
+    right.fill_between([7.5, 10.5], -0.5, 2.5, color="green", alpha=0.15, label="issue 12's target")
+    right.set(xlim=(-0.5, 10.5), ylim=(-0.5, 10), xlabel="mean training loss: wins vs start (of 10)")
+    right.set(ylabel="test loss: worse than start (of 10)")
+    right.set_title("heldout2 (evaluated picks only; per-tap convs)", fontsize=10)
+    right.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).parent / "share_front.png")
