@@ -2,7 +2,7 @@
 
     python experiments/ns_input/front.py [OUT.png]
 
-For every candidate of rounds 10-13 (shares 0, 0.125, 0.25; each against the start with
+For every candidate of rounds 10-14 (shares 0, 0.125, 0.1875, 0.25; each against the start with
 `adam_lr_mult=1`), prints and plots
 * on `validation2`: the geo-mean of candidate / start mean training loss (x) and final validation
   loss (y), with the eligibility counts;
@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from vs_start import geo, read  # noqa: E402
 
 HERE = Path(__file__).parent / "eval"
-SHARES = {"r10": 0.0, "r12": 0.125, "r13": 0.125, "r11": 0.25}
-CANDIDATES = [f"{r}_seed{s}" for r in ("r10", "r11", "r12") for s in (0, 1)] + ["r13_seed2", "r13_seed3"]
+SHARES = {"r10": 0.0, "r12": 0.125, "r13": 0.125, "r14": 0.1875, "r11": 0.25}
+CANDIDATES = [f"{r}_seed{s}" for r in ("r10", "r11", "r12", "r14") for s in (0, 1)] + ["r13_seed2", "r13_seed3"]
 
 
 def ratios(cand_dir: Path, start_dir: Path) -> dict[str, list[float]]:
@@ -67,7 +67,7 @@ def shipped_matched() -> dict:
 
 def main(out: Path) -> None:
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
-    colors = {0.0: "tab:red", 0.125: "tab:purple", 0.25: "tab:blue"}
+    colors = {0.0: "tab:red", 0.125: "tab:purple", 0.1875: "tab:green", 0.25: "tab:blue"}
     print("| candidate | share | validation2: wins, geo-mean; worse, geo-mean | heldout2: wins; test worse |")
     print("|---|---|---|---|")
     for name in CANDIDATES:
