@@ -29,13 +29,21 @@ SHARES = {"r10": 0.0, "r12": 0.125, "r13": 0.125, "r14": 0.1875, "r11": 0.25}
 CANDIDATES = [f"{r}_seed{s}" for r in ("r10", "r11", "r12", "r14") for s in (0, 1)] + ["r13_seed2", "r13_seed3"]
 
 
-def ratios(cand_dir: Path, start_dir: Path) -> dict[str, list[float]]:
-    """Per task: candidate / start for mean training loss and final validation (test) loss."""
+def ratios(cand_dir: Path, start_dir: Path) -> dict[str, tuple[float, float]]:
+    """Per task: candidate / start for mean training loss and for final validation (test) loss."""
     cand, start = read(cand_dir), read(start_dir)
-    tasks = [t for t in cand if t in start]
+    return {t: (cand[t]["mean"] / start[t]["mean"], cand[t]["valid"] / start[t]["valid"]) for t in cand if t in start}
+
+
+def counts(r: dict[str, tuple[float, float]]) -> dict:
+    """Mean-train wins, tasks with worse validation loss, and both geo-means."""
+    mean, valid = [m for m, _ in r.values()], [v for _, v in r.values()]
     return {
-        "mean": [cand[t]["mean"] / start[t]["mean"] for t in tasks],
-        "valid": [cand[t]["valid"] / start[t]["valid"] for t in tasks],
+        "n": len(r),
+        "wins": sum(x < 1 for x in mean),
+        "worse": sum(x > 1 for x in valid),
+        "geo_mean": geo(mean),
+        "geo_valid": geo(valid),
     }
 
 
@@ -43,26 +51,16 @@ def summary(name: str, suite: str) -> dict | None:
     cand_dir, start_dir = HERE / f"{suite}_{name}", HERE / f"{suite}_start_adam_lr_mult1"
     if not (cand_dir / "results.csv").is_file():
         return None
-    r = ratios(cand_dir, start_dir)
-    return {
-        "n": len(r["mean"]),
-        "wins": sum(x < 1 for x in r["mean"]),
-        "worse": sum(x > 1 for x in r["valid"]),
-        "geo_mean": geo(r["mean"]),
-        "geo_valid": geo(r["valid"]),
-    }
+    return counts(ratios(cand_dir, start_dir))
 
 
 def shipped_matched() -> dict:
     """`celo2-cpu` as shipped on `heldout2`: round 11's pick, with its conv task replaced by the shipped file's
     (`conv_as_matrix=true`) against the start with the same conv option."""
-    pick = ratios(HERE / "heldout2_r11_seed1", HERE / "heldout2_start_adam_lr_mult1")
-    tasks = [t for t in read(HERE / "heldout2_r11_seed1") if t in read(HERE / "heldout2_start_adam_lr_mult1")]
+    r = ratios(HERE / "heldout2_r11_seed1", HERE / "heldout2_start_adam_lr_mult1")
     conv = ratios(HERE / "heldout2_celo2-cpu_r11_conv", HERE / "heldout2_start_conv_as_matrix")
-    i = tasks.index("mnist5k_conv8x16_16x16")
-    mean, valid = list(pick["mean"]), list(pick["valid"])
-    mean[i], valid[i] = conv["mean"][0], conv["valid"][0]
-    return {"wins": sum(x < 1 for x in mean), "worse": sum(x > 1 for x in valid), "n": len(mean)}
+    assert conv.keys() <= r.keys(), conv.keys()
+    return counts({**r, **conv})
 
 
 def main(out: Path) -> None:
