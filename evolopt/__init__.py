@@ -5,7 +5,21 @@ Using a trained optimizer needs only jax and optax::
     opt = evolopt.load_optimizer("runs/x/theta.npz", learning_rate=1e-3)
 """
 
-from evolopt.export import ThetaFileError, load_optimizer, load_theta_file, pretrained_names, save_theta_file
+from evolopt.export import (
+    ThetaFileError,
+    average_theta_files,
+    load_optimizer,
+    load_theta_file,
+    pretrained_names,
+    save_theta_file,
+)
 
-__all__ = ["ThetaFileError", "load_optimizer", "load_theta_file", "pretrained_names", "save_theta_file"]
+__all__ = [
+    "ThetaFileError",
+    "average_theta_files",
+    "load_optimizer",
+    "load_theta_file",
+    "pretrained_names",
+    "save_theta_file",
+]
 __version__ = "0.1.0"

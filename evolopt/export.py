@@ -124,6 +124,50 @@ def check_structure(path: Path | str, arch: str, theta: dict, template: Any) -> 
         )
 
 
+def average_theta_files(paths: list[str | os.PathLike], out: str | os.PathLike) -> Path:
+    """Write the elementwise mean of several theta files (one arch, one set of options) to ``out``.
+
+    ``theta_out = (1/k) sum_i theta_i``. Independent meta-training runs from one start share the part of
+    their move that the meta-gradient explains and not their estimation noise, so their mean keeps the
+    first and divides the squared length of the second by ``k`` (experiments/ns_input, round 15).
+
+    Args:
+      paths: two or more theta files, run directories or pretrained names.
+      out: the file to write (atomically); it may not be one of ``paths``.
+
+    Returns:
+      ``out`` as a Path. The header keeps the common arch and options and lists each source's header
+      under ``averaged_from``.
+    """
+    if len(paths) < 2:
+        raise ThetaFileError(f"averaging needs two or more theta files, got {len(paths)}")
+    resolved = [resolve_path(p) for p in paths]
+    out = Path(out)
+    if any(out.resolve() == r.resolve() for r in resolved if r.exists()):
+        raise ThetaFileError(f"out={out} is one of the files to average; write the mean to a new file")
+    loaded = [load_theta_file(r) for r in resolved]
+    (first, head0), path0 = loaded[0], resolved[0]
+    for (theta, head), path in zip(loaded[1:], resolved[1:]):
+        for key in ("arch", "arch_config"):
+            if head[key] != head0[key]:
+                raise ThetaFileError(
+                    f"'{path}' has {key} {head[key]!r}, '{path0}' has {head0[key]!r}; "
+                    "only files of one arch and options can be averaged"
+                )
+        shapes = {k: v.shape for k, v in _flatten(theta).items()}
+        if shapes != {k: v.shape for k, v in _flatten(first).items()}:
+            raise ThetaFileError(f"'{path}' and '{path0}' hold differently shaped thetas")
+    mean = jax.tree.map(
+        lambda *leaves: np.mean(np.stack(leaves).astype(np.float64), 0).astype(leaves[0].dtype),
+        *[theta for theta, _ in loaded],
+    )
+    sources = [
+        {"path": str(p), **{k: v for k, v in h.items() if k not in ("format", "version", "arch", "arch_config")}}
+        for p, (_, h) in zip(resolved, loaded)
+    ]
+    return save_theta_file(out, mean, head0["arch"], head0["arch_config"], averaged_from=sources)
+
+
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 
 

@@ -2,7 +2,9 @@
 
 - ``evolopt-export run_dir=DIR [out=FILE.npz] [generation=N]``: write a run's mean theta (latest or a
   given checkpoint) as a portable theta file;
-- ``evolopt-export info=FILE``: print a theta file's header (architecture, where it came from).
+- ``evolopt-export info=FILE``: print a theta file's header (architecture, where it came from);
+- ``evolopt-export 'average=[A,B,...]' out=FILE.npz``: write the elementwise mean of theta files (runs of
+  one arch and options, e.g. several seeds of one recipe).
 
 The theta file format and loading live in :mod:`evolopt.export`, which needs only
 jax, numpy and optax; exporting a run needs the trainer to restore a checkpoint. It
@@ -14,12 +16,13 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 from evolopt.registry import ConfigError
 
 PROG = "evolopt-export"
-KEYS = ["run_dir", "out", "generation", "info"]
+KEYS = ["run_dir", "out", "generation", "info", "average"]
 
 
 def describe(path: str) -> str:
@@ -41,7 +44,12 @@ def help_text() -> str:
         text = f.read().split("# --- Hydra")[0]
     keys = ["  " + line for line in text.splitlines() if line and not line.startswith(("#", "defaults", "  -"))]
     return "\n".join(
-        ["usage: evolopt-export run_dir=DIR [out=FILE.npz] [generation=N] | evolopt-export info=FILE", "", *keys]
+        [
+            "usage: evolopt-export run_dir=DIR [out=FILE.npz] [generation=N] | evolopt-export info=FILE",
+            "       evolopt-export 'average=[A,B,...]' out=FILE.npz",
+            "",
+            *keys,
+        ]
     )
 
 
@@ -53,8 +61,17 @@ def _validate(overrides: list[str]) -> None:
 
 
 def _check(cfg: Any) -> None:
-    if (cfg.run_dir is None) == (cfg.info is None):
-        raise ConfigError("give run_dir=DIR (export a run) or info=FILE (print a theta file's header), one of them")
+    modes = [key for key in ("run_dir", "info", "average") if cfg[key] is not None]
+    if len(modes) != 1:
+        raise ConfigError(
+            "give one of run_dir=DIR (export a run), info=FILE (print a theta file's header) or "
+            f"'average=[A,B,...]' out=FILE (the mean of theta files); got {modes or 'none'}"
+        )
+    if cfg.average is not None:
+        if not isinstance(cfg.average, Sequence) or isinstance(cfg.average, str):
+            raise ConfigError(f"average={cfg.average!r} must be a list of theta files: 'average=[A,B]'")
+        if cfg.out is None:
+            raise ConfigError("average=[...] needs out=FILE.npz (where to write the mean)")
     if cfg.generation is not None and (isinstance(cfg.generation, bool) or not isinstance(cfg.generation, int)):
         raise ConfigError(f"generation={cfg.generation!r} must be an integer")
 
@@ -66,6 +83,12 @@ def export_job(cfg: Any) -> None:
     try:
         if cfg.info is not None:
             print(describe(str(cfg.info)))
+            return
+        if cfg.average is not None:
+            from evolopt.export import average_theta_files
+
+            path = average_theta_files([str(p) for p in cfg.average], str(cfg.out))
+            print(f"wrote {path}: the mean of {len(cfg.average)} theta files")
             return
         from evolopt.loop import export_run
 

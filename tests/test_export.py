@@ -98,3 +98,52 @@ def test_export_cli_rejects_bad_input(tmp_path):
     assert result.returncode == 2
     assert "is not an evolopt run directory" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def _adam_theta_file(path, learning_rate: float, arch_config: dict | None = None):
+    import evolopt.architectures  # noqa: F401
+
+    theta = ARCHITECTURES.build("adam_hparams").init_theta(jax.random.key(0))
+    theta = {**theta, "log_lr": jnp.asarray(np.log(learning_rate), jnp.float32)}
+    return evolopt.save_theta_file(path, theta, "adam_hparams", arch_config or {}, seed=int(1 / learning_rate))
+
+
+def test_average_of_theta_files_is_their_elementwise_mean(tmp_path):
+    """theta holds log(lr), so the mean of Adam(1e-3) and Adam(1e-1) files is Adam(1e-2) (closed form):
+    the averaged file must train a flax model exactly as optax.adam(1e-2), and keep both sources' provenance."""
+    from evolopt.export import average_theta_files, load_theta_file
+
+    a, b = _adam_theta_file(tmp_path / "a.npz", 1e-3), _adam_theta_file(tmp_path / "b.npz", 1e-1)
+    out = average_theta_files([a, b], tmp_path / "mean.npz")
+    ours = train_flax_mlp(evolopt.load_optimizer(out), steps=60)
+    reference = train_flax_mlp(optax.with_extra_args_support(optax.adam(1e-2)), steps=60)
+    np.testing.assert_allclose(ours, reference, rtol=2e-4, atol=1e-5)
+    _, header = load_theta_file(out)
+    assert (header["arch"], header["arch_config"]) == ("adam_hparams", {})
+    assert [(s["path"], s["seed"]) for s in header["averaged_from"]] == [(str(a), 1000), (str(b), 10)]
+
+
+def test_average_refuses_mixed_options_its_own_input_and_a_single_file(tmp_path):
+    from evolopt.export import average_theta_files
+
+    a = _adam_theta_file(tmp_path / "a.npz", 1e-3)
+    other = _adam_theta_file(tmp_path / "other.npz", 1e-3, {"init_learning_rate": 0.1})
+    before = a.read_bytes()
+    with pytest.raises(ThetaFileError, match="has arch_config .* only files of one arch and options"):
+        average_theta_files([a, other], tmp_path / "mean.npz")
+    with pytest.raises(ThetaFileError, match="is one of the files to average"):
+        average_theta_files([a, other], a)
+    with pytest.raises(ThetaFileError, match="needs two or more"):
+        average_theta_files([a], tmp_path / "mean.npz")
+    assert a.read_bytes() == before and not (tmp_path / "mean.npz").exists()
+
+
+def test_export_cli_average(tmp_path):
+    a, b = _adam_theta_file(tmp_path / "a.npz", 1e-3), _adam_theta_file(tmp_path / "b.npz", 1e-1)
+    result = run_cli(f"average=[{a},{b}]", module="evolopt.export_cli")  # no out=
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert "needs out=" in result.stderr
+    result = run_cli(f"average=[{a},{b}]", f"out={tmp_path / 'mean.npz'}", module="evolopt.export_cli")
+    assert result.returncode == 0, result.stderr
+    theta, _ = evolopt.load_theta_file(tmp_path / "mean.npz")
+    np.testing.assert_allclose(theta["log_lr"], np.log(1e-2), rtol=1e-6)
