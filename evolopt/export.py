@@ -148,12 +148,19 @@ def average_theta_files(paths: list[str | os.PathLike], out: str | os.PathLike) 
     loaded = [load_theta_file(r) for r in resolved]
     (first, head0), path0 = loaded[0], resolved[0]
     for (theta, head), path in zip(loaded[1:], resolved[1:]):
-        for key in ("arch", "arch_config"):
-            if head[key] != head0[key]:
-                raise ThetaFileError(
-                    f"'{path}' has {key} {head[key]!r}, '{path0}' has {head0[key]!r}; "
-                    "only files of one arch and options can be averaged"
-                )
+        if head["arch"] != head0["arch"]:
+            raise ThetaFileError(f"'{path}' holds arch '{head['arch']}', '{path0}' '{head0['arch']}'; cannot average")
+        options, options0 = head["arch_config"], head0["arch_config"]
+        differ = [
+            f"{k} {options.get(k)!r} vs {options0.get(k)!r}"
+            for k in sorted({*options, *options0})
+            if options.get(k) != options0.get(k)
+        ]
+        if differ:
+            raise ThetaFileError(
+                f"'{path}' and '{path0}' differ in arch options ({', '.join(differ)}); "
+                "only files of one arch and options can be averaged"
+            )
         shapes = {k: v.shape for k, v in _flatten(theta).items()}
         if shapes != {k: v.shape for k, v in _flatten(first).items()}:
             raise ThetaFileError(f"'{path}' and '{path0}' hold differently shaped thetas")

@@ -2,8 +2,8 @@
 
     python experiments/ns_input/front.py [OUT.png]
 
-For every candidate of rounds 10-14 (shares 0, 0.125, 0.1875, 0.25; each against the start with
-`adam_lr_mult=1`), prints and plots
+For every candidate of rounds 10-16 (shares 0, 0.125, 0.1875, 0.25; single runs as dots, means of two
+chains as squares, of four as diamonds; each against the start with `adam_lr_mult=1`), prints and plots
 * on `validation2`: the geo-mean of candidate / start mean training loss (x) and final validation
   loss (y), with the eligibility counts;
 * on `heldout2` (only the candidates evaluated there): mean-train wins (x) and test-loss losses
@@ -25,8 +25,17 @@ sys.path.insert(0, str(Path(__file__).parent))
 from vs_start import geo, read  # noqa: E402
 
 HERE = Path(__file__).parent / "eval"
-SHARES = {"r10": 0.0, "r12": 0.125, "r13": 0.125, "r14": 0.1875, "r11": 0.25}
+SHARES = {"r10": 0.0, "r12": 0.125, "r13": 0.125, "r14": 0.1875, "r11": 0.25, "avg4": 0.125}
 CANDIDATES = [f"{r}_seed{s}" for r in ("r10", "r11", "r12", "r14") for s in (0, 1)] + ["r13_seed2", "r13_seed3"]
+CANDIDATES += [f"avg_{r}" for r in ("r10", "r11", "r12", "r13", "r14")] + ["avg4_0125", "avg4_0125_b"]
+
+
+def share_and_marker(name: str) -> tuple[float, str]:
+    """A candidate's valid_share, and its marker: one run, the mean of two chains, of four."""
+    parts = name.split("_")
+    if parts[0] == "avg":
+        return SHARES[parts[1]], "s"
+    return SHARES[parts[0]], ("D" if parts[0] == "avg4" else "o")
 
 
 def ratios(cand_dir: Path, start_dir: Path) -> dict[str, tuple[float, float]]:
@@ -69,16 +78,16 @@ def main(out: Path) -> None:
     print("| candidate | share | validation2: wins, geo-mean; worse, geo-mean | heldout2: wins; test worse |")
     print("|---|---|---|---|")
     for name in CANDIDATES:
-        share = SHARES[name.split("_")[0]]
+        share, marker = share_and_marker(name)
         v, h = summary(name, "validation2"), summary(name, "heldout2")
         if v is None:
             continue
         c = colors[share]
-        left.scatter(v["geo_mean"], v["geo_valid"], color=c, label=f"valid_share={share}")
+        left.scatter(v["geo_mean"], v["geo_valid"], color=c, marker=marker, label=f"valid_share={share}")
         left.annotate(name, (v["geo_mean"], v["geo_valid"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
         held = f"{h['wins']}/{h['n']}; {h['worse']}/{h['n']}" if h else "not evaluated"
         if h:
-            right.scatter(h["wins"], h["worse"], color=c, s=60)
+            right.scatter(h["wins"], h["worse"], color=c, marker=marker, s=60)
             right.annotate(name, (h["wins"], h["worse"]), fontsize=7, xytext=(4, 4), textcoords="offset points")
         row = f"{v['wins']}/{v['n']}, {v['geo_mean']:.3f}; {v['worse']}/{v['n']}, {v['geo_valid']:.3f}"
         print(f"| `{name}` | {share} | {row} | {held} |")
