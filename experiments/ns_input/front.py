@@ -3,7 +3,7 @@
     python experiments/ns_input/front.py [OUT.png]
 
 For every candidate of rounds 10-16 (shares 0, 0.125, 0.1875, 0.25; single runs as dots, means of two
-chains as squares, of four as diamonds; each against the start with `adam_lr_mult=1`), prints and plots
+chains as squares, of four as diamonds, of eight as a plus; each against the start with `adam_lr_mult=1`), prints and plots
 * on `validation2`: the geo-mean of candidate / start mean training loss (x) and final validation
   loss (y), with the eligibility counts;
 * on `heldout2` (only the candidates evaluated there): mean-train wins (x) and test-loss losses
@@ -25,17 +25,17 @@ sys.path.insert(0, str(Path(__file__).parent))
 from vs_start import geo, read  # noqa: E402
 
 HERE = Path(__file__).parent / "eval"
-SHARES = {"r10": 0.0, "r12": 0.125, "r13": 0.125, "r14": 0.1875, "r11": 0.25, "avg4": 0.125}
+SHARES = {"r10": 0.0, "r12": 0.125, "r13": 0.125, "r14": 0.1875, "r11": 0.25, "avg4": 0.125, "avg8": 0.125}
 CANDIDATES = [f"{r}_seed{s}" for r in ("r10", "r11", "r12", "r14") for s in (0, 1)] + ["r13_seed2", "r13_seed3"]
-CANDIDATES += [f"avg_{r}" for r in ("r10", "r11", "r12", "r13", "r14")] + ["avg4_0125", "avg4_0125_b"]
+CANDIDATES += [f"avg_{r}" for r in ("r10", "r11", "r12", "r13", "r14")] + ["avg4_0125", "avg4_0125_b", "avg8_0125"]
 
 
 def share_and_marker(name: str) -> tuple[float, str]:
-    """A candidate's valid_share, and its marker: one run, the mean of two chains, of four."""
+    """A candidate's valid_share, and its marker: one run, the mean of two chains, of four, of eight."""
     parts = name.split("_")
     if parts[0] == "avg":
         return SHARES[parts[1]], "s"
-    return SHARES[parts[0]], ("D" if parts[0] == "avg4" else "o")
+    return SHARES[parts[0]], {"avg4": "D", "avg8": "P"}.get(parts[0], "o")
 
 
 def ratios(cand_dir: Path, start_dir: Path) -> dict[str, tuple[float, float]]:
@@ -99,7 +99,7 @@ def main(out: Path) -> None:
     left.axhline(1, color="grey", lw=0.5)
     left.axvline(1, color="grey", lw=0.5)
     left.set(xlabel="mean training loss / start (geo-mean)", ylabel="final validation loss / start (geo-mean)")
-    left.set_title("validation2 (6 tasks; lower-left is better)", fontsize=10)
+    left.set_title("validation2 (lower-left is better; o 1 run, s/D/P mean of 2/4/8)", fontsize=10)
     right.fill_between([7.5, 10.5], -0.5, 2.5, color="green", alpha=0.15, label="issue 12's target")
     right.set(xlim=(-0.5, 10.5), ylim=(-0.5, 10), xlabel="mean training loss: wins vs start (of 10)")
     right.set(ylabel="test loss: worse than start (of 10)")
