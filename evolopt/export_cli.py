@@ -74,6 +74,10 @@ def _check(cfg: Any) -> None:
             raise ConfigError("average=[...] needs out=FILE.npz (where to write the mean)")
     if cfg.generation is not None and (isinstance(cfg.generation, bool) or not isinstance(cfg.generation, int)):
         raise ConfigError(f"generation={cfg.generation!r} must be an integer")
+    unused = {"info": ["out", "generation"], "average": ["generation"]}.get(modes[0], [])
+    given = [key for key in unused if cfg[key] is not None]
+    if given:  # usability: an option the mode ignores would be a silent no-op
+        raise ConfigError(f"{given[0]}= does nothing with {modes[0]}=; {given[0]}= applies to run_dir= exports")
 
 
 def export_job(cfg: Any) -> None:

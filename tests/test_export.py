@@ -147,3 +147,23 @@ def test_export_cli_average(tmp_path):
     assert result.returncode == 0, result.stderr
     theta, _ = evolopt.load_theta_file(tmp_path / "mean.npz")
     np.testing.assert_allclose(theta["log_lr"], np.log(1e-2), rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"average": "a.npz", "out": "m.npz"}, "must be a list of theta files"),
+        ({"average": ["a", "b"], "out": "m.npz", "generation": 3}, "generation= does nothing with average="),
+        ({"info": "celo2-cpu", "out": "m.npz"}, "out= does nothing with info="),
+        ({"info": "celo2-cpu", "run_dir": "runs/x"}, r"give one of .*got \['run_dir', 'info'\]"),
+    ],
+)
+def test_export_cli_refuses_options_its_mode_ignores(overrides, message):
+    from omegaconf import OmegaConf
+
+    from evolopt.export_cli import KEYS, _check
+    from evolopt.registry import ConfigError
+
+    cfg = OmegaConf.create({**dict.fromkeys(KEYS), **overrides})
+    with pytest.raises(ConfigError, match=message):
+        _check(cfg)

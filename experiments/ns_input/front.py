@@ -2,8 +2,9 @@
 
     python experiments/ns_input/front.py [OUT.png]
 
-For every candidate of rounds 10-16 (shares 0, 0.125, 0.1875, 0.25; single runs as dots, means of two
-chains as squares, of four as diamonds, of eight as a plus; each against the start with `adam_lr_mult=1`), prints and plots
+For every candidate of rounds 10-17 (shares 0, 0.125, 0.1875, 0.25; single runs as dots, means of two
+chains as squares, of four as diamonds, of eight as a plus; each against the start with
+`adam_lr_mult=1`), prints and plots
 * on `validation2`: the geo-mean of candidate / start mean training loss (x) and final validation
   loss (y), with the eligibility counts;
 * on `heldout2` (only the candidates evaluated there): mean-train wins (x) and test-loss losses
