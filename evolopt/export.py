@@ -161,9 +161,7 @@ def average_theta_files(paths: list[str | os.PathLike], out: str | os.PathLike) 
                 f"'{path}' and '{path0}' differ in arch options ({', '.join(differ)}); "
                 "only files of one arch and options can be averaged"
             )
-        shapes = {k: v.shape for k, v in _flatten(theta).items()}
-        if shapes != {k: v.shape for k, v in _flatten(first).items()}:
-            raise ThetaFileError(f"'{path}' and '{path0}' hold differently shaped thetas")
+        check_structure(path, head0["arch"], theta, first)  # same leaves and shapes as the first file
     mean = jax.tree.map(
         lambda *leaves: np.mean(np.stack(leaves).astype(np.float64), 0).astype(leaves[0].dtype),
         *[theta for theta, _ in loaded],

@@ -154,6 +154,16 @@ class _Run:
     adam: Any = None  # Adam's EvalCurves on the evaluation tasks (host arrays)
 
 
+def validation_evaluator(cfg: DictConfig, trainer: MetaTrainer, lopt: Any = None) -> tuple[Any, jax.Array]:
+    """``(evaluate, key)``: what a run logs as ``meta_loss/*`` for ``lopt`` (default: the run's arch), i.e.
+    ``evaluate(theta, key)`` on the run's fixed validation tasks of its plain (un-augmented) family, scored by
+    the meta-loss members are scored on (``unroll.meta_loss``)."""
+    plain, ev, u = trainer.family.unaugmented or trainer.family, cfg.evaluation, trainer.unroll_cfg
+    args = (ev.num_tasks, ev.steps, u.loss_clip, u.meta_loss, u.meta_weight, u.valid_share)
+    key = jax.random.fold_in(jax.random.key(cfg.seed), 2)  # the same validation tasks every time
+    return make_curve_evaluator(plain, trainer.lopt if lopt is None else lopt, *args), key
+
+
 def _setup(cfg: DictConfig) -> _Run:
     """Build and compile everything, checking it fits, before anything is written."""
     check_values(cfg)
@@ -162,13 +172,8 @@ def _setup(cfg: DictConfig) -> _Run:
     plain = trainer.family.unaugmented or trainer.family  # users train un-reparameterised models
     if not resuming:  # a family the arch learns nothing on is refused once, before the run starts
         check_learnable(trainer.lopt, plain, theta0, group_config(cfg, "arch")[1])
-    ev = cfg.evaluation
-    # the meta-loss logged is the one members are scored on (unroll.meta_loss), on the plain family
-    ucfg = trainer.unroll_cfg
-    args = (ev.num_tasks, ev.steps, ucfg.loss_clip, ucfg.meta_loss, ucfg.meta_weight, ucfg.valid_share)
-    lopt_eval = make_curve_evaluator(plain, trainer.lopt, *args)
-    adam_eval = make_curve_evaluator(plain, baseline("adam", ev.adam_lr), *args)
-    eval_key = jax.random.fold_in(jax.random.key(cfg.seed), 2)  # the same validation tasks every time
+    lopt_eval, eval_key = validation_evaluator(cfg, trainer)
+    adam_eval, _ = validation_evaluator(cfg, trainer, baseline("adam", cfg.evaluation.adam_lr))
     abstract = trainer.abstract_init(jax.random.fold_in(jax.random.key(cfg.seed), 1), theta0)
     try:  # trace everything once before touching the disk: a bad option fails here, cleanly
         jax.eval_shape(trainer.step, abstract)

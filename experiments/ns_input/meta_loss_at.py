@@ -13,24 +13,18 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import jax
 from omegaconf import OmegaConf
 
 from evolopt.config import import_plugins_for_run
 from evolopt.export import load_theta_file
-from evolopt.loop import build
-from evolopt.meta import make_curve_evaluator
+from evolopt.loop import build, validation_evaluator
 
 
 def main(run_dir: Path, thetas: list[str]) -> None:
     cfg = OmegaConf.load(run_dir / "config.yaml")
     import_plugins_for_run(cfg)
     trainer, theta0 = build(cfg)
-    plain, ev, u = trainer.family.unaugmented or trainer.family, cfg.evaluation, trainer.unroll_cfg
-    evaluate = make_curve_evaluator(
-        plain, trainer.lopt, ev.num_tasks, ev.steps, u.loss_clip, u.meta_loss, u.meta_weight, u.valid_share
-    )
-    key = jax.random.fold_in(jax.random.key(cfg.seed), 2)  # as evolopt.loop: the run's fixed validation tasks
+    evaluate, key = validation_evaluator(cfg, trainer)  # exactly what the run logged as meta_loss/mean_theta
     start = float(evaluate(theta0, key).weighted().mean())
     print(f"{run_dir}: start ({cfg.theta_init}) {start:.5f}")
     for path in thetas:
