@@ -4,7 +4,8 @@
   given checkpoint) as a portable theta file;
 - ``evolopt-export info=FILE``: print a theta file's header (architecture, where it came from);
 - ``evolopt-export 'average=[A,B,...]' out=FILE.npz``: write the elementwise mean of theta files (runs of
-  one arch and options, e.g. several seeds of one recipe).
+  one arch and options, e.g. several seeds of one recipe); ``average=SWEEP_DIR`` averages every job of a
+  seed sweep (``evolopt-train -m seed=0,1,2,3 run_dir=SWEEP_DIR``).
 
 The theta file format and loading live in :mod:`evolopt.export`, which needs only
 jax, numpy and optax; exporting a run needs the trainer to restore a checkpoint. It
@@ -17,6 +18,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from evolopt.registry import ConfigError
@@ -37,6 +39,48 @@ def describe(path: str) -> str:
     return "\n".join(lines)
 
 
+def _flat(tree: Any, name: str = "") -> dict[str, Any]:
+    """A nested config as ``{"strategy.sigma": 0.01, ...}``."""
+    if not isinstance(tree, dict) or not tree:
+        return {name: tree}
+    return {k: v for key, sub in tree.items() for k, v in _flat(sub, f"{name}.{key}" if name else str(key)).items()}
+
+
+def seed_sweep_runs(sweep_dir: str) -> list[str]:
+    """The job run dirs of a seed sweep (``evolopt-train -m seed=0,1,2,3 run_dir=SWEEP_DIR``), in job order.
+
+    Refused (ConfigError, one line): a path that is not a sweep dir (no ``multirun.yaml``), a sweep with
+    fewer than two jobs, and jobs whose configs differ in anything but ``seed`` (their mean would mix
+    recipes; a list ``average=[A,B]`` still averages any runs of one arch and options).
+    """
+    import yaml
+
+    root = Path(sweep_dir)
+    if not (root / "multirun.yaml").is_file():
+        raise ConfigError(
+            f"average={sweep_dir!r} is neither a list of theta files ('average=[A,B]') nor a sweep dir "
+            "(evolopt-train -m seed=0,1,... run_dir=DIR writes DIR/multirun.yaml)"
+        )
+    jobs = sorted((p for p in root.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
+    if len(jobs) < 2:
+        raise ConfigError(f"sweep {sweep_dir} has {len(jobs)} job(s); averaging needs two or more")
+    configs = []
+    for job in jobs:
+        try:
+            configs.append(_flat(yaml.safe_load((job / "config.yaml").read_text())))
+        except (OSError, yaml.YAMLError) as e:
+            raise ConfigError(f"sweep job {job}: cannot read its config.yaml ({type(e).__name__})") from None
+    for job, config in zip(jobs[1:], configs[1:]):
+        differ = sorted(k for k in {*config, *configs[0]} - {"seed", "run_dir"} if config.get(k) != configs[0].get(k))
+        if differ:
+            k = differ[0]
+            raise ConfigError(
+                f"sweep {sweep_dir}: jobs {jobs[0].name} and {job.name} differ in {k} ({configs[0].get(k)!r} vs "
+                f"{config.get(k)!r}), not only in seed; average runs of one recipe, or list them: 'average=[A,B]'"
+            )
+    return [str(job) for job in jobs]
+
+
 def help_text() -> str:
     import importlib.resources
 
@@ -46,7 +90,7 @@ def help_text() -> str:
     return "\n".join(
         [
             "usage: evolopt-export run_dir=DIR [out=FILE.npz] [generation=N] | evolopt-export info=FILE",
-            "       evolopt-export 'average=[A,B,...]' out=FILE.npz",
+            "       evolopt-export 'average=[A,B,...]' out=FILE.npz | evolopt-export average=SWEEP_DIR out=FILE.npz",
             "",
             *keys,
         ]
@@ -68,8 +112,8 @@ def _check(cfg: Any) -> None:
             f"'average=[A,B,...]' out=FILE (the mean of theta files); got {modes or 'none'}"
         )
     if cfg.average is not None:
-        if not isinstance(cfg.average, Sequence) or isinstance(cfg.average, str):
-            raise ConfigError(f"average={cfg.average!r} must be a list of theta files: 'average=[A,B]'")
+        if not isinstance(cfg.average, Sequence):
+            raise ConfigError(f"average={cfg.average!r} must be a list of theta files ('average=[A,B]') or a sweep dir")
         if cfg.out is None:
             raise ConfigError("average=[...] needs out=FILE.npz (where to write the mean)")
     if cfg.generation is not None and (isinstance(cfg.generation, bool) or not isinstance(cfg.generation, int)):
@@ -91,8 +135,9 @@ def export_job(cfg: Any) -> None:
         if cfg.average is not None:
             from evolopt.export import average_theta_files
 
-            path = average_theta_files([str(p) for p in cfg.average], str(cfg.out))
-            print(f"wrote {path}: the mean of {len(cfg.average)} theta files")
+            paths = seed_sweep_runs(cfg.average) if isinstance(cfg.average, str) else [str(p) for p in cfg.average]
+            path = average_theta_files(paths, str(cfg.out))
+            print(f"wrote {path}: the mean of {len(paths)} theta files")
             return
         from evolopt.loop import export_run
 

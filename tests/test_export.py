@@ -149,10 +149,65 @@ def test_export_cli_average(tmp_path):
     np.testing.assert_allclose(theta["log_lr"], np.log(1e-2), rtol=1e-6)
 
 
+def _fake_seed_sweep(root, sigmas=(0.01, 0.01)):
+    """A sweep dir as ``evolopt-train -m seed=0,1 run_dir=root`` leaves it: multirun.yaml, one run dir per job."""
+    import yaml
+
+    root.mkdir()
+    (root / "multirun.yaml").write_text("hydra: {}\n")
+    for job, (lr, sigma) in enumerate(zip((1e-3, 1e-1), sigmas)):
+        (root / str(job)).mkdir()
+        _adam_theta_file(root / str(job) / "theta.npz", lr)
+        config = {"seed": job, "run_dir": f"{root}/{job}", "strategy": {"name": "pes", "sigma": sigma}}
+        (root / str(job) / "config.yaml").write_text(yaml.safe_dump(config))
+    return root
+
+
+def test_export_average_of_a_seed_sweep_dir_is_the_mean_of_its_jobs(tmp_path, capsys):
+    from omegaconf import OmegaConf
+
+    from evolopt.export_cli import KEYS, export_job
+
+    sweep = _fake_seed_sweep(tmp_path / "seeds")
+    (sweep / "10").mkdir()  # job 10 sorts after job 2..9, not after 1 as text; here: a third, broken job
+    cfg = OmegaConf.create({**dict.fromkeys(KEYS), "average": str(sweep), "out": str(tmp_path / "mean.npz")})
+    from evolopt.registry import ConfigError
+
+    with pytest.raises(ConfigError, match="sweep job .*10: cannot read its config.yaml"):
+        export_job(cfg)
+    (sweep / "10").rmdir()
+    export_job(cfg)
+    theta, header = evolopt.load_theta_file(tmp_path / "mean.npz")
+    np.testing.assert_allclose(theta["log_lr"], np.log(1e-2), rtol=1e-6)  # mean of log(1e-3) and log(1e-1)
+    assert [s["path"] for s in header["averaged_from"]] == [str(sweep / j / "theta.npz") for j in ("0", "1")]
+    assert "the mean of 2 theta files" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda root: _fake_seed_sweep(root, sigmas=(0.01, 0.03)), r"differ in strategy.sigma \(0.01 vs 0.03\)"),
+        (lambda root: root.mkdir() or root, "is neither a list of theta files .* nor a sweep dir"),
+        (lambda root: _fake_seed_sweep(root) and __import__("shutil").rmtree(root / "1") or root, "has 1 job"),
+    ],
+)
+def test_export_average_refuses_a_sweep_that_is_not_one_recipe(tmp_path, make, message):
+    from omegaconf import OmegaConf
+
+    from evolopt.export_cli import KEYS, export_job
+    from evolopt.registry import ConfigError
+
+    sweep = make(tmp_path / "sweep")
+    cfg = OmegaConf.create({**dict.fromkeys(KEYS), "average": str(sweep), "out": str(tmp_path / "mean.npz")})
+    with pytest.raises(ConfigError, match=message):
+        export_job(cfg)
+    assert not (tmp_path / "mean.npz").exists()
+
+
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        ({"average": "a.npz", "out": "m.npz"}, "must be a list of theta files"),
+        ({"average": 3, "out": "m.npz"}, "must be a list of theta files"),
         ({"average": ["a", "b"], "out": "m.npz", "generation": 3}, "generation= does nothing with average="),
         ({"info": "celo2-cpu", "out": "m.npz"}, "out= does nothing with info="),
         ({"info": "celo2-cpu", "run_dir": "runs/x"}, r"give one of .*got \['run_dir', 'info'\]"),

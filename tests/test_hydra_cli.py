@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import yaml
 from conftest import REPO, TINY
@@ -71,11 +72,20 @@ def test_sweep_basic_launcher_two_jobs_and_joblib_one_job(tmp_path):
         assert (tmp_path / "sweep" / n / "theta.npz").is_file()
         assert (tmp_path / "sweep" / n / "metrics.jsonl").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep"]  # no outputs/, multirun/, .hydra/, logs
+    # the seed sweep's chains average into one file: the elementwise mean of its jobs' theta files
+    result = cli(tmp_path, "average=sweep", "out=mean.npz", module="evolopt.export_cli")
+    assert result.returncode == 0, result.stderr[-3000:]
+    mean, jobs = (np.load(tmp_path / "mean.npz"), [np.load(tmp_path / "sweep" / n / "theta.npz") for n in "01"])
+    leaves = [k for k in mean.files if not k.startswith("__")]
+    assert leaves and sorted(leaves) == sorted(k for k in jobs[0].files if not k.startswith("__"))
+    for k in leaves:
+        np.testing.assert_allclose(mean[k], (jobs[0][k].astype(np.float64) + jobs[1][k]) / 2, rtol=1e-6)
+    assert not np.allclose(jobs[0][leaves[0]], jobs[1][leaves[0]])  # two seeds moved differently
 
     result = cli(tmp_path, "-m", *tiny, "hydra/launcher=joblib", "hydra.launcher.n_jobs=1", "seed=5", "run_dir=jl")
     assert result.returncode == 0, result.stderr[-3000:]
     assert _job(tmp_path / "jl" / "0")["seed"] == 5 and (tmp_path / "jl" / "0" / "theta.npz").is_file()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["jl", "sweep"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["jl", "mean.npz", "sweep"]
 
 
 def test_export_and_evaluate_use_the_same_machinery(tmp_path):
