@@ -163,19 +163,25 @@ def _fake_seed_sweep(root, sigmas=(0.01, 0.01)):
     return root
 
 
+def _one_job_sweep(root):
+    import shutil
+
+    shutil.rmtree(root / "1")
+    return root
+
+
 def test_export_average_of_a_seed_sweep_dir_is_the_mean_of_its_jobs(tmp_path, capsys):
     from omegaconf import OmegaConf
 
     from evolopt.export_cli import KEYS, export_job
-
-    sweep = _fake_seed_sweep(tmp_path / "seeds")
-    (sweep / "10").mkdir()  # job 10 sorts after job 2..9, not after 1 as text; here: a third, broken job
-    cfg = OmegaConf.create({**dict.fromkeys(KEYS), "average": str(sweep), "out": str(tmp_path / "mean.npz")})
     from evolopt.registry import ConfigError
 
-    with pytest.raises(ConfigError, match="sweep job .*10: cannot read its config.yaml"):
+    sweep = _fake_seed_sweep(tmp_path / "seeds")
+    (sweep / "2").mkdir()  # a job that never started: no config.yaml, so the sweep is refused, naming it
+    cfg = OmegaConf.create({**dict.fromkeys(KEYS), "average": str(sweep), "out": str(tmp_path / "mean.npz")})
+    with pytest.raises(ConfigError, match="sweep job .*2: cannot read its config.yaml"):
         export_job(cfg)
-    (sweep / "10").rmdir()
+    (sweep / "2").rmdir()
     export_job(cfg)
     theta, header = evolopt.load_theta_file(tmp_path / "mean.npz")
     np.testing.assert_allclose(theta["log_lr"], np.log(1e-2), rtol=1e-6)  # mean of log(1e-3) and log(1e-1)
@@ -188,7 +194,7 @@ def test_export_average_of_a_seed_sweep_dir_is_the_mean_of_its_jobs(tmp_path, ca
     [
         (lambda root: _fake_seed_sweep(root, sigmas=(0.01, 0.03)), r"differ in strategy.sigma \(0.01 vs 0.03\)"),
         (lambda root: root.mkdir() or root, "is neither a list of theta files .* nor a sweep dir"),
-        (lambda root: _fake_seed_sweep(root) and __import__("shutil").rmtree(root / "1") or root, "has 1 job"),
+        (lambda root: _one_job_sweep(_fake_seed_sweep(root)), "has 1 job"),
     ],
 )
 def test_export_average_refuses_a_sweep_that_is_not_one_recipe(tmp_path, make, message):
