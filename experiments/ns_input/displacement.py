@@ -4,7 +4,8 @@
 
 For rounds 10-14's final thetas, prints the cosine between displacements d = theta - theta_start of every pair of
 runs, grouped by whether the pair shares its recipe and/or its seed, and |s|^2/|d|^2 over every run of shares 0.125
-and 0.25 (rounds 12, 13, 16; 11, 18): with d = s + n (noise independent across seeds) the mean dot product of two seeds' displacements estimates |s|^2.
+and 0.25 (rounds 12, 13, 16; 11, 18): with d = s + n (noise independent across seeds) the mean dot product of two
+seeds' displacements estimates |s|^2.
 """
 
 from __future__ import annotations
