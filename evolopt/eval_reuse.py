@@ -22,7 +22,7 @@ import numpy as np
 from evolopt.eval_grid import Tuned, final_scores, lr_grid, mean_scores
 from evolopt.eval_report import Result
 from evolopt.eval_store import read_stored, task_definition, task_path
-from evolopt.registry import ConfigError
+from evolopt.registry import ConfigError, first_difference
 
 COMPARED = ("format", "score", "seeds", "lrs")  # of the stored protocol; then the task definition
 FIX = "drop baselines_from= to train the baselines here"
@@ -57,19 +57,6 @@ def _definition_there(stored: dict, name: str) -> Any:
     return task_definition(match[0]) if match else "unknown (not recorded; its suite has no such task)"
 
 
-def _difference(here: dict, there: dict) -> tuple[str, Any, Any] | None:
-    """The first key whose values differ (inside ``task``: ``task.steps`` etc.), with both values."""
-    for key in dict.fromkeys([*here, *there]):
-        a, b = here.get(key), there.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            inner = _difference(a, b)
-            if inner is not None:
-                return f"{key}.{inner[0]}", inner[1], inner[2]
-        elif a != b:
-            return key, a, b
-    return None
-
-
 def _task_baselines(source: Path, task: Any, baselines: list[str], protocol: dict) -> dict:
     where = f"baselines_from={source}: task '{task.name}'"
     path = task_path(source, task.name)
@@ -81,7 +68,7 @@ def _task_baselines(source: Path, task: Any, baselines: list[str], protocol: dic
         raise ConfigError(f"{where}: {path} is not a readable stored task ({e}); {FIX}") from None
     here = {**{k: protocol[k] for k in COMPARED}, "task": task_definition(task)}
     there = {**{k: stored.get(k) for k in COMPARED}, "task": _definition_there(stored, task.name)}
-    diff = _difference(here, there)
+    diff = first_difference(here, there)
     if diff is not None:
         key, mine, theirs = diff
         raise ConfigError(

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from evolopt.registry import ConfigError
+from evolopt.registry import ConfigError, first_difference
 
 PROG = "evolopt-export"
 KEYS = ["run_dir", "out", "generation", "info", "average"]
@@ -37,13 +37,6 @@ def describe(path: str) -> str:
     lines = [f"{resolve_path(path)}: arch '{header['arch']}', {len(leaves)} arrays, {size} numbers"]
     lines += json.dumps(header, indent=2, sort_keys=True).splitlines()
     return "\n".join(lines)
-
-
-def _flat(tree: Any, name: str = "") -> dict[str, Any]:
-    """A nested config as ``{"strategy.sigma": 0.01, ...}``."""
-    if not isinstance(tree, dict) or not tree:
-        return {name: tree}
-    return {k: v for key, sub in tree.items() for k, v in _flat(sub, f"{name}.{key}" if name else str(key)).items()}
 
 
 def seed_sweep_runs(sweep_dir: str) -> list[str]:
@@ -67,16 +60,19 @@ def seed_sweep_runs(sweep_dir: str) -> list[str]:
     configs = []
     for job in jobs:
         try:
-            configs.append(_flat(yaml.safe_load((job / "config.yaml").read_text())))
+            config = yaml.safe_load((job / "config.yaml").read_text())
         except (OSError, yaml.YAMLError) as e:
             raise ConfigError(f"sweep job {job}: cannot read its config.yaml ({type(e).__name__})") from None
+        if not isinstance(config, dict):
+            raise ConfigError(f"sweep job {job}: its config.yaml holds {type(config).__name__}, not a run's config")
+        configs.append({k: v for k, v in config.items() if k not in ("seed", "run_dir")})
     for job, config in zip(jobs[1:], configs[1:]):
-        differ = sorted(k for k in {*config, *configs[0]} - {"seed", "run_dir"} if config.get(k) != configs[0].get(k))
-        if differ:
-            k = differ[0]
+        diff = first_difference(configs[0], config)
+        if diff is not None:
+            key, first, other = diff
             raise ConfigError(
-                f"sweep {sweep_dir}: jobs {jobs[0].name} and {job.name} differ in {k} ({configs[0].get(k)!r} vs "
-                f"{config.get(k)!r}), not only in seed; average runs of one recipe, or list them: 'average=[A,B]'"
+                f"sweep {sweep_dir}: jobs {jobs[0].name} and {job.name} differ in {key} ({first!r} vs {other!r}), "
+                "not only in seed; average runs of one recipe, or list them: 'average=[A,B]'"
             )
     return [str(job) for job in jobs]
 

@@ -21,6 +21,19 @@ class ConfigError(ValueError):
     """Bad user input: the message is one line naming the value and the valid choices."""
 
 
+def first_difference(here: dict, there: dict) -> tuple[str, Any, Any] | None:
+    """The first key whose values differ, dotted inside nested dicts (``task.steps``), with both values."""
+    for key in dict.fromkeys([*here, *there]):
+        a, b = here.get(key), there.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            inner = first_difference(a, b)
+            if inner is not None:
+                return f"{key}.{inner[0]}", inner[1], inner[2]
+        elif a != b:
+            return key, a, b
+    return None
+
+
 class Registry:
     """A named collection of factories, e.g. ``TASK_FAMILIES``."""
 
