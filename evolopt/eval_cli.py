@@ -44,10 +44,13 @@ class Settings:
     score: str = "mean"
     baselines_from: Path | None = None
     reused: dict = dataclasses.field(default_factory=dict)  # task -> baseline -> (tuned rate, grid rows)
+    first_seed: int = 0  # seeds first_seed .. first_seed + seeds - 1 (evolopt.eval_grid)
 
     def protocol(self) -> dict:
         """What a stored task result must have been measured under to be reused (``score`` included:
-        it picks every optimizer's rate)."""
+        it picks every optimizer's rate; ``first_seed`` only when not 0, so evaluations stored before it
+        existed still match)."""
+        extra = {"first_seed": self.first_seed} if self.first_seed else {}
         return {
             "format": FORMAT,
             "score": self.score,
@@ -57,6 +60,7 @@ class Settings:
             "lrs": self.n_lrs,
             "candidate_lrs": self.n_cand,
             "baselines": self.baselines,
+            **extra,
         }
 
     def task_protocol(self, task: Any) -> dict:
@@ -120,6 +124,7 @@ def settings(cfg: Any) -> Settings:
             "final: smoothed final train loss)"
         )
     seeds, n_lrs = _count(cfg, "seeds", 3, 1), _count(cfg, "lrs", 9, 1)
+    first_seed = _count(cfg, "first_seed", 0, 0)
     n_cand = _count(cfg, "candidate_lrs", n_lrs, 0)
     baselines = _as_list(cfg.baselines)
     for b in baselines or [""]:
@@ -138,6 +143,7 @@ def settings(cfg: Any) -> Settings:
         TASK_FAMILIES.get(task.family)
     out = Path(cfg.out) if cfg.out is not None else Path("evaluations") / f"{Path(str(spec)).stem}_{suite_name}"
     s = Settings(candidate, suite_name, suite, seeds, n_lrs, n_cand, baselines, out, str(spec), score)
+    s.first_seed = first_seed
     _check_out(s)
     if cfg.get("baselines_from") is not None:  # every task checked now, before any training
         from evolopt.eval_reuse import load_baselines
@@ -159,9 +165,10 @@ def _check_out(s: Settings) -> None:
             "mean-train scores); choose another out="
         )
     if old is not None and old != s.protocol():
-        diff = next(k for k in s.protocol() if old.get(k) != s.protocol()[k])
+        here, there = ({"first_seed": 0, **p} for p in (s.protocol(), old))  # absent at its default
+        diff = next(k for k in here if there.get(k) != here[k])
         raise ConfigError(
-            f"out='{s.out}' holds an evaluation with {diff}={old.get(diff)}, not {s.protocol()[diff]}; "
+            f"out='{s.out}' holds an evaluation with {diff}={there.get(diff)}, not {here[diff]}; "
             "run its own command to continue it or choose another out="
         )
     if old is None and s.out.exists() and (s.out / "results.md").exists():
@@ -219,6 +226,7 @@ _KEYS = [
     "score",
     "tasks",
     "seeds",
+    "first_seed",
     "baselines",
     "lrs",
     "candidate_lrs",

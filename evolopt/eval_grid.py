@@ -7,8 +7,11 @@ a 1-D mesh axis with a ``NamedSharding``: device ``d`` trains runs
 learning rate is a traced argument (one compilation per optimizer and task, whatever
 the grid). The padding runs are dropped before anything is returned.
 
-Seed ``s`` of every optimizer is ``jax.random.split(jax.random.key(EVAL_SEED), S)[s]``:
-the same tasks, initialisations and minibatches for every optimizer and rate.
+Seed ``s`` of every optimizer is ``jax.random.split(jax.random.key(EVAL_SEED), F + S)[F + s]``
+(``F``: ``first_seed``, 0 by default): the same tasks, initialisations and minibatches for
+every optimizer and rate. A split's keys do not depend on how many are drawn, so ``F = 2,
+S = 2`` are seeds 2 and 3 of ``F = 0, S = 4``: another draw of the evaluation, disjoint
+from the default's, to measure its noise.
 
 Every run has three scores (:func:`run_scores`), each a mean over seeds: ``final``, the
 smoothed final training loss (:func:`smooth`); ``mean``, the mean training loss over the
@@ -111,8 +114,10 @@ def train_grid(
     lrs: np.ndarray | None,
     seeds: int,
     mesh: Mesh | None = None,
+    first_seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Train ``steps`` steps for every (rate, seed) pair; ``lrs=None``: once, at ``lopt``'s own hparams.
+    Seeds ``first_seed .. first_seed + seeds - 1`` (module docstring).
 
     Returns ``(curves [L, S, steps], valid [L, S])``: raw (un-normalised) training losses per
     step and final validation losses, ``L = len(lrs)`` (1 for ``None``).
@@ -124,7 +129,7 @@ def train_grid(
     n_pad = -(-n // mesh.size) * mesh.size
     flat = np.minimum(np.arange(n_pad), n - 1)  # padding repeats the last run
     lr_flat, seed_flat = rates[flat // seeds], (flat % seeds).astype(np.int32)
-    keys = jax.random.key_data(jax.random.split(jax.random.key(EVAL_SEED), seeds))
+    keys = jax.random.key_data(jax.random.split(jax.random.key(EVAL_SEED), first_seed + seeds)[first_seed:])
 
     def run(theta: Theta, lr: jax.Array, seed: jax.Array) -> tuple[jax.Array, jax.Array]:
         opt = with_learning_rate(lopt, lr) if tune else lopt
@@ -161,11 +166,12 @@ def tune(
     seeds: int,
     mesh: Mesh | None = None,
     score: str = "final",
+    first_seed: int = 0,
 ) -> tuple[Tuned, np.ndarray, np.ndarray]:
     """The best rate of ``lrs`` by ``score`` (:data:`SCORES`; lowest wins), and the whole grid's curves and
     valid losses."""
     if score not in SCORES:
         raise ValueError(f"unknown score '{score}'; valid choices: {', '.join(SCORES)}")
-    curves, valid = train_grid(family, lopt, theta, steps, lrs, seeds, mesh)
+    curves, valid = train_grid(family, lopt, theta, steps, lrs, seeds, mesh, first_seed)
     best = int(np.argmin(grid_scores(curves, valid)[score]))
     return Tuned(float(lrs[best]), curves[best], valid[best]), curves, valid

@@ -3,8 +3,8 @@
 ``DIR/tasks/<task>.npz`` (:mod:`evolopt.eval_store`) holds, per baseline, its whole grid
 (every rate's final, mean and valid scores), its tuned rate and that rate's curves
 ``[seeds, steps]`` and scores. A baseline's grid is a deterministic function of the task
-definition (name, family, options, steps), the seeds (seed ``s`` is the same key for every
-optimizer), the learning-rate grid and, for the tuned rate, the tuning score; so when all of
+definition (name, family, options, steps), the seeds (their number and first one; seed ``s`` is the
+same key for every optimizer), the learning-rate grid and, for the tuned rate, the tuning score; so when all of
 these and the storage format match, the stored baseline is the one a fresh evaluation
 computes (on the same kind of machine: XLA's numbers may differ between backends). The
 candidate, its grid and the suite's name play no part. Every task is checked before any
@@ -24,7 +24,8 @@ from evolopt.eval_report import Result
 from evolopt.eval_store import read_stored, task_definition, task_path
 from evolopt.registry import ConfigError, first_difference
 
-COMPARED = ("format", "score", "seeds", "lrs")  # of the stored protocol; then the task definition
+COMPARED = ("format", "score", "seeds", "lrs", "first_seed")  # of the stored protocol; then the task definition
+DEFAULTS = {"first_seed": 0}  # a key absent from a protocol (stored before it existed, or at its default)
 FIX = "drop baselines_from= to train the baselines here"
 
 
@@ -66,8 +67,8 @@ def _task_baselines(source: Path, task: Any, baselines: list[str], protocol: dic
         stored, result = read_stored(path)
     except (OSError, ValueError) as e:
         raise ConfigError(f"{where}: {path} is not a readable stored task ({e}); {FIX}") from None
-    here = {**{k: protocol[k] for k in COMPARED}, "task": task_definition(task)}
-    there = {**{k: stored.get(k) for k in COMPARED}, "task": _definition_there(stored, task.name)}
+    here = {**{k: protocol.get(k, DEFAULTS.get(k)) for k in COMPARED}, "task": task_definition(task)}
+    there = {**{k: stored.get(k, DEFAULTS.get(k)) for k in COMPARED}, "task": _definition_there(stored, task.name)}
     diff = first_difference(here, there)
     if diff is not None:
         key, mine, theirs = diff

@@ -83,7 +83,9 @@ def protocol_text(s: Any, lrs: np.ndarray, cand_lrs: np.ndarray, devices: str) -
             if len(cand_lrs)
             else "candidate at its own learning rate"
         )
-        + f". {s.seeds} seeds per task; grids sharded over {devices}."
+        + f". {s.seeds} seeds per task"
+        + (f" (evaluation seeds {s.first_seed}..{s.first_seed + s.seeds - 1})" if s.first_seed else "")
+        + f"; grids sharded over {devices}."
         + (
             f"\nBaselines ({', '.join(s.baselines)}) reused from {s.baselines_from} (read from its tasks/, "
             "not trained: the same protocol, so the same numbers)."
@@ -119,7 +121,9 @@ def run(s: Any) -> float:
     )
     for i, task in enumerate(bar):
         reused = s.reused.get(task.name)
-        r = eval_task.evaluate_task(task, s.candidate, s.baselines, s.seeds, lrs, cand_lrs, mesh, log, s.score, reused)
+        r = eval_task.evaluate_task(
+            task, s.candidate, s.baselines, s.seeds, lrs, cand_lrs, mesh, log, s.score, reused, s.first_seed
+        )
         save_result(s.out, r, s.task_protocol(task))  # kept if interrupted later
         done[task.name] = r
         log(

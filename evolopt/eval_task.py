@@ -18,6 +18,7 @@ all three scores.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -96,10 +97,12 @@ def evaluate_task(
     log: Callable[[str], None] = lambda s: None,
     score: str = "mean",
     reused: dict | None = None,
+    first_seed: int = 0,
 ) -> Result:
     """Tune every baseline over ``lrs`` and the candidate over ``candidate_lrs`` (empty: its own rate only),
     each picking its rate by ``score`` (``"mean"`` or ``"final"`` training loss). ``reused``: baseline ->
-    (its tuned rate, its grid rows) read from an earlier evaluation (:mod:`evolopt.eval_reuse`), not trained."""
+    (its tuned rate, its grid rows) read from an earlier evaluation (:mod:`evolopt.eval_reuse`), not trained.
+    Seeds ``first_seed .. first_seed + seeds - 1`` (:mod:`evolopt.eval_grid`)."""
     t0 = time.perf_counter()
     if task.family not in TASK_FAMILIES:  # called as a library: the built-ins may not be loaded yet
         from evolopt.config import load_builtins
@@ -116,15 +119,15 @@ def evaluate_task(
         return value
 
     def tuned_over(name: str, lopt: LearnedOptimizer, theta: Theta, rates: np.ndarray) -> tuple:
-        best, curves, valid = timed(name, lambda: tune(family, lopt, theta, task.steps, rates, seeds, mesh, score))
+        fit = functools.partial(tune, family, lopt, theta, task.steps, rates, seeds, mesh, score, first_seed)
+        best, curves, valid = timed(name, fit)
         scores = grid_scores(curves, valid)
         grid[name] = list(zip(rates.tolist(), *(scores[k].tolist() for k in ("final", "mean", "valid"))))
         return best, curves, valid
 
     def at_own_rate() -> Tuned:
-        c, v = timed(
-            f"{candidate.label} (own lr)", lambda: train_grid(family, lopt, theta, task.steps, None, seeds, mesh)
-        )
+        once = functools.partial(train_grid, family, lopt, theta, task.steps, None, seeds, mesh, first_seed)
+        c, v = timed(f"{candidate.label} (own lr)", once)
         return Tuned(np.nan if own_lr is None else own_lr, c[0], v[0])
 
     def tuned_baseline(name: str) -> Tuned:
