@@ -29,12 +29,12 @@ DIGITS = SuiteTask("digits40", "image_mlp", {"datasets": ["digits"], "hidden": [
 QUADRATIC = SuiteTask("quadratic40", "quadratic", {"dim": 10}, 40, False)
 
 
-def reference_runs(task, make_lopt, theta, lrs, seeds):
+def reference_runs(task, make_lopt, theta, lrs, seeds, keys=None):
     """Per rate and seed, one plain train_curve call with the rate fixed at build time; the final score of a
     rate is the mean over seeds of the mean raw loss over the last w = floor(0.05 T) steps, its mean score
     the mean over seeds of the mean raw loss over all T steps. Returns (final, valid, mean) per rate."""
     family = TASK_FAMILIES.build(task.family, **task.options)
-    keys = jax.random.split(jax.random.key(1234), seeds)  # evaluate's documented seeds
+    keys = jax.random.split(jax.random.key(1234), seeds) if keys is None else keys  # evaluate's documented seeds
     w = max(1, int(0.05 * task.steps))
     scores, valids, means = [], [], []
     for lr in lrs:
@@ -119,6 +119,21 @@ def test_tuned_adam_candidate_and_baseline_match_an_independent_search(tmp_path)
     assert r.normalized_loss == pytest.approx(adam_means[a] / sgdm_means[b], rel=3e-5)
     assert r.baselines["sgdm"]["lr"] == lrs[b] and r.baselines["sgdm"]["mean"] == pytest.approx(sgdm_means[b])
     assert r.own_lr == 1e-3  # a baseline name's own rate, not on this grid
+
+
+def test_first_seed_draws_the_later_seeds_of_a_longer_draw():
+    """first_seed=2 seeds=2 are seeds 2 and 3 of a 4-seed evaluation (the documented keys), tuned on their own
+    mean; a first_seed that were ignored would give the default draw's numbers."""
+    lrs = lr_grid(3)
+    later = jax.random.split(jax.random.key(1234), 4)[2:]
+    final, valid, means = reference_runs(QUADRATIC, lambda lr: baseline("adam", float(lr)), {}, lrs, 2, later)
+    default = evaluate_task(QUADRATIC, resolve_candidate("adam"), ["sgdm"], 2, lrs, lrs)
+    r = evaluate_task(QUADRATIC, resolve_candidate("adam"), ["sgdm"], 2, lrs, lrs, first_seed=2)
+    a = np.argmin(means)
+    assert r.candidate_lr == lrs[a] and r.candidate_mean == pytest.approx(means[a], rel=1e-5)
+    assert r.candidate_train == pytest.approx(final[a], rel=1e-4)  # a loss near 0: vmap vs loop rounding
+    assert r.candidate_valid == pytest.approx(valid[a], rel=1e-5)
+    assert abs(default.candidate_mean / r.candidate_mean - 1) > 1e-3  # another draw, not the default's
 
 
 def test_adam_hparams_file_at_its_own_rate_is_adam(tmp_path):
@@ -321,6 +336,7 @@ def test_four_devices_give_one_devices_numbers(tmp_path):
         (["optimizer=adam", "candidate_lrs=-1"], ["candidate_lrs=-1", ">= 0"]),
         (["optimizer=adam", "candidate_lrs=x"], ["candidate_lrs=x", "integer"]),
         (["optimizer=adam", "lrs=0"], ["lrs=0", ">= 1"]),
+        (["optimizer=adam", "first_seed=-1"], ["first_seed=-1", ">= 0"]),
         (["optimizer=adam", "baselines=adam,rmsprop"], ["rmsprop", "sgdm"]),
         (["optimizer=adam", "tasks=quadratic_d10,nope"], ["'nope'", "quadratic_d10, digits_mlp32_8x8"]),
         (["optimizer=celo2:nope"], ["no named theta 'nope'", "muon"]),

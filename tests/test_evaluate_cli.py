@@ -85,6 +85,20 @@ def test_a_bad_score_is_one_line_and_writes_nothing(tmp_path, capsys):
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
+def test_another_draw_of_seeds_in_out_is_refused_and_left_as_it_was(tmp_path, capsys):
+    """An out= holding the first_seed=1 draw is continued only by first_seed=1; the default draw is refused
+    in one line naming both values, and the stored task is not touched."""
+    out = tmp_path / "ev"
+    assert main(["optimizer=adam", *QUICK, "first_seed=1", f"out={out}"]) == 0
+    before = {p.name: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    capsys.readouterr()
+    assert main(["optimizer=adam", *QUICK, f"out={out}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds an evaluation with first_seed=1, not 0" in err[0], err
+    assert {p.name: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} == before
+    assert "evaluation seeds 1..1" in (out / "results.md").read_text()
+
+
 def test_an_evaluation_stored_before_score_existed_is_refused(tmp_path, capsys):
     """A format-1 store (no format, no score: final-loss tuning, no mean-train scores) is not reused."""
     import json

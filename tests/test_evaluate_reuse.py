@@ -101,6 +101,7 @@ def test_another_protocol_a_missing_task_or_baseline_or_a_bad_file_is_refused_an
         ([*base, "seeds=1"], x, f"task '{TASK}' was evaluated there under another protocol: seeds=2 there, seeds=1"),
         ([*base, "lrs=3"], x, "lrs=2 there, lrs=3 here; use lrs=2 or drop baselines_from="),
         ([*base, "score=final"], x, "score=mean there, score=final here"),
+        ([*base, "first_seed=2"], x, "first_seed=0 there, first_seed=2 here; use first_seed=0 or drop baselines_from="),
         ([*base, "baselines=[adam,muon]"], x, "has no baseline 'muon' there (there: adam, sgdm)"),
         ([*base, "tasks=null"], x, "task 'digits_mlp32_8x8' is not stored there"),
         (base, steps, "task.steps=31 there, task.steps=30 here"),
