@@ -20,7 +20,7 @@ from typing import Any
 
 from evolopt.cli import Argv, compose_flat, run_hydra
 from evolopt.eval_grid import SCORES
-from evolopt.eval_report import FORMAT
+from evolopt.eval_report import FORMAT, OLDER
 from evolopt.eval_run import _minutes, estimate_seconds
 from evolopt.registry import ConfigError
 
@@ -161,8 +161,8 @@ def _check_out(s: Settings) -> None:
     old = None if old is None else {k: v for k, v in old.items() if k != "task"}  # per task: eval_store
     if old is not None and old.get("format") != FORMAT:
         raise ConfigError(
-            f"out='{s.out}' holds an evaluation stored by an older evolopt (format {old.get('format', 1)}, without "
-            "mean-train scores); choose another out="
+            f"out='{s.out}' holds an evaluation stored by an older evolopt (format {old.get('format', 1)}, "
+            f"{OLDER.get(old.get('format', 1), 'another format')}); choose another out="
         )
     if old is not None and old != s.protocol():
         here, there = ({"first_seed": 0, **p} for p in (s.protocol(), old))  # absent at its default

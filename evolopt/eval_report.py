@@ -36,7 +36,10 @@ import numpy as np
 from evolopt.eval_grid import smooth
 from evolopt.run_dir import atomic_write_text
 
-FORMAT = 2  # of results.json and the stored task results; 1 (before score=) had no mean-train scores
+# Of results.json and the stored task results: 1 (before score=) had no mean-train scores; 2 scored the test
+# loss on one validation batch (unroll.final_valid_loss now averages FINAL_VALID_BATCHES of them).
+FORMAT = 3
+OLDER = {1: "without mean-train scores", 2: "its test losses on one validation batch"}
 SCORE_NAMES = {"mean": "mean train loss", "final": "final train loss", "valid": "validation loss"}
 BEST_OF = "best-of"
 

@@ -201,7 +201,7 @@ def test_report_compares_each_baseline_and_the_best_of_them_on_three_scores(tmp_
     assert "at the tuned learning rate, on mean train loss: 1/2; within 10% (1..1.1): 0 more; IQM" in text
     assert "at its own learning rate (1e-03): 0/2" in text and "Chosen learning rates: 1e-02 x1, 3e-02 x1." in text
     data = json.loads((tmp_path / "results.json").read_text())
-    assert data["format"] == 2 and data["score"] == "mean"
+    assert data["format"] == 3 and data["score"] == "mean"
     assert [t["wins_train_loses_valid"] for t in data["tasks"]] == [["adam", "best-of"], []]
     assert data["tasks"][0]["candidate_mean"] == 1.0 and data["tasks"][0]["baselines"]["muon"]["valid"] == 0.8
     muon = data["comparisons"]["muon"]
