@@ -29,8 +29,8 @@ MLP = {"hidden": [8], "batch_size": 16}
 def reference_curves(theta, key, family, lopt, num_tasks, steps, clip=CLIP, task_keys=None, finals=None, singles=None):
     """``(train [E, steps], valid [E, steps])`` normalised curves, step by step in Python, on the
     tasks of ``split(key, num_tasks)`` (as the evaluator draws them) or of the given ``task_keys``.
-    ``finals``: a list that receives each task's final test loss, the normalised mean loss of 32
-    validation batches keyed ``split(fold_in(trajectory key, 2**31 - 1), 32)``, one by one; ``singles``:
+    ``finals``: a list that receives each task's final test loss, the normalised mean loss of 128
+    validation batches keyed ``split(fold_in(trajectory key, 2**31 - 1), 128)``, one by one; ``singles``:
     the loss of the one batch keyed ``fold_in(trajectory key, 2**31 - 1)`` (the evaluation before round 21)."""
     norm = lambda loss: min(float(loss) / family.loss_scale, clip) if np.isfinite(float(loss)) else clip  # noqa: E731
     grad = jax.jit(jax.value_and_grad(family.loss))
@@ -53,7 +53,7 @@ def reference_curves(theta, key, family, lopt, num_tasks, steps, clip=CLIP, task
             updates, state = update(g, state, params, loss, steps)
             params = optax.apply_updates(params, updates)
         if finals is not None:
-            keys = jax.random.split(jax.random.fold_in(k_traj, 2**31 - 1), 32)
+            keys = jax.random.split(jax.random.fold_in(k_traj, 2**31 - 1), 128)
             finals.append(norm(np.mean([float(loss_at(params, task, family.valid_batch(k, task))) for k in keys])))
         if singles is not None:
             single_key = jax.random.fold_in(k_traj, 2**31 - 1)
@@ -84,14 +84,14 @@ def test_valid_meta_loss_is_the_mean_validation_loss_along_the_trajectory(image_
     np.testing.assert_allclose(curves.mean(), want_train.mean(), rtol=2e-5)
 
 
-def test_the_final_test_loss_is_the_mean_of_32_validation_batches_at_the_final_params(image_mlp):
+def test_the_final_test_loss_is_the_mean_of_128_validation_batches_at_the_final_params(image_mlp):
     """Not one batch: one small batch's loss is a test set too small to compare optimizers on
     (experiments/ns_input, round 21)."""
     lopt, theta, key, steps, finals, singles = baseline("adam", 3e-2), {}, jax.random.key(5), 6, [], []
     reference_curves(theta, key, image_mlp, lopt, 2, steps, finals=finals, singles=singles)
     got = jax.device_get(make_curve_evaluator(image_mlp, lopt, 2, steps, CLIP)(theta, key))
     np.testing.assert_allclose(got.final_valid, finals, rtol=2e-5)
-    assert np.all(np.abs(np.asarray(finals) - singles) > 1e-3)  # one batch (the old instrument) differs
+    assert np.all(np.abs(np.asarray(finals) - singles) > 1e-4)  # one batch (the old instrument) differs by more
 
 
 def test_linear_weights_average_one_and_put_three_quarters_on_the_second_half():
