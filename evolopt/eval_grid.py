@@ -16,9 +16,10 @@ from the default's, to measure its noise.
 Every run has three scores (:func:`run_scores`), each a mean over seeds: ``final``, the
 smoothed final training loss (:func:`smooth`); ``mean``, the mean training loss over the
 run (the area under the training curve / steps, what a user waiting for the whole run
-pays for); ``valid``, the final validation (test) loss. A rate's tuning score is ``final``
-or ``mean`` (:data:`SCORES`, the ``score=`` option); the best rate has the lowest one (NaN
-and inf score infinitely bad; ties go to the smaller rate). ``valid`` is never tuned on.
+pays for); ``valid``, the final validation (test) loss (:func:`evolopt.unroll.final_valid_loss`).
+A rate's tuning score is ``final`` or ``mean`` (:data:`SCORES`, the ``score=`` option); the best
+rate has the lowest one (NaN and inf score infinitely bad; ties go to the smaller rate). ``valid``
+is never tuned on.
 """
 
 from __future__ import annotations
