@@ -142,8 +142,9 @@ def settings(cfg: Any) -> Settings:
     for task in suite:
         TASK_FAMILIES.get(task.family)
     out = Path(cfg.out) if cfg.out is not None else Path("evaluations") / f"{Path(str(spec)).stem}_{suite_name}"
-    s = Settings(candidate, suite_name, suite, seeds, n_lrs, n_cand, baselines, out, str(spec), score)
-    s.first_seed = first_seed
+    s = Settings(
+        candidate, suite_name, suite, seeds, n_lrs, n_cand, baselines, out, str(spec), score, first_seed=first_seed
+    )
     _check_out(s)
     if cfg.get("baselines_from") is not None:  # every task checked now, before any training
         from evolopt.eval_reuse import load_baselines
