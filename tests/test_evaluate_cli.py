@@ -99,8 +99,16 @@ def test_another_draw_of_seeds_in_out_is_refused_and_left_as_it_was(tmp_path, ca
     assert "evaluation seeds 1..1" in (out / "results.md").read_text()
 
 
-def test_an_evaluation_stored_before_score_existed_is_refused(tmp_path, capsys):
-    """A format-1 store (no format, no score: final-loss tuning, no mean-train scores) is not reused."""
+@pytest.mark.parametrize(
+    ("stored", "words"),
+    [
+        ({}, "older evolopt (format 1, without mean-train scores)"),
+        ({"format": 2, "score": "mean"}, "older evolopt (format 2, its test losses on one validation batch)"),
+    ],
+)
+def test_an_evaluation_stored_by_an_older_format_is_refused(tmp_path, capsys, stored, words):
+    """Format 1 (no format, no score: final-loss tuning, no mean-train scores) and format 2 (test loss on one
+    validation batch) are not continued: their numbers are not this evolopt's."""
     import json
 
     import numpy as np
@@ -108,6 +116,7 @@ def test_an_evaluation_stored_before_score_existed_is_refused(tmp_path, capsys):
     (tmp_path / "ev" / "tasks").mkdir(parents=True)
     old = {
         "protocol": {
+            **stored,
             "optimizer": "adam",
             "suite": "tiny",
             "seeds": 1,
@@ -121,7 +130,7 @@ def test_an_evaluation_stored_before_score_existed_is_refused(tmp_path, capsys):
     )
     assert main(["optimizer=adam", *QUICK, f"out={tmp_path / 'ev'}"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "older evolopt (format 1" in err[0], err
+    assert len(err) == 1 and words in err[0], err
 
 
 def test_evaluating_a_run_by_absolute_path_writes_only_under_out(tiny_run, tmp_path, monkeypatch):
