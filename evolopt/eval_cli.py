@@ -48,9 +48,7 @@ class Settings:
 
     def protocol(self) -> dict:
         """What a stored task result must have been measured under to be reused (``score`` included:
-        it picks every optimizer's rate; ``first_seed`` only when not 0, so evaluations stored before it
-        existed still match)."""
-        extra = {"first_seed": self.first_seed} if self.first_seed else {}
+        it picks every optimizer's rate)."""
         return {
             "format": FORMAT,
             "score": self.score,
@@ -60,7 +58,7 @@ class Settings:
             "lrs": self.n_lrs,
             "candidate_lrs": self.n_cand,
             "baselines": self.baselines,
-            **extra,
+            "first_seed": self.first_seed,
         }
 
     def task_protocol(self, task: Any) -> dict:
@@ -166,10 +164,9 @@ def _check_out(s: Settings) -> None:
             f"{OLDER.get(old.get('format', 1), 'another format')}); choose another out="
         )
     if old is not None and old != s.protocol():
-        here, there = ({"first_seed": 0, **p} for p in (s.protocol(), old))  # absent at its default
-        diff = next(k for k in here if there.get(k) != here[k])
+        diff = next(k for k in s.protocol() if old.get(k) != s.protocol()[k])
         raise ConfigError(
-            f"out='{s.out}' holds an evaluation with {diff}={there.get(diff)}, not {here[diff]}; "
+            f"out='{s.out}' holds an evaluation with {diff}={old.get(diff)}, not {s.protocol()[diff]}; "
             "run its own command to continue it or choose another out="
         )
     if old is None and s.out.exists() and (s.out / "results.md").exists():

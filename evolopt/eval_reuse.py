@@ -25,7 +25,6 @@ from evolopt.eval_store import read_stored, task_definition, task_path
 from evolopt.registry import ConfigError, first_difference
 
 COMPARED = ("format", "score", "seeds", "lrs", "first_seed")  # of the stored protocol; then the task definition
-DEFAULTS = {"first_seed": 0}  # a key absent from a protocol (stored before it existed, or at its default)
 FIX = "drop baselines_from= to train the baselines here"
 
 
@@ -67,8 +66,8 @@ def _task_baselines(source: Path, task: Any, baselines: list[str], protocol: dic
         stored, result = read_stored(path)
     except (OSError, ValueError) as e:
         raise ConfigError(f"{where}: {path} is not a readable stored task ({e}); {FIX}") from None
-    here = {**{k: protocol.get(k, DEFAULTS.get(k)) for k in COMPARED}, "task": task_definition(task)}
-    there = {**{k: stored.get(k, DEFAULTS.get(k)) for k in COMPARED}, "task": _definition_there(stored, task.name)}
+    here = {**{k: protocol[k] for k in COMPARED}, "task": task_definition(task)}
+    there = {**{k: stored.get(k) for k in COMPARED}, "task": _definition_there(stored, task.name)}
     diff = first_difference(here, there)
     if diff is not None:
         key, mine, theirs = diff

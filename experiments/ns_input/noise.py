@@ -36,8 +36,7 @@ def bands(nulls: list[dict]) -> tuple[dict, dict]:
     return pairs, band
 
 
-def null_table(nulls: list[dict], names: list[str]) -> str:
-    pairs, band = bands(nulls)
+def null_table(nulls: list[dict], names: list[str], pairs: dict, band: dict) -> str:
     labels = [f"{b}/{a}" for a, b in itertools.combinations(names, 2)]
     head = ["task"] + [f"{label} {k}" for _, k in SCORES for label in labels] + [f"band {k}" for _, k in SCORES]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -82,10 +81,11 @@ def main(argv: list[str]) -> None:
     tasks = [t for t in nulls[0] if all(t in n for n in nulls)]
     nulls = [{t: n[t] for t in tasks} for n in nulls]
     names = [chr(ord("A") + i) for i in range(len(nulls))]
-    print(null_table(nulls, names))
+    pairs, band = bands(nulls)
+    print(null_table(nulls, names, pairs, band))
     if cand_dirs:
         print()
-        print(candidate_table({d.name: read(d) for d in cand_dirs}, nulls[0], bands(nulls)[1]))
+        print(candidate_table({d.name: read(d) for d in cand_dirs}, nulls[0], band))
 
 
 if __name__ == "__main__":
