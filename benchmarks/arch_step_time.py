@@ -5,11 +5,17 @@ jit ``update(grads, state, params)``, warm up, and report the median wall time o
 ``--repeats`` calls (``block_until_ready``), plus the process CPU time per call,
 which is less sensitive to other jobs on a shared machine.
 
-Each rule's floor, measured in the same run: the bytes one update must move (params and
-grads read, its state read and written, the update written) at this machine's measured
-copy bandwidth, plus the FLOPs it must do (the per-element MLP's multiply-adds, Newton-Schulz
-matmuls) at the measured float32 matmul rate (512x512 matmuls, the shapes NS runs). Printed
-as ``x floor``; ``celo2 / NS`` is celo2's time over bare Newton-Schulz on the same matrices.
+Each rule's floor, from machine rates measured in the same run: the bytes one update must move
+(params and grads read, its state read and written, the update written) at the rate this machine
+streams an optimizer-shaped update (three arrays read and three written per element, fused, over
+the model's own tensors, so the same working set and caches as the updates timed), plus the FLOPs
+it must do at the rate of the unit that does them: a wide MLP runs block by block as matmuls
+(``fused.wide_heads``) at the measured float32 matmul rate, a narrow per-element MLP at the
+measured elementwise multiply-add rate (four independent chains per element, as its hidden
+units are); a rule that orthogonalises adds bare Newton-Schulz's measured time on the same
+matrices. Printed as ``x floor``. Every ratio to another update (``x adam``, the targets) is
+of two updates timed in turn in one loop (``interleaved``), so a shared machine's drift hits
+both alike.
 
     python benchmarks/arch_step_time.py [--repeats 5] [--layers 8] [--width 512] [--archs celo2,mulo]
 """
@@ -19,6 +25,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -42,25 +49,40 @@ def make_model(layers: int, width: int) -> tuple[dict, dict]:
     return params, grads
 
 
-def time_update(tx: optax.GradientTransformation, params: Any, grads: Any, repeats: int) -> tuple[float, float]:
-    """(median wall ms, median CPU ms) of one jitted update, after two warm-up calls; an update of a few
-    milliseconds is timed over more calls (>= 0.5 s in all, at most 200), so its median is as steady as a slow one's."""
+def update_call(tx: optax.GradientTransformation, params: Any, grads: Any) -> Callable[[], Any]:
+    """A no-argument call of one jitted ``tx.update`` from ``tx.init(params)``."""
     state = tx.init(params)
     kwargs = {"loss": jnp.float32(1.0), "num_steps": 1000}
     if not isinstance(tx, optax.GradientTransformationExtraArgs):
         kwargs = {}
     update = jax.jit(lambda g, s, p: tx.update(g, s, p, **kwargs))
-    for _ in range(2):
-        w0 = time.perf_counter()
-        jax.block_until_ready(update(grads, state, params))
-    calls = max(repeats, min(200, int(0.5 / max(time.perf_counter() - w0, 1e-6))))
-    walls, cpus = [], []
-    for _ in range(calls):
-        w0, c0 = time.perf_counter(), time.process_time()
-        jax.block_until_ready(update(grads, state, params))
-        walls.append(time.perf_counter() - w0)
-        cpus.append(time.process_time() - c0)
-    return 1e3 * statistics.median(walls), 1e3 * statistics.median(cpus)
+    return lambda: update(grads, state, params)
+
+
+def interleaved(calls: dict[str, Callable[[], Any]], repeats: int) -> dict[str, tuple[float, float]]:
+    """(median wall ms, median CPU ms) of each call, timed in turn (a, b, a, b, ...) after two warm-up
+    calls each, so that a shared machine's drift hits every call of a ratio alike; a round of a few
+    milliseconds is repeated more often (>= 1 s in all, at most 200 rounds), so its medians are as
+    steady as a slow one's."""
+    w0 = time.perf_counter()
+    for call in calls.values():
+        for _ in range(2):
+            jax.block_until_ready(call())
+    rounds = max(repeats, min(200, int(2.0 / max(time.perf_counter() - w0, 1e-6))))
+    walls: dict[str, list[float]] = {name: [] for name in calls}
+    cpus: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, call in calls.items():
+            w0, c0 = time.perf_counter(), time.process_time()
+            jax.block_until_ready(call())
+            walls[name].append(time.perf_counter() - w0)
+            cpus[name].append(time.process_time() - c0)
+    return {name: (1e3 * statistics.median(walls[name]), 1e3 * statistics.median(cpus[name])) for name in calls}
+
+
+def time_update(tx: optax.GradientTransformation, params: Any, grads: Any, repeats: int) -> tuple[float, float]:
+    """(median wall ms, median CPU ms) of one jitted update (``interleaved``, alone)."""
+    return interleaved({"tx": update_call(tx, params, grads)}, repeats)["tx"]
 
 
 def row(name: str, wall: float, cpu: float, adam: tuple[float, float], floor: float | None = None) -> None:
@@ -77,7 +99,7 @@ def celo2_breakdown(params: Any, grads: Any, repeats: int, adam: tuple[float, fl
     no_ns = time_update(C.celo2(theta, orthogonalize=False), params, grads, repeats)
     real_direction = C._direction
     # "rest": accumulators, output RMS normalisation, Adam on biases, routing.
-    C._direction = lambda mlp, p, g, acc, exp_mult: g * acc["m"][0]
+    C._direction = lambda mlp, p, g, acc, exp_mult, *extra: g * acc["m"][0]
     try:
         rest = time_update(C.celo2(theta, orthogonalize=False), params, grads, repeats)
     finally:
@@ -124,43 +146,67 @@ def time_fn(fn: Any, *args: Any, repeats: int) -> tuple[float, float]:
     return 1e3 * statistics.median(walls), 1e3 * statistics.median(cpus)
 
 
-def machine_rates(kernels: list, repeats: int) -> tuple[float, float, tuple[float, float]]:
-    """(copy bandwidth in bytes/ms, float32 matmul FLOPs/ms, bare Newton-Schulz (wall, CPU) ms on ``kernels``).
+def machine_rates(kernels: list, repeats: int) -> dict[str, Any]:
+    """This machine's rates, best of several calls each (what it can do, not what it did while busy).
 
-    Best of several calls each; the copy streams 8 buffers of 4 MB (the size of the model's
-    kernels) through one elementwise op each, as an optimizer's update does.
+    Returns ``bandwidth`` (bytes/ms) of an optimizer-shaped stream over ``kernels`` (read g, m,
+    v; write m, v, u: one fused loop per tensor, as optax.adam's), ``matmul`` (float32 FLOPs/ms
+    of ``x @ x`` on ``kernels``), ``elementwise`` (FLOPs/ms of four independent multiply-add
+    chains per element, as a narrow per-element MLP's hidden units run) and ``ns`` (bare
+    Newton-Schulz on ``kernels``: (wall, CPU) ms).
     """
     from evolopt.architectures import celo2 as C
 
-    big = [jnp.ones((2**20,), jnp.float32) for _ in range(8)]  # 32 MB in 8 buffers, beyond the caches
-    copy = jax.jit(lambda xs: [x * 1.0001 for x in xs])
-    copy_ms = _best_ms(copy, big, repeats=2 * repeats + 3)
-    bandwidth = 2 * sum(x.nbytes for x in big) / copy_ms  # read + write
-    mm = jax.jit(lambda xs: [x @ x for x in xs])
-    mm_ms = _best_ms(mm, kernels, repeats=repeats)
-    rate = sum(2 * k.shape[0] * k.shape[1] * k.shape[1] for k in kernels) / mm_ms
-    ns_ms = time_fn(jax.jit(lambda xs: [C.newton_schulz(x) for x in xs]), kernels, repeats=repeats)
-    return bandwidth, rate, ns_ms
+    g = [0.01 * k for k in kernels]
+    m, v = [0.5 * x for x in g], [x * x for x in g]
+
+    def stream(g, m, v):
+        m2 = [0.9 * a + 0.1 * x for a, x in zip(m, g)]
+        v2 = [0.99 * b + 0.01 * x * x for b, x in zip(v, g)]
+        return m2, v2, [a * jax.lax.rsqrt(b + 1e-8) for a, b in zip(m2, v2)]
+
+    stream_ms = _best_ms(jax.jit(stream), g, m, v, repeats=4 * repeats + 10)
+    bandwidth = 6 * sum(x.nbytes for x in kernels) / stream_ms
+    mm_ms = _best_ms(jax.jit(lambda xs: [x @ x for x in xs]), kernels, repeats=4 * repeats + 10)
+    matmul = sum(2 * k.shape[0] * k.shape[1] * k.shape[1] for k in kernels) / mm_ms
+    coefs = np.random.default_rng(0).uniform(0.9, 1.1, (EW_CHAIN, 2)).astype(np.float32)
+
+    def chains(xs):  # 4 chains x EW_CHAIN multiply-adds per element
+        out = []
+        for x in xs:
+            hs = [x * (1.0 + 0.1 * k) for k in range(4)]
+            for a, b in coefs:
+                hs = [h * a + (b - 1.0) for h in hs]
+            out.append(sum(hs))
+        return out
+
+    ew_ms = _best_ms(jax.jit(chains), kernels, repeats=4 * repeats + 10)
+    elementwise = 2 * 4 * EW_CHAIN * sum(k.size for k in kernels) / ew_ms
+    ns = time_fn(jax.jit(lambda xs: [C.newton_schulz(x) for x in xs]), kernels, repeats=repeats)
+    return {"bandwidth": bandwidth, "matmul": matmul, "elementwise": elementwise, "ns": ns}
 
 
-def ns_flops(shape: tuple[int, ...], steps: int = 5) -> float:
-    """FLOPs of ``steps`` quintic NS iterations on an m x n matrix (m <= n): X X^T, A A, (bA + cA^2) X."""
-    m, n = sorted(shape[-2:])
-    return steps * (4 * m * m * n + 2 * m**3)
+EW_CHAIN = 32  # multiply-adds per chain in the elementwise-rate probe
 
 
-def mlp_macs(theta: Any) -> int:
-    """Multiply-adds per element of a per-element MLP: the sizes of its weight matrices."""
+def mlp_macs(theta: Any) -> tuple[int, bool]:
+    """(multiply-adds per element of a per-element MLP, whether it runs as matmuls): the sizes
+    of its weight matrices; layers at least ``fused.WIDE`` wide run block by block as matmuls
+    on tensors larger than one block (every kernel of the benchmark's model)."""
+    from evolopt.architectures import fused
+
     if not isinstance(theta, dict):
-        return 0
+        return 0, False
     for key in ("mlp", "ff_mod_stack"):
         if key in theta:
-            return sum(int(np.size(w)) for w in jax.tree.leaves(theta[key]) if np.ndim(w) == 2)
-    return 0
+            weights = [w for w in jax.tree.leaves(theta[key]) if np.ndim(w) == 2]
+            return sum(int(np.size(w)) for w in weights), max(np.shape(w)[1] for w in weights) >= fused.WIDE
+    return 0, False
 
 
-def floor_ms(name: str, tx: Any, theta: Any, params: Any, bandwidth: float, rate: float) -> float:
-    """Bytes moved at copy bandwidth + FLOPs at the matmul rate, for one update of ``tx``."""
+def floor_ms(name: str, tx: Any, theta: Any, params: Any, rates: dict[str, Any]) -> float:
+    """Bytes moved at the streaming rate + MLP FLOPs at the rate of the unit doing them (+ bare
+    Newton-Schulz's measured time for the rules that orthogonalise), for one update of ``tx``."""
     state_bytes = sum(x.nbytes for x in jax.tree.leaves(tx.init(params)))
     leaves = jax.tree.leaves(params)
     n = sum(x.size for x in leaves)
@@ -168,25 +214,28 @@ def floor_ms(name: str, tx: Any, theta: Any, params: Any, bandwidth: float, rate
     moved = 4 * n * (2 + reads_params) + 2 * state_bytes  # grads in, update out, [params in], state in + out
     orthogonalises = name in ("celo2", "celo2_ns_input")  # Newton-Schulz of each matrix (output / momentum input)
     learned = [x for x in leaves if x.ndim >= 2] if orthogonalises else leaves  # their 1-D leaves get Adam
-    flops = 2 * mlp_macs(theta) * sum(x.size for x in learned)
-    if orthogonalises:
-        flops += sum(ns_flops(x.shape) for x in learned)
-    return moved / bandwidth + flops / rate
+    macs, as_matmuls = mlp_macs(theta)
+    mlp_flops = 2 * macs * sum(x.size for x in learned)
+    ns = rates["ns"][0] if orthogonalises else 0.0  # bare Newton-Schulz on the same matrices, timed
+    mlp_rate = rates["matmul"] if as_matmuls else rates["elementwise"]
+    return moved / rates["bandwidth"] + ns + mlp_flops / mlp_rate
 
 
-def check_targets(ms: dict[str, float], ns: float, what: str) -> None:
-    """The issue-16 targets, as ratios of times measured in this run."""
-    targets = [
-        ("celo2 <= 1.2x bare NS", "celo2", ns, 1.2),
-        ("celo2_base <= 6x optax.adam", "celo2_base", ms.get("adam"), 6.0),
-        ("small_fc_lopt <= 6x optax.adam", "small_fc_lopt", ms.get("adam"), 6.0),
-        ("mulo <= 1.3x small_fc_lopt", "mulo", ms.get("small_fc_lopt"), 1.3),
-        ("celo <= 2x small_fc_lopt", "celo", ms.get("small_fc_lopt"), 2.0),
-    ]
-    print(f"targets (ratios of {what} times in this run)")
-    for label, name, ref, limit in targets:
-        if name in ms and ref:
-            ratio = ms[name] / ref
+TARGETS = [  # issue 16: (label, arch, reference, limit)
+    ("celo2 <= 1.2x bare NS", "celo2", "ns", 1.2),
+    ("celo2_base <= 6x optax.adam", "celo2_base", "adam", 6.0),
+    ("small_fc_lopt <= 6x optax.adam", "small_fc_lopt", "adam", 6.0),
+    ("mulo <= 1.3x small_fc_lopt", "mulo", "small_fc_lopt", 1.3),
+    ("celo <= 2x small_fc_lopt", "celo", "small_fc_lopt", 2.0),
+]
+
+
+def check_targets(timed: dict[str, dict[str, tuple[float, float]]], index: int, what: str) -> None:
+    """The issue-16 targets, each a ratio of two updates timed in turn (``interleaved``) in this run."""
+    print(f"targets (ratios of {what} times, each pair timed in turn)")
+    for label, name, ref, limit in TARGETS:
+        if name in timed and ref in timed[name]:
+            ratio = timed[name][name][index] / timed[name][ref][index]
             print(f"  {label:32s} {ratio:6.2f}  {'met' if ratio <= limit else 'missed'}")
 
 
@@ -200,37 +249,46 @@ def main() -> None:
     args = ap.parse_args()
 
     import evolopt.architectures  # noqa: F401  (registers every architecture)
+    from evolopt.architectures import celo2 as C
     from evolopt.registry import ARCHITECTURES
 
     params, grads = make_model(args.layers, args.width)
     n = sum(x.size for x in jax.tree.leaves(params))
     kernels = [layer["kernel"] for layer in params.values()]
-    bandwidth, rate, ns = machine_rates(kernels, args.repeats)
+    rates = machine_rates(kernels, args.repeats)
+    ns = rates["ns"]
     print(
         f"model: {args.layers} x dense {args.width}x{args.width} + biases = {n:,} params; "
         f"backend {jax.default_backend()}, {jax.device_count()} device(s)\n"
-        f"machine: copy {bandwidth / 1e6:.1f} GB/s, float32 matmul {rate / 1e6:.1f} GFLOP/s, "
+        f"machine: optimizer-shaped stream {rates['bandwidth'] / 1e6:.1f} GB/s, float32 matmul "
+        f"{rates['matmul'] / 1e6:.1f} GFLOP/s, elementwise multiply-add {rates['elementwise'] / 1e6:.1f} GFLOP/s, "
         f"bare Newton-Schulz (5 steps, {len(kernels)} matrices) {ns[0]:.1f} ms wall, {ns[1]:.1f} ms CPU"
     )
     print(f"{'arch':16s} {'wall ms':>9s} {'x adam':>8s} {'floor ms':>9s} {'x floor':>8s} {'cpu ms':>9s} {'x adam':>8s}")
-    ms: dict[str, float] = {}
-    cpu: dict[str, float] = {}
     adam_tx = optax.adam(1e-3)
-    adam = time_update(adam_tx, params, grads, args.repeats)
-    ms["adam"], cpu["adam"] = adam
-    row("optax.adam", *adam, adam, floor_ms("adam", adam_tx, None, params, bandwidth, rate))
+    calls = {"adam": update_call(adam_tx, params, grads)}
+    ns_fn = jax.jit(lambda xs: [C.newton_schulz(x) for x in xs])
+    calls["ns"] = lambda: ns_fn(kernels)
+    adam = interleaved({"adam": calls["adam"]}, args.repeats)["adam"]
+    row("optax.adam", *adam, adam, floor_ms("adam", adam_tx, None, params, rates))
     names = args.archs.split(",") if args.archs else ARCHITECTURES.names()
-    for name in names:
+    names = sorted(names, key=lambda name: name != "small_fc_lopt")
+    timed: dict[str, dict[str, tuple[float, float]]] = {}
+    for name in names:  # small_fc_lopt first: it is mulo's and celo's reference
         arch = ARCHITECTURES.build(name)
         theta = arch.init_theta(jax.random.PRNGKey(0))
         tx = arch.optimizer(theta)
-        result = time_update(tx, params, grads, args.repeats)
-        ms[name], cpu[name] = result
-        row(name, *result, adam, floor_ms(name, tx, theta, params, bandwidth, rate))
-    if "celo2" in ms:
-        print(f"celo2 / bare NS: {ms['celo2'] / ns[0]:.2f} wall, {cpu['celo2'] / ns[1]:.2f} CPU")
-    check_targets(ms, ns[0], "wall")
-    check_targets(cpu, ns[1], "CPU")
+        calls[name] = update_call(tx, params, grads)
+        refs = ["adam"] + [ref for _, arch_name, ref, _ in TARGETS if arch_name == name and ref in calls]
+        timed[name] = interleaved({name: calls[name], **{ref: calls[ref] for ref in dict.fromkeys(refs)}}, args.repeats)
+        row(name, *timed[name][name], timed[name]["adam"], floor_ms(name, tx, theta, params, rates))
+    if "celo2" in timed:
+        pair = timed["celo2"]
+        print(
+            f"celo2 / bare NS: {pair['celo2'][0] / pair['ns'][0]:.2f} wall, {pair['celo2'][1] / pair['ns'][1]:.2f} CPU"
+        )
+    check_targets(timed, 0, "wall")
+    check_targets(timed, 1, "CPU")
     if args.breakdown and "celo2" in ARCHITECTURES:
         celo2_breakdown(params, grads, args.repeats, adam)
 

@@ -27,8 +27,11 @@ parameter through memory twice. Instead, since the first layer is linear:
     matmul write and re-read ``[N, H]`` (~2 GB per μLO update of 2.1M params), which made
     the update memory-bound at 3x its FLOP floor; blocked, it is >2x faster on CPU.
 
-Optimisation barriers stop XLA from fusing a layer into the next one, which would recompute
-every hidden unit once per unit of the next layer (fusion duplicates producers).
+Optimisation barriers between layers were added to stop XLA from fusing a layer into the next
+one, duplicating producers. XLA CPU in jax 0.10 drops them before fusion (measured in session 15:
+none is left in the compiled update); the channels, the whole MLP and the update then fuse into
+one loop per tensor, in which each hidden unit is emitted once per element, so the fused form
+recomputes nothing either way.
 """
 
 from __future__ import annotations
