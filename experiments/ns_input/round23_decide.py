@@ -1,6 +1,8 @@
 """Round 23's rule applied to the as-shipped means on validation2 (128-batch test loss).
 
-    python experiments/ns_input/round23_decide.py
+    python experiments/ns_input/round23_decide.py [NAME ...]   # default: round 23's seven means
+
+Round 24 applies the same rule: ``round23_decide.py avg4_0375``.
 
 Eligible: against the start as shipped, mean-train wins >= 4/6 and test worse <= 2/6; the pick has the
 lowest geo-mean mean-train ratio; it ships if, against celo2-cpu, that geo-mean is < 1 and it is worse on
@@ -28,7 +30,7 @@ def ratios(cand: dict, ref: dict, key: str) -> list[float]:
 
 def main() -> None:
     start, shipped = read(EVAL / "validation2_f3_start_conv"), read(EVAL / "validation2_f3_celo2-cpu")
-    for name in NAMES:
+    for name in sys.argv[1:] or NAMES:
         cand = read(EVAL / f"validation2_f3_ship_{name}")
         mean, test = ratios(cand, start, "mean"), ratios(cand, start, "valid")
         wins, worse = sum(r < 1 for r in mean), sum(r > 1 for r in test)
