@@ -63,11 +63,20 @@ def read_stored(path: Path) -> tuple[dict, Result]:
             curves = {n: data[f"c{i}"] for i, n in enumerate(header["curves"])}
         fields = dict(header["fields"])
         fields["grid"] = {k: [tuple(row) for row in v] for k, v in fields["grid"].items()}
-        return dict(header["protocol"]), Result(**fields, curves=curves)
+        return with_defaults(header["protocol"]), Result(**fields, curves=curves)
     except KeyError as e:
         raise ValueError(f"no {e} in it") from None
     except (TypeError, AttributeError, EOFError, UnicodeDecodeError, zipfile.BadZipFile) as e:
         raise ValueError(f"{type(e).__name__}: {e}") from None
+
+
+# Protocol keys added within a format, at the value every store written before them was measured under.
+PROTOCOL_DEFAULTS = {"first_seed": 0}
+
+
+def with_defaults(protocol: dict) -> dict:
+    """A stored protocol with the keys it was written without (``PROTOCOL_DEFAULTS``) at their defaults."""
+    return {**PROTOCOL_DEFAULTS, **protocol}
 
 
 def same_protocol(stored: dict, protocol: dict) -> bool:
@@ -95,7 +104,7 @@ def stored_protocol(out: Path) -> dict | None:
     for path in sorted((Path(out) / "tasks").glob("*.npz")):
         try:
             with np.load(path, allow_pickle=False) as data:
-                return json.loads(data[HEADER].tobytes().decode())["protocol"]
+                return with_defaults(json.loads(data[HEADER].tobytes().decode())["protocol"])
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             continue
     return None

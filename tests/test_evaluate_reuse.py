@@ -156,3 +156,30 @@ def test_a_source_stored_before_task_definitions_is_checked_against_its_suite(ev
     code, err = evaluate(*args, f"baselines_from={elsewhere}", f"out={root / 'refused'}")
     assert code == 2 and "task=unknown (not recorded; its suite has no such task) there" in err, err
     assert not (root / "refused").exists()
+
+
+def test_stores_written_without_first_seed_are_the_default_draw(evals, monkeypatch):
+    """Format-3 stores written before the protocol recorded ``first_seed`` (session 14's evaluations) hold the
+    default draw: resumed and reused by ``first_seed=0`` exactly, refused by another draw in one line naming 0."""
+    root, calls = evals["root"], []
+    real = evolopt.eval_task.evaluate_task
+    monkeypatch.setattr(
+        evolopt.eval_task, "evaluate_task", lambda task, *a, **k: calls.append(task.name) or real(task, *a, **k)
+    )
+    args = ["optimizer=sgd", *COMMON, "baselines=[sgdm,adam]"]
+    unrecorded = copy_with(evals["X"], root / "no_first_seed_source", lambda p: p.pop("first_seed"))
+    assert "first_seed" not in _protocol(unrecorded)
+    out = root / "from_no_first_seed"
+    assert evaluate(*args, f"baselines_from={unrecorded}", f"out={out}")[0] == 0
+    assert without_seconds(json.loads((out / "results.json").read_text())) == without_seconds(
+        json.loads((evals["Z"] / "results.json").read_text())
+    )
+    resumed = copy_with(evals["Y"], root / "no_first_seed_out", lambda p: p.pop("first_seed"))
+    calls.clear()
+    assert evaluate(*args, f"out={resumed}")[0] == 0
+    assert calls == []  # its stored task was kept, not measured again
+    code, err = evaluate(*args, "first_seed=2", f"baselines_from={unrecorded}", f"out={root / 'refused'}")
+    assert code == 2 and "first_seed=0 there, first_seed=2 here; use first_seed=0 or" in err, err
+    code, err = evaluate(*args, "first_seed=2", f"out={resumed}")
+    assert code == 2 and "holds an evaluation with first_seed=0, not 2" in err, err
+    assert not (root / "refused").exists()
