@@ -90,7 +90,17 @@ def row(name: str, wall: float, cpu: float, adam: tuple[float, float], floor: fl
     print(f"{name:16s} {wall:9.1f} {wall / adam[0]:7.1f}x {fl} {cpu:9.1f} {cpu / adam[1]:7.1f}x", flush=True)
 
 
-def celo2_breakdown(params: Any, grads: Any, repeats: int, adam: tuple[float, float]) -> None:
+def newton_schulz_call(kernels: list) -> Callable[[], Any]:
+    """A no-argument call of bare Newton-Schulz (celo2's, 5 steps) on each of ``kernels``, jitted once."""
+    from evolopt.architectures import celo2 as C
+
+    ns = jax.jit(lambda xs: [C.newton_schulz(x) for x in xs])
+    return lambda: ns(kernels)
+
+
+def celo2_breakdown(
+    params: Any, grads: Any, repeats: int, adam: tuple[float, float], ns_call: Callable[[], Any]
+) -> None:
     """Split celo2's step into features+MLP, Newton-Schulz and the rest, by variants."""
     from evolopt.architectures import celo2 as C
 
@@ -104,16 +114,7 @@ def celo2_breakdown(params: Any, grads: Any, repeats: int, adam: tuple[float, fl
         rest = time_update(C.celo2(theta, orthogonalize=False), params, grads, repeats)
     finally:
         C._direction = real_direction
-    kernels = [layer["kernel"] for layer in params.values()]
-    ns_fn = jax.jit(lambda xs: [C.newton_schulz(x) for x in xs])
-    jax.block_until_ready(ns_fn(kernels))
-    walls, cpus = [], []
-    for _ in range(repeats):
-        w0, c0 = time.perf_counter(), time.process_time()
-        jax.block_until_ready(ns_fn(kernels))
-        walls.append(time.perf_counter() - w0)
-        cpus.append(time.process_time() - c0)
-    ns_alone = 1e3 * statistics.median(walls), 1e3 * statistics.median(cpus)
+    ns_alone = interleaved({"ns": ns_call}, repeats)["ns"]
     print("\ncelo2 breakdown (by timing variants)")
     row("celo2 (full)", *full, adam)
     row("  features + MLP", no_ns[0] - rest[0], no_ns[1] - rest[1], adam)
@@ -133,30 +134,15 @@ def _best_ms(fn: Any, *args: Any, repeats: int) -> float:
     return 1e3 * min(walls)
 
 
-def time_fn(fn: Any, *args: Any, repeats: int) -> tuple[float, float]:
-    """(median wall ms, median CPU ms) of a jitted call, after two warm-up calls (as ``time_update``)."""
-    for _ in range(2):
-        jax.block_until_ready(fn(*args))
-    walls, cpus = [], []
-    for _ in range(repeats):
-        w0, c0 = time.perf_counter(), time.process_time()
-        jax.block_until_ready(fn(*args))
-        walls.append(time.perf_counter() - w0)
-        cpus.append(time.process_time() - c0)
-    return 1e3 * statistics.median(walls), 1e3 * statistics.median(cpus)
-
-
-def machine_rates(kernels: list, repeats: int) -> dict[str, Any]:
+def machine_rates(kernels: list, ns_call: Callable[[], Any], repeats: int) -> dict[str, Any]:
     """This machine's rates, best of several calls each (what it can do, not what it did while busy).
 
     Returns ``bandwidth`` (bytes/ms) of an optimizer-shaped stream over ``kernels`` (read g, m,
     v; write m, v, u: one fused loop per tensor, as optax.adam's), ``matmul`` (float32 FLOPs/ms
     of ``x @ x`` on ``kernels``), ``elementwise`` (FLOPs/ms of four independent multiply-add
-    chains per element, as a narrow per-element MLP's hidden units run) and ``ns`` (bare
+    chains per element, as a narrow per-element MLP's hidden units run) and ``ns`` (``ns_call``, bare
     Newton-Schulz on ``kernels``: (wall, CPU) ms).
     """
-    from evolopt.architectures import celo2 as C
-
     g = [0.01 * k for k in kernels]
     m, v = [0.5 * x for x in g], [x * x for x in g]
 
@@ -182,7 +168,7 @@ def machine_rates(kernels: list, repeats: int) -> dict[str, Any]:
 
     ew_ms = _best_ms(jax.jit(chains), kernels, repeats=4 * repeats + 10)
     elementwise = 2 * 4 * EW_CHAIN * sum(k.size for k in kernels) / ew_ms
-    ns = time_fn(jax.jit(lambda xs: [C.newton_schulz(x) for x in xs]), kernels, repeats=repeats)
+    ns = interleaved({"ns": ns_call}, repeats)["ns"]
     return {"bandwidth": bandwidth, "matmul": matmul, "elementwise": elementwise, "ns": ns}
 
 
@@ -249,13 +235,13 @@ def main() -> None:
     args = ap.parse_args()
 
     import evolopt.architectures  # noqa: F401  (registers every architecture)
-    from evolopt.architectures import celo2 as C
     from evolopt.registry import ARCHITECTURES
 
     params, grads = make_model(args.layers, args.width)
     n = sum(x.size for x in jax.tree.leaves(params))
     kernels = [layer["kernel"] for layer in params.values()]
-    rates = machine_rates(kernels, args.repeats)
+    calls = {"ns": newton_schulz_call(kernels)}
+    rates = machine_rates(kernels, calls["ns"], args.repeats)
     ns = rates["ns"]
     print(
         f"model: {args.layers} x dense {args.width}x{args.width} + biases = {n:,} params; "
@@ -266,9 +252,7 @@ def main() -> None:
     )
     print(f"{'arch':16s} {'wall ms':>9s} {'x adam':>8s} {'floor ms':>9s} {'x floor':>8s} {'cpu ms':>9s} {'x adam':>8s}")
     adam_tx = optax.adam(1e-3)
-    calls = {"adam": update_call(adam_tx, params, grads)}
-    ns_fn = jax.jit(lambda xs: [C.newton_schulz(x) for x in xs])
-    calls["ns"] = lambda: ns_fn(kernels)
+    calls["adam"] = update_call(adam_tx, params, grads)
     adam = interleaved({"adam": calls["adam"]}, args.repeats)["adam"]
     row("optax.adam", *adam, adam, floor_ms("adam", adam_tx, None, params, rates))
     names = args.archs.split(",") if args.archs else ARCHITECTURES.names()
@@ -290,7 +274,7 @@ def main() -> None:
     check_targets(timed, 0, "wall")
     check_targets(timed, 1, "CPU")
     if args.breakdown and "celo2" in ARCHITECTURES:
-        celo2_breakdown(params, grads, args.repeats, adam)
+        celo2_breakdown(params, grads, args.repeats, adam, calls["ns"])
 
 
 if __name__ == "__main__":
