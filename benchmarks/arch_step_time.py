@@ -11,13 +11,18 @@ streams an optimizer-shaped update (three arrays read and three written per elem
 the model's own tensors, so the same working set and caches as the updates timed), plus the FLOPs
 it must do at the rate of the unit that does them: a wide MLP runs block by block as matmuls
 (``fused.wide_heads``) at the measured float32 matmul rate, a narrow per-element MLP at the
-measured elementwise multiply-add rate (four independent chains per element, as its hidden
+measured elementwise multiply-add rate (a 4-unit ReLU MLP per element, as its hidden
 units are); a rule that orthogonalises adds bare Newton-Schulz's measured time on the same
 matrices. Printed as ``x floor``. Every ratio to another update (``x adam``, the targets) is
 of two updates timed in turn in one loop (``interleaved``), so a shared machine's drift hits
 both alike.
 
+``--cpu-reassociate`` compiles everything (updates and the rate probes) with
+``evolopt.xla_cpu.REASSOCIATE`` (float sums vectorised, multiply-adds fused), as meta-training
+does on CPU, and also times each rule under XLA's defaults in the same loop.
+
     python benchmarks/arch_step_time.py [--repeats 5] [--layers 8] [--width 512] [--archs celo2,mulo]
+    python benchmarks/arch_step_time.py --cpu-reassociate
 """
 
 from __future__ import annotations
@@ -32,6 +37,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+
+from evolopt import xla_cpu
+
+REASSOCIATE = False  # --cpu-reassociate: every jit below compiles with xla_cpu.REASSOCIATE
+
+
+def jit(fn: Callable[..., Any], reassociate: bool | None = None) -> Any:
+    """``jax.jit`` under this run's compile options (``reassociate`` overrides them)."""
+    return xla_cpu.jit(fn, REASSOCIATE if reassociate is None else reassociate)
 
 
 def make_model(layers: int, width: int) -> tuple[dict, dict]:
@@ -49,13 +63,15 @@ def make_model(layers: int, width: int) -> tuple[dict, dict]:
     return params, grads
 
 
-def update_call(tx: optax.GradientTransformation, params: Any, grads: Any) -> Callable[[], Any]:
-    """A no-argument call of one jitted ``tx.update`` from ``tx.init(params)``."""
+def update_call(
+    tx: optax.GradientTransformation, params: Any, grads: Any, reassociate: bool | None = None
+) -> Callable[[], Any]:
+    """A no-argument call of one jitted ``tx.update`` from ``tx.init(params)`` (``jit``'s options)."""
     state = tx.init(params)
     kwargs = {"loss": jnp.float32(1.0), "num_steps": 1000}
     if not isinstance(tx, optax.GradientTransformationExtraArgs):
         kwargs = {}
-    update = jax.jit(lambda g, s, p: tx.update(g, s, p, **kwargs))
+    update = jit(lambda g, s, p: tx.update(g, s, p, **kwargs), reassociate)
     return lambda: update(grads, state, params)
 
 
@@ -94,7 +110,7 @@ def newton_schulz_call(kernels: list) -> Callable[[], Any]:
     """A no-argument call of bare Newton-Schulz (celo2's, 5 steps) on each of ``kernels``, jitted once."""
     from evolopt.architectures import celo2 as C
 
-    ns = jax.jit(lambda xs: [C.newton_schulz(x) for x in xs])
+    ns = jit(lambda xs: [C.newton_schulz(x) for x in xs])
     return lambda: ns(kernels)
 
 
@@ -139,8 +155,9 @@ def machine_rates(kernels: list, ns_call: Callable[[], Any], repeats: int) -> di
 
     Returns ``bandwidth`` (bytes/ms) of an optimizer-shaped stream over ``kernels`` (read g, m,
     v; write m, v, u: one fused loop per tensor, as optax.adam's), ``matmul`` (float32 FLOPs/ms
-    of ``x @ x`` on ``kernels``), ``elementwise`` (FLOPs/ms of four independent multiply-add
-    chains per element, as a narrow per-element MLP's hidden units run) and ``ns`` (``ns_call``, bare
+    of ``x @ x`` on ``kernels``), ``elementwise`` (FLOPs/ms of ``EW_LAYERS`` 4x4 dense + ReLU
+    layers per element, as a narrow per-element MLP's hidden units run; the ReLUs keep a
+    reassociating compiler from folding the layers into one) and ``ns`` (``ns_call``, bare
     Newton-Schulz on ``kernels``: (wall, CPU) ms).
     """
     g = [0.01 * k for k in kernels]
@@ -151,28 +168,30 @@ def machine_rates(kernels: list, ns_call: Callable[[], Any], repeats: int) -> di
         v2 = [0.99 * b + 0.01 * x * x for b, x in zip(v, g)]
         return m2, v2, [a * jax.lax.rsqrt(b + 1e-8) for a, b in zip(m2, v2)]
 
-    stream_ms = _best_ms(jax.jit(stream), g, m, v, repeats=4 * repeats + 10)
+    stream_ms = _best_ms(jit(stream), g, m, v, repeats=4 * repeats + 10)
     bandwidth = 6 * sum(x.nbytes for x in kernels) / stream_ms
-    mm_ms = _best_ms(jax.jit(lambda xs: [x @ x for x in xs]), kernels, repeats=4 * repeats + 10)
+    mm_ms = _best_ms(jit(lambda xs: [x @ x for x in xs]), kernels, repeats=4 * repeats + 10)
     matmul = sum(2 * k.shape[0] * k.shape[1] * k.shape[1] for k in kernels) / mm_ms
-    coefs = np.random.default_rng(0).uniform(0.9, 1.1, (EW_CHAIN, 2)).astype(np.float32)
+    rng = np.random.default_rng(0)
+    weights = rng.uniform(-0.5, 0.5, (EW_LAYERS, 4, 4)).astype(np.float32)
+    biases = rng.uniform(-0.1, 0.1, (EW_LAYERS, 4)).astype(np.float32)
 
-    def chains(xs):  # 4 chains x EW_CHAIN multiply-adds per element
+    def narrow_mlp(xs):  # EW_LAYERS x 16 multiply-adds per element
         out = []
         for x in xs:
             hs = [x * (1.0 + 0.1 * k) for k in range(4)]
-            for a, b in coefs:
-                hs = [h * a + (b - 1.0) for h in hs]
+            for w, b in zip(weights, biases):
+                hs = [jax.nn.relu(b[k] + sum(w[j, k] * hs[j] for j in range(4))) for k in range(4)]
             out.append(sum(hs))
         return out
 
-    ew_ms = _best_ms(jax.jit(chains), kernels, repeats=4 * repeats + 10)
-    elementwise = 2 * 4 * EW_CHAIN * sum(k.size for k in kernels) / ew_ms
+    ew_ms = _best_ms(jit(narrow_mlp), kernels, repeats=4 * repeats + 10)
+    elementwise = 2 * 16 * EW_LAYERS * sum(k.size for k in kernels) / ew_ms
     ns = interleaved({"ns": ns_call}, repeats)["ns"]
     return {"bandwidth": bandwidth, "matmul": matmul, "elementwise": elementwise, "ns": ns}
 
 
-EW_CHAIN = 32  # multiply-adds per chain in the elementwise-rate probe
+EW_LAYERS = 8  # 4x4 layers in the elementwise-rate probe (128 multiply-adds per element)
 
 
 def mlp_macs(theta: Any) -> tuple[int, bool]:
@@ -232,7 +251,10 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=512)
     ap.add_argument("--archs", help="comma-separated subset of the registered architectures")
     ap.add_argument("--breakdown", action="store_true", help="also split celo2's step into its parts")
+    ap.add_argument("--cpu-reassociate", action="store_true", help="compile with evolopt.xla_cpu.REASSOCIATE")
     args = ap.parse_args()
+    global REASSOCIATE
+    REASSOCIATE = args.cpu_reassociate
 
     import evolopt.architectures  # noqa: F401  (registers every architecture)
     from evolopt.registry import ARCHITECTURES
@@ -245,7 +267,8 @@ def main() -> None:
     ns = rates["ns"]
     print(
         f"model: {args.layers} x dense {args.width}x{args.width} + biases = {n:,} params; "
-        f"backend {jax.default_backend()}, {jax.device_count()} device(s)\n"
+        f"backend {jax.default_backend()}, {jax.device_count()} device(s); compile options "
+        f"{xla_cpu.compiler_options(REASSOCIATE) or 'XLA defaults'}\n"
         f"machine: optimizer-shaped stream {rates['bandwidth'] / 1e6:.1f} GB/s, float32 matmul "
         f"{rates['matmul'] / 1e6:.1f} GFLOP/s, elementwise multiply-add {rates['elementwise'] / 1e6:.1f} GFLOP/s, "
         f"bare Newton-Schulz (5 steps, {len(kernels)} matrices) {ns[0]:.1f} ms wall, {ns[1]:.1f} ms CPU"
@@ -264,8 +287,14 @@ def main() -> None:
         tx = arch.optimizer(theta)
         calls[name] = update_call(tx, params, grads)
         refs = ["adam"] + [ref for _, arch_name, ref, _ in TARGETS if arch_name == name and ref in calls]
+        if REASSOCIATE:  # the same rule under XLA's defaults, in the same loop
+            calls[f"{name} default"] = update_call(tx, params, grads, reassociate=False)
+            refs.append(f"{name} default")
         timed[name] = interleaved({name: calls[name], **{ref: calls[ref] for ref in dict.fromkeys(refs)}}, args.repeats)
         row(name, *timed[name][name], timed[name]["adam"], floor_ms(name, tx, theta, params, rates))
+        if REASSOCIATE:
+            default = timed[name][f"{name} default"]
+            print(f"{'  XLA defaults':16s} {default[0]:9.1f}  ({default[0] / timed[name][name][0]:.2f}x the time)")
     if "celo2" in timed:
         pair = timed["celo2"]
         print(

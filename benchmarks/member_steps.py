@@ -3,6 +3,7 @@
     python benchmarks/member_steps.py [--arch small_fc_lopt] [--task image_mlp] [--population 32]
     python benchmarks/member_steps.py --arch celo2 --populations 64,256,1024,4096   # on a GPU
     python benchmarks/member_steps.py --arch celo2 --breakdown   # where a generation's time goes
+    python benchmarks/member_steps.py --arch celo2 --reassociation   # xla_cpu.REASSOCIATE vs XLA's defaults
 
 Prints (1) learned-optimizer members vs Adam members in the same harness, one device,
 (2) the learned optimizer at 1 vs 2 forced CPU devices, and (3) at 2 processes x 1
@@ -13,7 +14,9 @@ runs kept busy. A member-step is one inner training step of one member on one ta
 the features + MLP, replaced by ``g m``; the whole optimizer, replaced by SGD) plus the
 strategy's ask + tell alone, and prints each component's share. ``--populations`` instead
 measures how the rate grows with population size on the
-default devices (e.g. a GPU), in this process.
+default devices (e.g. a GPU), in this process. Steps compile as meta-training's do (on CPU
+with ``evolopt.xla_cpu.REASSOCIATE``); ``--reassociation`` times the learned and Adam members'
+steps with and without it, in turn in one loop.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -40,6 +44,25 @@ def measure(
     """``(member-steps/s, cores busy)`` of the jitted generation step; ``lopt``/``theta0``
     replace the registered arch (the breakdown's stand-ins)."""
     import jax
+
+    trainer, theta0 = make_trainer(arch, task, population, tasks, truncation, lopt, theta0)
+    state = trainer.init(jax.random.key(1), theta0)
+    step = jit_step(trainer)
+    for _ in range(2):  # compile, then one warm step
+        state, m = step(state)
+    jax.block_until_ready(m)
+    t0, c0 = time.perf_counter(), time.process_time()
+    for _ in range(repeats):
+        state, m = step(state)
+    jax.block_until_ready(m)
+    wall = time.perf_counter() - t0
+    # (member-steps/s, cores busy: this process's CPU time / wall time over the timed steps)
+    return trainer.member_steps_per_generation * repeats / wall, (time.process_time() - c0) / wall
+
+
+def make_trainer(arch: str, task: str, population: int, tasks: int, truncation: int, lopt=None, theta0=None):
+    """``(trainer, theta0)``: open_es over ``arch``'s theta (``lopt``/``theta0`` replace it), full unrolls."""
+    import jax
     import jax.numpy as jnp
 
     import evolopt.strategies  # noqa: F401
@@ -53,19 +76,41 @@ def measure(
         theta0 = lopt.init_theta(jax.random.key(0)) or {"unused": jnp.zeros(2)}
     strategy = STRATEGIES.build("open_es", population, theta0, 100)
     cfg = UnrollConfig(truncation, truncation, truncation, False)
-    trainer = MetaTrainer(strategy, TASK_FAMILIES.build(task), lopt, cfg, tasks, population_mesh())
-    state = trainer.init(jax.random.key(1), theta0)
-    step = jax.jit(trainer.step, donate_argnums=0)
-    for _ in range(2):  # compile, then one warm step
-        state, m = step(state)
-    jax.block_until_ready(m)
-    t0, c0 = time.perf_counter(), time.process_time()
-    for _ in range(repeats):
-        state, m = step(state)
-    jax.block_until_ready(m)
-    wall = time.perf_counter() - t0
-    # (member-steps/s, cores busy: this process's CPU time / wall time over the timed steps)
-    return trainer.member_steps_per_generation * repeats / wall, (time.process_time() - c0) / wall
+    return MetaTrainer(strategy, TASK_FAMILIES.build(task), lopt, cfg, tasks, population_mesh()), theta0
+
+
+def jit_step(trainer, reassociate: bool = True):
+    """The generation step jitted as meta-training's (``xla_cpu.REASSOCIATE`` on CPU), state donated."""
+    from evolopt import xla_cpu
+
+    return xla_cpu.jit(trainer.step, reassociate, donate_argnums=0)
+
+
+def reassociation(args: argparse.Namespace) -> None:
+    """Member-steps/s of ``args.arch`` and Adam members with ``xla_cpu.REASSOCIATE`` and with XLA's
+    defaults, the four steps timed in turn (a, b, c, d, a, ...) so that drift hits them alike."""
+    import jax
+
+    steps, states, walls = {}, {}, {}
+    for arch in (args.arch, "adam"):
+        trainer, theta0 = make_trainer(arch, args.task, args.population, args.tasks, args.truncation)
+        for mode, flag in (("reassociate", True), ("XLA defaults", False)):
+            steps[arch, mode] = jit_step(trainer, flag)
+            states[arch, mode] = trainer.init(jax.random.key(1), theta0)
+            walls[arch, mode] = []
+    work = trainer.member_steps_per_generation
+    for i in range(2 + args.repeats):  # two warm-up rounds (compile, then one step)
+        for k, step in steps.items():
+            t0 = time.perf_counter()
+            states[k], m = step(states[k])
+            jax.block_until_ready(m)
+            if i >= 2:
+                walls[k].append(time.perf_counter() - t0)
+    print(f"task={args.task} population={args.population} tasks/member={args.tasks} truncation={args.truncation}")
+    print(f"{'members':<16}{'reassociate':>14}{'XLA defaults':>14}{'ratio':>8}   (member-steps/s, median)")
+    for arch in (args.arch, "adam"):
+        fast, slow = (work / statistics.median(walls[arch, mode]) for mode in ("reassociate", "XLA defaults"))
+        print(f"{arch:<16}{fast:>14.0f}{slow:>14.0f}{fast / slow:>8.2f}")
 
 
 def strategy_ms(arch: str, population: int, tasks: int, repeats: int) -> float:
@@ -235,6 +280,7 @@ def main() -> None:
     p.add_argument("--truncation", type=int, default=50)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--breakdown", action="store_true", help="time variants that drop one component each")
+    p.add_argument("--reassociation", action="store_true", help="with vs without xla_cpu.REASSOCIATE")
     p.add_argument("--populations", help="comma-separated sizes: rate vs population on the default devices")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--coordinator", help=argparse.SUPPRESS)
@@ -253,6 +299,9 @@ def main() -> None:
         return
     if args.breakdown:
         breakdown(args)
+        return
+    if args.reassociation:
+        reassociation(args)
         return
     if args.populations:
         import jax

@@ -12,6 +12,8 @@ optimizer itself costs inside a real step (XLA may overlap some of it with the b
 
     python benchmarks/real_model.py                      # short CPU run (~4M params)
     python benchmarks/real_model.py --preset 20m --batch 32 --seq 256 --steps 10   # ~20M params
+    python benchmarks/real_model.py --cpu-reassociate   # every step jitted with evolopt.xla_cpu.REASSOCIATE,
+                                                        # as a user passes compiler_options to their own jax.jit
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
+
+from evolopt import xla_cpu
 
 PRESETS = {  # d_model, layers, heads, vocab
     "small": (256, 4, 4, 4096),
@@ -60,7 +64,9 @@ class TransformerLM(nn.Module):
         return nn.Dense(self.vocab)(nn.LayerNorm()(x))
 
 
-def time_training(model: nn.Module, params: Any, tx: optax.GradientTransformation, batches: jax.Array, steps: int):
+def time_training(
+    model: nn.Module, params: Any, tx: optax.GradientTransformation, batches: jax.Array, steps: int, reassociate: bool
+):
     """Median wall ms of one jitted train step (forward, backward, update), and the final loss."""
     extra = isinstance(tx, optax.GradientTransformationExtraArgs)
 
@@ -68,12 +74,13 @@ def time_training(model: nn.Module, params: Any, tx: optax.GradientTransformatio
         logits = model.apply({"params": p}, batch[:, :-1])
         return optax.softmax_cross_entropy_with_integer_labels(logits, batch[:, 1:]).mean()
 
-    @jax.jit
-    def step(p: Any, s: Any, batch: jax.Array):
+    def train_step(p: Any, s: Any, batch: jax.Array):
         loss, g = jax.value_and_grad(loss_fn)(p, batch)
         kwargs = {"loss": loss, "num_steps": steps} if extra else {}
         u, s = tx.update(g, s, p, **kwargs)
         return optax.apply_updates(p, u), s, loss
+
+    step = xla_cpu.jit(train_step, reassociate)
 
     state = tx.init(params)
     params, state, loss = step(params, state, batches[0])  # compile
@@ -94,7 +101,9 @@ def main() -> None:
     ap.add_argument("--seq", type=int, default=64)
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--archs", help="comma-separated subset of the registered architectures")
+    ap.add_argument("--cpu-reassociate", action="store_true", help="jit with evolopt.xla_cpu.REASSOCIATE")
     args = ap.parse_args()
+    timed = lambda tx: time_training(model, params, tx, batches, args.steps, args.cpu_reassociate)[0]  # noqa: E731
 
     import evolopt.architectures  # noqa: F401  (registers every architecture)
     from evolopt.registry import ARCHITECTURES
@@ -107,18 +116,19 @@ def main() -> None:
     n = sum(x.size for x in jax.tree.leaves(params))
     print(
         f"transformer LM: d={d} layers={layers} heads={heads} vocab={vocab} = {n / 1e6:.1f}M params; "
-        f"batch {args.batch} x {args.seq} tokens; median of {args.steps} steps; backend {jax.default_backend()}"
+        f"batch {args.batch} x {args.seq} tokens; median of {args.steps} steps; backend {jax.default_backend()}; "
+        f"compile options {xla_cpu.compiler_options(args.cpu_reassociate) or 'XLA defaults'}"
     )
-    sgd, _ = time_training(model, params, optax.sgd(1e-3), batches, args.steps)
+    sgd = timed(optax.sgd(1e-3))
     print(f"{'optimizer':16s} {'step ms':>9s} {'overhead':>9s} {'x adamw':>8s}")
     print(f"{'sgd (reference)':16s} {sgd:9.1f} {0.0:8.1f}%", flush=True)
-    adamw, _ = time_training(model, params, optax.adamw(1e-3), batches, args.steps)
+    adamw = timed(optax.adamw(1e-3))
     print(f"{'optax.adamw':16s} {adamw:9.1f} {100 * (adamw - sgd) / adamw:8.1f}% {1.0:7.2f}x", flush=True)
     names = args.archs.split(",") if args.archs else ARCHITECTURES.names()
     for name in names:
         arch = ARCHITECTURES.build(name)
         tx = arch.optimizer(arch.init_theta(jax.random.PRNGKey(0)))
-        ms, _ = time_training(model, params, tx, batches, args.steps)
+        ms = timed(tx)
         print(f"{name:16s} {ms:9.1f} {100 * (ms - sgd) / ms:8.1f}% {ms / adamw:7.2f}x", flush=True)
 
 

@@ -3,8 +3,10 @@
 Using a trained optimizer needs only jax and optax::
 
     opt = evolopt.load_optimizer("runs/x/theta.npz", learning_rate=1e-3)
+    step = jax.jit(train_step, compiler_options=evolopt.xla_cpu.REASSOCIATE)  # on CPU: faster updates
 """
 
+from evolopt import xla_cpu
 from evolopt.export import (
     ThetaFileError,
     average_theta_files,
@@ -21,5 +23,6 @@ __all__ = [
     "load_theta_file",
     "pretrained_names",
     "save_theta_file",
+    "xla_cpu",
 ]
 __version__ = "0.1.0"

@@ -60,7 +60,8 @@ def build(cfg: DictConfig) -> tuple[MetaTrainer, Any]:
         raise ConfigError(f"{e} (image_mlp, image_conv and regression have it); use unroll.meta_loss=train") from None
     chunks = 1 if cfg.member_chunks == "auto" else cfg.member_chunks  # auto: chosen in meta_train
     try:
-        trainer = MetaTrainer(strategy, family, lopt, unroll_cfg, cfg.tasks_per_member, population_mesh(), chunks)
+        mesh, reassociate = population_mesh(), cfg.get("cpu_reassociate", True)
+        trainer = MetaTrainer(strategy, family, lopt, unroll_cfg, cfg.tasks_per_member, mesh, chunks, reassociate)
     except ValueError as e:
         raise ConfigError(str(e)) from None
     return trainer, theta0
@@ -122,6 +123,9 @@ def check_values(cfg: DictConfig) -> None:
     seed = cfg.get("seed")
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ConfigError(f"seed={seed!r} must be an integer, e.g. seed=0")
+    reassociate = cfg.get("cpu_reassociate", True)
+    if not isinstance(reassociate, bool):
+        raise ConfigError(f"cpu_reassociate={reassociate!r} must be true or false")
     sigma = cfg.get("strategy", {}).get("sigma")
     if sigma is not None and not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma > 0):
         raise ConfigError(f"strategy.sigma={sigma!r} must be a positive number (the search scale), e.g. 0.01")
@@ -159,7 +163,7 @@ def validation_evaluator(cfg: DictConfig, trainer: MetaTrainer, lopt: Any = None
     ``evaluate(theta, key)`` on the run's fixed validation tasks of its plain (un-augmented) family, scored by
     the meta-loss members are scored on (``unroll.meta_loss``)."""
     plain, ev, u = trainer.family.unaugmented or trainer.family, cfg.evaluation, trainer.unroll_cfg
-    args = (ev.num_tasks, ev.steps, u.loss_clip, u.meta_loss, u.meta_weight, u.valid_share)
+    args = (ev.num_tasks, ev.steps, u.loss_clip, u.meta_loss, u.meta_weight, u.valid_share, trainer.cpu_reassociate)
     key = jax.random.fold_in(jax.random.key(cfg.seed), 2)  # the same validation tasks every time
     return make_curve_evaluator(plain, trainer.lopt if lopt is None else lopt, *args), key
 

@@ -23,6 +23,7 @@ from flax import struct
 from jax.flatten_util import ravel_pytree
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from evolopt import xla_cpu
 from evolopt.architectures.base import LearnedOptimizer
 from evolopt.contracts import Strategy, TaskFamily
 from evolopt.registry import ConfigError
@@ -66,6 +67,7 @@ class MetaTrainer:
     tasks_per_member: int
     mesh: Mesh
     member_chunks: int = 1  # > 1: train each device's members in this many sequential chunks (less memory)
+    cpu_reassociate: bool = True  # compile with xla_cpu.REASSOCIATE on CPU (vectorised reductions, +17-28%)
 
     def __post_init__(self):
         n, d = self.strategy.population_size, self.mesh.size
@@ -186,13 +188,15 @@ def make_curve_evaluator(
     meta_loss: str = "train",
     meta_weight: str = "uniform",
     valid_share: float = 0.5,
+    cpu_reassociate: bool = True,
 ) -> Callable[[Any, jax.Array], EvalCurves]:
     """``(theta, key) -> EvalCurves`` (leaves ``[E, steps]``, ``final_valid [E]``) on E fresh tasks, jitted.
 
     The meta-loss of ``theta`` on these tasks is ``mean(curves.weighted())``: the mean over steps
     and tasks of the normalised training-minibatch loss, or with ``meta_loss="valid"`` of the
     validation loss at each step's params (``"both"``: the two mixed by ``valid_share``), each step weighted
-    as ``meta_weight`` says (the objective a member's fitness estimates).
+    as ``meta_weight`` says (the objective a member's fitness estimates). Compiled with
+    ``xla_cpu.REASSOCIATE`` on CPU unless ``cpu_reassociate=False``.
     """
 
     def evaluate(theta, key):
@@ -202,7 +206,7 @@ def make_curve_evaluator(
         )
         return jax.vmap(one)(keys)
 
-    return jax.jit(evaluate)
+    return xla_cpu.jit(evaluate, cpu_reassociate)
 
 
 def free_device_memory(device: jax.Device | None = None) -> int:
@@ -234,7 +238,8 @@ def choose_member_chunks(fixed_bytes: int, temp_bytes: int, members_per_device: 
 def jit_step(trainer: MetaTrainer, state: Any):
     """The generation step, jitted: state donated, metrics replicated (readable on every process)."""
     replicated = NamedSharding(trainer.mesh, PartitionSpec())
-    return jax.jit(trainer.step, donate_argnums=0, out_shardings=(trainer.state_sharding(state), replicated))
+    shardings = (trainer.state_sharding(state), replicated)
+    return xla_cpu.jit(trainer.step, trainer.cpu_reassociate, donate_argnums=0, out_shardings=shardings)
 
 
 def plan_memory(trainer: MetaTrainer, abstract: Any, member_chunks: Any) -> tuple[MetaTrainer, Any]:

@@ -41,8 +41,9 @@ RESUMABLE_CHANGES = {
 }
 
 
-# Keys added after runs were written: a saved config without one ran with this value.
-ADDED_KEYS = {("unroll", "valid_share"): 0.5}
+# Keys added after runs were written: a saved config without one ran with this value
+# ((None, key): a top-level key).
+ADDED_KEYS = {("unroll", "valid_share"): 0.5, (None, "cpu_reassociate"): False}
 
 # Every name a run writes in its run dir (anything else there means it is not ours).
 RUN_FILES = {"config.yaml", "metrics.jsonl", "tb", "checkpoints", "theta.npz", "theta.npz.tmp", "meta_training.png"}
@@ -55,7 +56,9 @@ def _check_resumable(run_dir: Path, cfg: DictConfig) -> None:
         return
     saved = OmegaConf.to_container(OmegaConf.load(path))
     for (group, key), value in ADDED_KEYS.items():
-        if isinstance(saved.get(group), dict):
+        if group is None:
+            saved.setdefault(key, value)
+        elif isinstance(saved.get(group), dict):
             saved[group].setdefault(key, value)
     now = OmegaConf.to_container(cfg)
     for key in sorted(set(saved) | set(now)):

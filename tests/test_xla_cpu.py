@@ -1,0 +1,103 @@
+"""``evolopt.xla_cpu``: on CPU, float sums are reassociated (vectorised) and nothing else changes:
+NaN/Inf tests still see NaN and Inf, every rule's update moves by rounding only, and the
+generation step and validation evaluator are compiled with the run's choice."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from evolopt import xla_cpu
+
+pytestmark = pytest.mark.skipif(jax.default_backend() != "cpu", reason="XLA CPU options (every CI run is on CPU)")
+
+
+def _cancelling_sum_input() -> np.ndarray:
+    """1e8, fifteen ones, -1e8, zeros: added in order in float32 the ones vanish into 1e8 (its
+    spacing there is 8) and the sum is 0; added in several lanes, most ones survive."""
+    return np.array([1e8] + [1.0] * 15 + [-1e8] + [0.0] * 1007, np.float32)
+
+
+def test_reassociated_sums_are_vectorised_and_xla_default_ones_sequential():
+    x = _cancelling_sum_input()
+    fused_sum = lambda v: jnp.sum(v * 1.0000001)  # noqa: E731  (a fused reduction, as a rule's statistics are)
+    sequential = np.float32(0.0)
+    for v in x * np.float32(1.0000001):
+        sequential = np.float32(sequential + v)
+    exact = float(np.sum(x.astype(np.float64) * 1.0000001))
+    assert float(jax.jit(fused_sum)(x)) == float(sequential) == 0.0
+    assert float(xla_cpu.jit(fused_sum, reassociate=False)(x)) == 0.0
+    assert abs(float(xla_cpu.jit(fused_sum)(x)) - exact) <= 8.0  # at most a lane's ones lost, not all 15
+
+
+def test_nan_and_inf_tests_and_exact_division_survive():
+    """The meta-loss clips NaN/Inf losses to ``loss_clip`` with ``isfinite``: under fast math without
+    the honor options the compiler may assume no NaN and drop the test."""
+    x = jnp.array([1.0, jnp.nan, jnp.inf, -jnp.inf, 3.0] + [2.0] * 59, jnp.float32)
+    clipped = lambda v: jnp.sum(jnp.where(jnp.isfinite(v), jnp.minimum(v, 1.5), 1.5))  # noqa: E731
+    assert float(xla_cpu.jit(clipped)(x)) == 1.0 + 3 * 1.5 + 1.5 + 59 * 1.5
+    assert np.isnan(float(xla_cpu.jit(jnp.sum)(x)))
+    assert np.isnan(float(xla_cpu.jit(lambda v: jnp.max(v * 2.0))(x)))
+    y, z = jnp.arange(1.0, 65.0, dtype=jnp.float32), jnp.linspace(0.1, 5.0, 64, dtype=jnp.float32)
+    divide = lambda a, b: (a / b, a / 3.0, jnp.exp(a / 64.0), jax.lax.rsqrt(b))  # noqa: E731
+    for fast, default in zip(xla_cpu.jit(divide)(y, z), jax.jit(divide)(y, z)):  # as XLA's default, bit for bit
+        np.testing.assert_array_equal(fast, default)
+
+
+def test_options_only_on_cpu_and_only_when_asked():
+    assert xla_cpu.compiler_options(backend="cpu") == xla_cpu.REASSOCIATE
+    assert xla_cpu.compiler_options(reassociate=False, backend="cpu") is None
+    assert xla_cpu.compiler_options(backend="gpu") is None and xla_cpu.compiler_options(backend="tpu") is None
+
+
+@pytest.mark.parametrize("name", ["small_fc_lopt", "celo2_base", "celo", "celo2", "mulo"])
+def test_every_rule_update_moves_by_rounding_only(name):
+    import evolopt.architectures  # noqa: F401
+    from evolopt.registry import ARCHITECTURES
+
+    arch = ARCHITECTURES.build(name)
+    keys = jax.random.split(jax.random.key(0), 4)
+    params = {
+        "w": jax.random.normal(keys[0], (96, 80)) / 10,
+        "b": jnp.zeros(80),
+        "c": jax.random.normal(keys[1], (700,)),
+    }
+    grads = jax.tree.map(
+        lambda p, k: jax.random.normal(k, p.shape) * 1e-2, params, {"w": keys[2], "b": keys[3], "c": keys[2]}
+    )
+    opt = arch.optimizer(arch.init_theta(jax.random.key(1)))
+
+    def update(params, grads):
+        return opt.update(grads, opt.init(params), params, loss=jnp.float32(1.0), num_steps=100)[0]
+
+    default = jax.jit(update)(params, grads)
+    fast = xla_cpu.jit(update)(params, grads)
+    for k in params:
+        scale = float(jnp.max(jnp.abs(default[k])))
+        np.testing.assert_allclose(fast[k], default[k], rtol=1e-4, atol=1e-5 * scale, err_msg=f"{name} {k}")
+
+
+def test_generation_step_and_evaluator_take_the_runs_choice(monkeypatch):
+    """``cpu_reassociate`` in the config reaches every jit of the hot path (the generation step
+    and the validation evaluator); false compiles with XLA's defaults."""
+    from evolopt import loop, meta
+    from evolopt.config import load_config
+
+    asked = []
+    real = xla_cpu.jit
+    monkeypatch.setattr(
+        xla_cpu, "jit", lambda fn, reassociate=True, **kw: asked.append(reassociate) or real(fn, reassociate, **kw)
+    )
+    tiny = ["population_size=4", "tasks_per_member=1", "unroll.truncation_length=2", "arch=small_fc_lopt"]
+    for flag in (True, False):
+        asked.clear()
+        cfg = load_config([*tiny, f"cpu_reassociate={str(flag).lower()}"])
+        trainer, theta0 = loop.build(cfg)
+        assert trainer.cpu_reassociate is flag
+        loop.validation_evaluator(cfg, trainer)
+        meta.jit_step(trainer, trainer.abstract_init(jax.random.key(0), theta0))
+        assert asked == [flag, flag]
+    with pytest.raises(Exception, match="cpu_reassociate='yes' must be true or false"):
+        loop.check_values(load_config([*tiny, "cpu_reassociate=yes"]))
