@@ -182,7 +182,8 @@ def _scorer(probe: Probe, key: jax.Array, num_tasks: int, steps: int):
     weighted by ``unroll.meta_weight``: their mean is the objective being trained."""
     cfg = probe.unroll_cfg
     args = (num_tasks, steps, cfg.loss_clip, cfg.meta_loss, cfg.meta_weight, cfg.valid_share)
-    evaluate = make_curve_evaluator(probe.family, probe.lopt, *args)
+    # XLA's defaults, as everywhere in the probe (and jit options may only sit on the outer jit)
+    evaluate = make_curve_evaluator(probe.family, probe.lopt, *args, cpu_reassociate=False)
     return jax.jit(lambda flat: evaluate(probe.unravel(flat), key).weighted())
 
 

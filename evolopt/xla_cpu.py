@@ -10,8 +10,9 @@ a changed default cannot loosen them). Results move by float rounding only (~1e-
 relative); a diverging run still gives NaN.
 
 Measured on a 2-core AMD EPYC (``benchmarks/``): the 16-channel reduction of 8 tensors of
-512x512, 23 -> 4.5 ms; one celo2_base update of 2.1M params 49 -> 22 ms; meta-training
-member-steps/s +28% (celo2, celo2_ns_input), +17% (small_fc_lopt), +6% (Adam members).
+512x512, 23 -> 4.5 ms; one update of 2.1M params 1.4-1.6x faster (small_fc_lopt, celo2_base,
+celo); meta-training member-steps/s 1.28-1.33x (celo2, celo2_ns_input), 1.17x (small_fc_lopt),
+1.04-1.06x (Adam members).
 
 Options only reach the computation they are compiled with: a user's ``jax.jit`` of a train
 step that calls an evolopt optax transform takes ``compiler_options=xla_cpu.REASSOCIATE``
