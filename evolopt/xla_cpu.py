@@ -1,18 +1,20 @@
 """XLA CPU compile options under which fused float reductions vectorise.
 
 A learned rule's per-tensor statistics (``fused.mean_squares``: ``sum_i x_c[i]^2`` of ~16
-recomputed channels) are fused reductions. XLA CPU emits them as a scalar loop, because a
+recomputed channels) are fused reductions. XLA CPU may emit them as a scalar loop, because a
 vectorised sum adds in another order and LLVM may reorder float additions only when allowed
 (``reassoc``). ``REASSOCIATE`` allows that and the contraction of ``a * b + c`` into one
 fused multiply-add, and nothing else: NaN and Inf semantics, exact division and exact
 library functions stay as they are (the ``honor`` options, XLA's defaults, stated so that
 a changed default cannot loosen them). Results move by float rounding only (~1e-7
-relative); a diverging run still gives NaN.
+relative); a diverging run still gives NaN. Which order a sum takes is the machine's: on a
+2-core Xeon a plain 1-D or row sum came out the same under both (XLA vectorises some by itself
+there), and the statistics still ran 4x faster.
 
-Measured on a 2-core AMD EPYC (``benchmarks/``): the 16-channel reduction of 8 tensors of
-512x512, 23 -> 4.5 ms; one update of 2.1M params 1.4-1.6x faster (small_fc_lopt, celo2_base,
-celo); meta-training member-steps/s 1.28-1.33x (celo2, celo2_ns_input), 1.17x (small_fc_lopt),
-1.04-1.06x (Adam members).
+Measured (``benchmarks/``): the 16-channel reduction of 8 tensors of 512x512, 23 -> 4.5 ms
+(2-core AMD EPYC), 17 -> 4.1 ms (2-core Xeon); one update of 2.1M params 1.4-1.7x faster
+(small_fc_lopt, celo2_base, celo); meta-training member-steps/s 1.28-1.33x (celo2,
+celo2_ns_input), 1.17x (small_fc_lopt), 1.04-1.06x (Adam members) on the EPYC.
 
 Options only reach the computation they are compiled with: a user's ``jax.jit`` of a train
 step that calls an evolopt optax transform takes ``compiler_options=xla_cpu.REASSOCIATE``
@@ -52,5 +54,10 @@ def compiler_options(reassociate: bool = True, backend: str | None = None) -> di
 
 
 def jit(fn: Callable[..., Any], reassociate: bool = True, **kwargs: Any) -> Any:
-    """``jax.jit(fn, **kwargs)`` compiled with :func:`compiler_options` (``reassociate`` on CPU)."""
+    """``jax.jit(fn, **kwargs)`` compiled with :func:`compiler_options` (``reassociate`` on CPU).
+
+    Options belong to a whole compiled computation, so jax takes them on the outermost jit only:
+    a function made here with ``reassociate`` and then called inside another ``jax.jit`` fails to
+    trace on CPU. Make it with ``reassociate=False`` there (or pass the options to the outer jit).
+    """
     return jax.jit(fn, compiler_options=compiler_options(reassociate), **kwargs)
