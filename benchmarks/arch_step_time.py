@@ -226,6 +226,18 @@ def floor_ms(name: str, tx: Any, theta: Any, params: Any, rates: dict[str, Any])
     return moved / rates["bandwidth"] + ns + mlp_flops / mlp_rate
 
 
+def mulo_at_width(params: Any, grads: Any, small_fc_lopt: Callable[[], Any], repeats: int) -> None:
+    """μLO at small_fc_lopt's width (``hidden_size=4``) against small_fc_lopt, in turn: what the μP
+    per-tensor multipliers cost, apart from the published 32-wide MLP's 13x multiply-adds."""
+    from evolopt.registry import ARCHITECTURES
+
+    arch = ARCHITECTURES.build("mulo", hidden_size=4)
+    narrow = update_call(arch.optimizer(arch.init_theta(jax.random.PRNGKey(0))), params, grads)
+    pair = interleaved({"mulo4": narrow, "small_fc_lopt": small_fc_lopt}, repeats)
+    wall, cpu = (pair["mulo4"][i] / pair["small_fc_lopt"][i] for i in (0, 1))
+    print(f"mulo hidden_size=4 / small_fc_lopt (the μP scalars alone): {wall:.2f} wall, {cpu:.2f} CPU")
+
+
 TARGETS = [  # issue 16: (label, arch, reference, limit)
     ("celo2 <= 1.2x bare NS", "celo2", "ns", 1.2),
     ("celo2_base <= 6x optax.adam", "celo2_base", "adam", 6.0),
@@ -300,6 +312,8 @@ def main() -> None:
         print(
             f"celo2 / bare NS: {pair['celo2'][0] / pair['ns'][0]:.2f} wall, {pair['celo2'][1] / pair['ns'][1]:.2f} CPU"
         )
+    if "mulo" in timed and "small_fc_lopt" in calls:
+        mulo_at_width(params, grads, calls["small_fc_lopt"], args.repeats)
     check_targets(timed, 0, "wall")
     check_targets(timed, 1, "CPU")
     if args.breakdown and "celo2" in ARCHITECTURES:
