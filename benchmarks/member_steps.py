@@ -153,8 +153,8 @@ def _variants(arch: str):
 
     lopt = build_lopt(arch)
     swap = {  # the function computing the per-element MLP, and a cheap stand-in for it
-        "celo2": (celo2, "_direction", lambda mlp, p, g, acc, e: g * acc["m"][0]),
-        "celo2_base": (celo2, "_direction", lambda mlp, p, g, acc, e: g * acc["m"][0]),
+        "celo2": (celo2, "_direction", lambda mlp, p, g, acc, e, *ns_input: g * acc["m"][0]),
+        "celo2_base": (celo2, "_direction", lambda mlp, p, g, acc, e, *ns_input: g * acc["m"][0]),
         "small_fc_lopt": (small_fc_lopt, "_mlp_output", lambda mlp, p, g, acc, t: [g, g]),
         "mulo": (small_fc_lopt, "_mlp_output", lambda mlp, p, g, acc, t: [g, g]),
         "celo": (celo, "_mlp_output", lambda mlp, p, g, acc: [g, g]),
