@@ -24,8 +24,8 @@ def test_reassociation_only_reorders_sums():
     """Which order XLA adds in is the machine's business: on a 2-core AMD EPYC (session 16) the defaults
     summed the cancelling input in sequence (0) and the options in vector lanes (15); on a 2-core Xeon
     (session 17) both kept the same order (0 at 1024 elements). What holds on any machine: the options
-    give a sum some order of the same additions gives (between the sequential 0 and the exact 15),
-    and ``reassociate=False`` is XLA's default bit for bit."""
+    give a sum some order of the same additions gives (near the sequential 0 or the exact 15), and
+    ``reassociate=False`` is XLA's default bit for bit."""
     x = _cancelling_sum_input()
     fused_sum = lambda v: jnp.sum(v * 1.0000001)  # noqa: E731  (a fused reduction, as a rule's statistics are)
     sequential = np.float32(0.0)
@@ -34,7 +34,8 @@ def test_reassociation_only_reorders_sums():
     exact = float(np.sum(x.astype(np.float64) * 1.0000001))
     assert float(sequential) == 0.0 and abs(exact - 15.0) < 1e-4
     assert float(xla_cpu.jit(fused_sum, reassociate=False)(x)) == float(jax.jit(fused_sum)(x))
-    assert float(sequential) <= float(xla_cpu.jit(fused_sum)(x)) <= exact + 1e-4
+    # any order: the ones are each kept, lost or rounded at 1e8 (spacing 8), but nothing else happens
+    assert abs(float(xla_cpu.jit(fused_sum)(x)) - exact) <= 16.0
     noise = np.random.default_rng(0).standard_normal((64, 4096)).astype(np.float32)
     rows = lambda v: jnp.sum(jnp.square(v * 1.0000001), axis=1)  # noqa: E731  (mean_squares' shape)
     np.testing.assert_allclose(xla_cpu.jit(rows)(noise), jax.jit(rows)(noise), rtol=1e-5)
