@@ -139,7 +139,7 @@ def celo2_breakdown(
     row("  rest (acc, norm, adam)", *rest, adam)
 
 
-def _best_ms(fn: Any, *args: Any, repeats: int) -> float:
+def best_ms(fn: Any, *args: Any, repeats: int) -> float:
     """Fastest of ``repeats`` calls: a machine rate is what it can do, not what it did while busy."""
     jax.block_until_ready(fn(*args))
     walls = []
@@ -168,9 +168,9 @@ def machine_rates(kernels: list, ns_call: Callable[[], Any], repeats: int) -> di
         v2 = [0.99 * b + 0.01 * x * x for b, x in zip(v, g)]
         return m2, v2, [a * jax.lax.rsqrt(b + 1e-8) for a, b in zip(m2, v2)]
 
-    stream_ms = _best_ms(jit(stream), g, m, v, repeats=4 * repeats + 10)
+    stream_ms = best_ms(jit(stream), g, m, v, repeats=4 * repeats + 10)
     bandwidth = 6 * sum(x.nbytes for x in kernels) / stream_ms
-    mm_ms = _best_ms(jit(lambda xs: [x @ x for x in xs]), kernels, repeats=4 * repeats + 10)
+    mm_ms = best_ms(jit(lambda xs: [x @ x for x in xs]), kernels, repeats=4 * repeats + 10)
     matmul = sum(2 * k.shape[0] * k.shape[1] * k.shape[1] for k in kernels) / mm_ms
     rng = np.random.default_rng(0)
     weights = rng.uniform(-0.5, 0.5, (EW_LAYERS, 4, 4)).astype(np.float32)
@@ -185,7 +185,7 @@ def machine_rates(kernels: list, ns_call: Callable[[], Any], repeats: int) -> di
             out.append(sum(hs))
         return out
 
-    ew_ms = _best_ms(jit(narrow_mlp), kernels, repeats=4 * repeats + 10)
+    ew_ms = best_ms(jit(narrow_mlp), kernels, repeats=4 * repeats + 10)
     elementwise = 2 * 16 * EW_LAYERS * sum(k.size for k in kernels) / ew_ms
     ns = interleaved({"ns": ns_call}, repeats)["ns"]
     return {"bandwidth": bandwidth, "matmul": matmul, "elementwise": elementwise, "ns": ns}
