@@ -17,12 +17,20 @@ matrices. Printed as ``x floor``. Every ratio to another update (``x adam``, the
 of two updates timed in turn in one loop (``interleaved``), so a shared machine's drift hits
 both alike.
 
+``--loop K`` times the updates as a training loop runs them: each call runs K updates in one
+jitted ``lax.scan``, each applied to the params and each from the grads scaled by its own factor
+(so nothing is hoisted out of the loop), and every time printed is per update. A single call
+also pays for fresh output and temporary buffers (page faults on first touch), a large share of
+a cheap update such as optax.adam's, so single-call ratios to adam flatter the per-element rules.
+
 ``--cpu-reassociate`` compiles everything (updates and the rate probes) with
 ``evolopt.xla_cpu.REASSOCIATE`` (float sums vectorised, multiply-adds fused), as meta-training
-does on CPU, and also times each rule under XLA's defaults in the same loop.
+does on CPU, and also times each rule under XLA's defaults in the same loop; ``--vector-width
+512`` has XLA CPU prefer 512-bit vectors (meta-training's ``cpu_vector_width``) and also times
+each rule at XLA's own width (256) in the same loop.
 
     python benchmarks/arch_step_time.py [--repeats 5] [--layers 8] [--width 512] [--archs celo2,mulo]
-    python benchmarks/arch_step_time.py --cpu-reassociate
+    python benchmarks/arch_step_time.py --cpu-reassociate [--loop 8] [--vector-width 512]
 """
 
 from __future__ import annotations
@@ -40,12 +48,21 @@ import optax
 
 from evolopt import xla_cpu
 
-REASSOCIATE = False  # --cpu-reassociate: every jit below compiles with xla_cpu.REASSOCIATE
+OPTIONS: tuple[bool, int | None] = (False, None)  # every jit below: (--cpu-reassociate, --vector-width)
+LOOP = 1  # --loop K: each timed call runs K updates (or K Newton-Schulz) in one scan; times are per update
 
 
-def jit(fn: Callable[..., Any], reassociate: bool | None = None) -> Any:
-    """``jax.jit`` under this run's compile options (``reassociate`` overrides them)."""
-    return xla_cpu.jit(fn, REASSOCIATE if reassociate is None else reassociate)
+def jit(fn: Callable[..., Any], options: tuple[bool, int | None] | None = None) -> Any:
+    """``jax.jit`` under this run's compile options (``options``: (reassociate, vector width) instead)."""
+    return xla_cpu.jit(fn, *(options or OPTIONS))
+
+
+def other_options() -> dict[str, tuple[bool, int | None]]:
+    """The compile options each rule is also timed under, in the same loop: XLA's defaults when this
+    run reassociates, XLA's own vector width when it sets one."""
+    reassociate, width = OPTIONS
+    others = {"XLA defaults": (False, None)} if reassociate else {}
+    return {**others, **({"XLA's width": (reassociate, None)} if width else {})}
 
 
 def make_model(layers: int, width: int) -> tuple[dict, dict]:
@@ -63,23 +80,43 @@ def make_model(layers: int, width: int) -> tuple[dict, dict]:
     return params, grads
 
 
+def per_call(call: Callable[[], Any], updates: int) -> Callable[[], Any]:
+    """``call``, marked as running ``updates`` updates (``interleaved`` reports its time per update)."""
+    call.updates = updates  # type: ignore[attr-defined]
+    return call
+
+
 def update_call(
-    tx: optax.GradientTransformation, params: Any, grads: Any, reassociate: bool | None = None
+    tx: optax.GradientTransformation, params: Any, grads: Any, options: tuple[bool, int | None] | None = None
 ) -> Callable[[], Any]:
-    """A no-argument call of one jitted ``tx.update`` from ``tx.init(params)`` (``jit``'s options)."""
+    """A no-argument call of ``tx.update`` jitted from ``tx.init(params)`` (``jit``'s options): one
+    update, or with ``--loop K`` K updates in one ``lax.scan``, each applied to the params, the k-th
+    from the grads times ``1 + k / K`` (so no work is loop-invariant), as a training loop runs them."""
     state = tx.init(params)
     kwargs = {"loss": jnp.float32(1.0), "num_steps": 1000}
     if not isinstance(tx, optax.GradientTransformationExtraArgs):
         kwargs = {}
-    update = jit(lambda g, s, p: tx.update(g, s, p, **kwargs), reassociate)
-    return lambda: update(grads, state, params)
+
+    def update(g: Any, s: Any, p: Any) -> Any:
+        return tx.update(g, s, p, **kwargs)
+
+    def train(g: Any, s: Any, p: Any) -> Any:
+        def step(carry: Any, scale: jax.Array) -> Any:
+            s, p = carry
+            u, s = update(jax.tree.map(lambda x: scale * x, g), s, p)
+            return (s, optax.apply_updates(p, u)), None
+
+        return jax.lax.scan(step, (s, p), 1.0 + jnp.arange(LOOP) / LOOP)[0]
+
+    jitted = jit(update if LOOP == 1 else train, options)
+    return per_call(lambda: jitted(grads, state, params), LOOP)
 
 
 def interleaved(calls: dict[str, Callable[[], Any]], repeats: int) -> dict[str, tuple[float, float]]:
     """(median wall ms, median CPU ms) of each call, timed in turn (a, b, a, b, ...) after two warm-up
     calls each, so that a shared machine's drift hits every call of a ratio alike; a round of a few
     milliseconds is repeated more often (>= 1 s in all, at most 200 rounds), so its medians are as
-    steady as a slow one's."""
+    steady as a slow one's. A call marked by ``per_call`` is timed per update."""
     w0 = time.perf_counter()
     for call in calls.values():
         for _ in range(2):
@@ -91,8 +128,9 @@ def interleaved(calls: dict[str, Callable[[], Any]], repeats: int) -> dict[str, 
         for name, call in calls.items():
             w0, c0 = time.perf_counter(), time.process_time()
             jax.block_until_ready(call())
-            walls[name].append(time.perf_counter() - w0)
-            cpus[name].append(time.process_time() - c0)
+            updates = getattr(call, "updates", 1)
+            walls[name].append((time.perf_counter() - w0) / updates)
+            cpus[name].append((time.process_time() - c0) / updates)
     return {name: (1e3 * statistics.median(walls[name]), 1e3 * statistics.median(cpus[name])) for name in calls}
 
 
@@ -107,11 +145,21 @@ def row(name: str, wall: float, cpu: float, adam: tuple[float, float], floor: fl
 
 
 def newton_schulz_call(kernels: list) -> Callable[[], Any]:
-    """A no-argument call of bare Newton-Schulz (celo2's, 5 steps) on each of ``kernels``, jitted once."""
+    """A no-argument call of bare Newton-Schulz (celo2's, 5 steps) on each of ``kernels``, jitted
+    once; with ``--loop K``, K of them in one scan, on the kernels scaled as ``update_call``'s grads."""
     from evolopt.architectures import celo2 as C
 
-    ns = jit(lambda xs: [C.newton_schulz(x) for x in xs])
-    return lambda: ns(kernels)
+    def orthogonalise(xs: list) -> list:
+        return [C.newton_schulz(x) for x in xs]
+
+    def loop(xs: list) -> list:
+        def step(total: list, scale: jax.Array) -> Any:
+            return [t + o for t, o in zip(total, orthogonalise([scale * x for x in xs]))], None
+
+        return jax.lax.scan(step, [jnp.zeros_like(x) for x in xs], 1.0 + jnp.arange(LOOP) / LOOP)[0]
+
+    ns = jit(orthogonalise if LOOP == 1 else loop)
+    return per_call(lambda: ns(kernels), LOOP)
 
 
 def celo2_breakdown(
@@ -154,7 +202,8 @@ def machine_rates(kernels: list, ns_call: Callable[[], Any], repeats: int) -> di
     """This machine's rates, best of several calls each (what it can do, not what it did while busy).
 
     Returns ``bandwidth`` (bytes/ms) of an optimizer-shaped stream over ``kernels`` (read g, m,
-    v; write m, v, u: one fused loop per tensor, as optax.adam's), ``matmul`` (float32 FLOPs/ms
+    v; write m, v, u: one fused loop per tensor, as optax.adam's; with ``--loop K`` per step of K
+    in one scan, the update applied to the params, as ``update_call``'s loop), ``matmul`` (float32 FLOPs/ms
     of ``x @ x`` on ``kernels``), ``elementwise`` (FLOPs/ms of ``EW_LAYERS`` 4x4 dense + ReLU
     layers per element, as a narrow per-element MLP's hidden units run; the ReLUs keep a
     reassociating compiler from folding the layers into one) and ``ns`` (``ns_call``, bare
@@ -168,8 +217,16 @@ def machine_rates(kernels: list, ns_call: Callable[[], Any], repeats: int) -> di
         v2 = [0.99 * b + 0.01 * x * x for b, x in zip(v, g)]
         return m2, v2, [a * jax.lax.rsqrt(b + 1e-8) for a, b in zip(m2, v2)]
 
-    stream_ms = best_ms(jit(stream), g, m, v, repeats=4 * repeats + 10)
-    bandwidth = 6 * sum(x.nbytes for x in kernels) / stream_ms
+    def stream_loop(g, m, v):  # --loop: as update_call's loop, the update applied to p (read g, m, v, p; write m, v, p)
+        def step(carry, scale):
+            m, v, p = carry
+            m, v, u = stream([scale * x for x in g], m, v)
+            return (m, v, [a - b for a, b in zip(p, u)]), None
+
+        return jax.lax.scan(step, (m, v, kernels), 1.0 + jnp.arange(LOOP) / LOOP)[0]
+
+    stream_ms = best_ms(jit(stream if LOOP == 1 else stream_loop), g, m, v, repeats=4 * repeats + 10) / LOOP
+    bandwidth = (6 if LOOP == 1 else 7) * sum(x.nbytes for x in kernels) / stream_ms
     mm_ms = best_ms(jit(lambda xs: [x @ x for x in xs]), kernels, repeats=4 * repeats + 10)
     matmul = sum(2 * k.shape[0] * k.shape[1] * k.shape[1] for k in kernels) / mm_ms
     rng = np.random.default_rng(0)
@@ -215,8 +272,8 @@ def floor_ms(name: str, tx: Any, theta: Any, params: Any, rates: dict[str, Any])
     state_bytes = sum(x.nbytes for x in jax.tree.leaves(tx.init(params)))
     leaves = jax.tree.leaves(params)
     n = sum(x.size for x in leaves)
-    reads_params = name != "adam"
-    moved = 4 * n * (2 + reads_params) + 2 * state_bytes  # grads in, update out, [params in], state in + out
+    reads_params = name != "adam" or LOOP > 1  # in a loop every rule reads the params (to apply the update)
+    moved = 4 * n * (2 + reads_params) + 2 * state_bytes  # grads in, update (loop: params) out, [params in], state
     orthogonalises = name in ("celo2", "celo2_ns_input")  # Newton-Schulz of each matrix (output / momentum input)
     learned = [x for x in leaves if x.ndim >= 2] if orthogonalises else leaves  # their 1-D leaves get Adam
     macs, as_matmuls = mlp_macs(theta)
@@ -264,9 +321,13 @@ def main() -> None:
     ap.add_argument("--archs", help="comma-separated subset of the registered architectures")
     ap.add_argument("--breakdown", action="store_true", help="also split celo2's step into its parts")
     ap.add_argument("--cpu-reassociate", action="store_true", help="compile with evolopt.xla_cpu.REASSOCIATE")
+    ap.add_argument("--vector-width", type=int, choices=xla_cpu.VECTOR_WIDTHS, help="bits XLA CPU should prefer")
+    ap.add_argument("--loop", type=int, default=1, metavar="K", help="time K updates per call in one scan")
     args = ap.parse_args()
-    global REASSOCIATE
-    REASSOCIATE = args.cpu_reassociate
+    if args.loop < 1:
+        ap.error(f"--loop {args.loop}: must be a whole number of updates, 1 or more")
+    global OPTIONS, LOOP
+    OPTIONS, LOOP = (args.cpu_reassociate, args.vector_width), args.loop
 
     import evolopt.architectures  # noqa: F401  (registers every architecture)
     from evolopt.registry import ARCHITECTURES
@@ -280,7 +341,8 @@ def main() -> None:
     print(
         f"model: {args.layers} x dense {args.width}x{args.width} + biases = {n:,} params; "
         f"backend {jax.default_backend()}, {jax.device_count()} device(s); compile options "
-        f"{xla_cpu.compiler_options(REASSOCIATE) or 'XLA defaults'}\n"
+        f"{xla_cpu.compiler_options(OPTIONS[0], vector_width=OPTIONS[1]) or 'XLA defaults'}; "
+        f"{f'{LOOP} updates per call in one scan, applied (times per update)' if LOOP > 1 else 'one update per call'}\n"
         f"machine: optimizer-shaped stream {rates['bandwidth'] / 1e6:.1f} GB/s, float32 matmul "
         f"{rates['matmul'] / 1e6:.1f} GFLOP/s, elementwise multiply-add {rates['elementwise'] / 1e6:.1f} GFLOP/s, "
         f"bare Newton-Schulz (5 steps, {len(kernels)} matrices) {ns[0]:.1f} ms wall, {ns[1]:.1f} ms CPU"
@@ -299,14 +361,14 @@ def main() -> None:
         tx = arch.optimizer(theta)
         calls[name] = update_call(tx, params, grads)
         refs = ["adam"] + [ref for _, arch_name, ref, _ in TARGETS if arch_name == name and ref in calls]
-        if REASSOCIATE:  # the same rule under XLA's defaults, in the same loop
-            calls[f"{name} default"] = update_call(tx, params, grads, reassociate=False)
-            refs.append(f"{name} default")
+        for label, options in other_options().items():  # the same rule compiled otherwise, in the same loop
+            calls[f"{name} {label}"] = update_call(tx, params, grads, options)
+            refs.append(f"{name} {label}")
         timed[name] = interleaved({name: calls[name], **{ref: calls[ref] for ref in dict.fromkeys(refs)}}, args.repeats)
         row(name, *timed[name][name], timed[name]["adam"], floor_ms(name, tx, theta, params, rates))
-        if REASSOCIATE:
-            default = timed[name][f"{name} default"]
-            print(f"{'  XLA defaults':16s} {default[0]:9.1f}  ({default[0] / timed[name][name][0]:.2f}x the time)")
+        for label in other_options():
+            other = timed[name][f"{name} {label}"]
+            print(f"{'  ' + label:16s} {other[0]:9.1f}  ({other[0] / timed[name][name][0]:.2f}x the time)")
     if "celo2" in timed:
         pair = timed["celo2"]
         print(

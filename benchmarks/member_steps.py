@@ -4,6 +4,7 @@
     python benchmarks/member_steps.py --arch celo2 --populations 64,256,1024,4096   # on a GPU
     python benchmarks/member_steps.py --arch celo2 --breakdown   # where a generation's time goes
     python benchmarks/member_steps.py --arch celo2 --reassociation   # xla_cpu.REASSOCIATE vs XLA's defaults
+    python benchmarks/member_steps.py --arch celo2 --vector-width   # 512-bit vs XLA's 256-bit vectors
 
 Prints (1) learned-optimizer members vs Adam members in the same harness, one device,
 (2) the learned optimizer at 1 vs 2 forced CPU devices, and (3) at 2 processes x 1
@@ -16,7 +17,8 @@ strategy's ask + tell alone, and prints each component's share. ``--populations`
 measures how the rate grows with population size on the
 default devices (e.g. a GPU), in this process. Steps compile as meta-training's do (on CPU
 with ``evolopt.xla_cpu.REASSOCIATE``); ``--reassociation`` times the learned and Adam members'
-steps with and without it, in turn in one loop.
+steps with and without it, in turn in one loop; ``--vector-width`` the same with and without
+``cpu_vector_width=512`` (both reassociated).
 """
 
 from __future__ import annotations
@@ -79,23 +81,24 @@ def make_trainer(arch: str, task: str, population: int, tasks: int, truncation: 
     return MetaTrainer(strategy, TASK_FAMILIES.build(task), lopt, cfg, tasks, population_mesh()), theta0
 
 
-def jit_step(trainer, reassociate: bool = True):
+def jit_step(trainer, reassociate: bool = True, vector_width: int | None = None):
     """The generation step jitted as meta-training's (``xla_cpu.REASSOCIATE`` on CPU), state donated."""
     from evolopt import xla_cpu
 
-    return xla_cpu.jit(trainer.step, reassociate, donate_argnums=0)
+    return xla_cpu.jit(trainer.step, reassociate, vector_width, donate_argnums=0)
 
 
-def reassociation(args: argparse.Namespace) -> None:
-    """Member-steps/s of ``args.arch`` and Adam members with ``xla_cpu.REASSOCIATE`` and with XLA's
-    defaults, the four steps timed in turn (a, b, c, d, a, ...) so that drift hits them alike."""
+def compare(args: argparse.Namespace, modes: dict[str, tuple[bool, int | None]]) -> None:
+    """Member-steps/s of ``args.arch`` and Adam members under each of two compile ``modes`` (name:
+    (reassociate, vector width)), the four steps timed in turn (a, b, c, d, a, ...) so that drift
+    hits them alike."""
     import jax
 
     steps, states, walls = {}, {}, {}
     for arch in (args.arch, "adam"):
         trainer, theta0 = make_trainer(arch, args.task, args.population, args.tasks, args.truncation)
-        for mode, flag in (("reassociate", True), ("XLA defaults", False)):
-            steps[arch, mode] = jit_step(trainer, flag)
+        for mode, options in modes.items():
+            steps[arch, mode] = jit_step(trainer, *options)
             states[arch, mode] = trainer.init(jax.random.key(1), theta0)
             walls[arch, mode] = []
     work = trainer.member_steps_per_generation
@@ -107,9 +110,10 @@ def reassociation(args: argparse.Namespace) -> None:
             if i >= 2:
                 walls[k].append(time.perf_counter() - t0)
     print(f"task={args.task} population={args.population} tasks/member={args.tasks} truncation={args.truncation}")
-    print(f"{'members':<16}{'reassociate':>14}{'XLA defaults':>14}{'ratio':>8}   (member-steps/s, median)")
+    first, second = modes
+    print(f"{'members':<16}{first:>14}{second:>14}{'ratio':>8}   (member-steps/s, median)")
     for arch in (args.arch, "adam"):
-        fast, slow = (work / statistics.median(walls[arch, mode]) for mode in ("reassociate", "XLA defaults"))
+        fast, slow = (work / statistics.median(walls[arch, mode]) for mode in modes)
         print(f"{arch:<16}{fast:>14.0f}{slow:>14.0f}{fast / slow:>8.2f}")
 
 
@@ -281,6 +285,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--breakdown", action="store_true", help="time variants that drop one component each")
     p.add_argument("--reassociation", action="store_true", help="with vs without xla_cpu.REASSOCIATE")
+    p.add_argument("--vector-width", action="store_true", help="reassociated, 512-bit vs XLA's 256-bit vectors")
     p.add_argument("--populations", help="comma-separated sizes: rate vs population on the default devices")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--coordinator", help=argparse.SUPPRESS)
@@ -301,7 +306,10 @@ def main() -> None:
         breakdown(args)
         return
     if args.reassociation:
-        reassociation(args)
+        compare(args, {"reassociate": (True, None), "XLA defaults": (False, None)})
+        return
+    if args.vector_width:  # both reassociated, as meta-training compiles
+        compare(args, {"512-bit": (True, 512), "XLA's 256": (True, None)})
         return
     if args.populations:
         import jax

@@ -14,6 +14,7 @@ optimizer itself costs inside a real step (XLA may overlap some of it with the b
     python benchmarks/real_model.py --preset 20m --batch 32 --seq 256 --steps 10   # ~20M params
     python benchmarks/real_model.py --cpu-reassociate   # every step jitted with evolopt.xla_cpu.REASSOCIATE,
                                                         # as a user passes compiler_options to their own jax.jit
+    python benchmarks/real_model.py --cpu-reassociate --vector-width 512   # and 512-bit vectors preferred
 """
 
 from __future__ import annotations
@@ -65,9 +66,15 @@ class TransformerLM(nn.Module):
 
 
 def time_training(
-    model: nn.Module, params: Any, tx: optax.GradientTransformation, batches: jax.Array, steps: int, reassociate: bool
+    model: nn.Module,
+    params: Any,
+    tx: optax.GradientTransformation,
+    batches: jax.Array,
+    steps: int,
+    options: tuple[bool, int | None],
 ):
-    """Median wall ms of one jitted train step (forward, backward, update), and the final loss."""
+    """Median wall ms of one jitted train step (forward, backward, update), and the final loss;
+    ``options``: (reassociate, vector width), as ``evolopt.xla_cpu.jit`` takes them."""
     extra = isinstance(tx, optax.GradientTransformationExtraArgs)
 
     def loss_fn(p: Any, batch: jax.Array) -> jax.Array:
@@ -80,7 +87,7 @@ def time_training(
         u, s = tx.update(g, s, p, **kwargs)
         return optax.apply_updates(p, u), s, loss
 
-    step = xla_cpu.jit(train_step, reassociate)
+    step = xla_cpu.jit(train_step, *options)
 
     state = tx.init(params)
     params, state, loss = step(params, state, batches[0])  # compile
@@ -102,8 +109,10 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--archs", help="comma-separated subset of the registered architectures")
     ap.add_argument("--cpu-reassociate", action="store_true", help="jit with evolopt.xla_cpu.REASSOCIATE")
+    ap.add_argument("--vector-width", type=int, choices=xla_cpu.VECTOR_WIDTHS, help="bits XLA CPU should prefer")
     args = ap.parse_args()
-    timed = lambda tx: time_training(model, params, tx, batches, args.steps, args.cpu_reassociate)[0]  # noqa: E731
+    options = (args.cpu_reassociate, args.vector_width)
+    timed = lambda tx: time_training(model, params, tx, batches, args.steps, options)[0]  # noqa: E731
 
     import evolopt.architectures  # noqa: F401  (registers every architecture)
     from evolopt.registry import ARCHITECTURES
@@ -117,7 +126,7 @@ def main() -> None:
     print(
         f"transformer LM: d={d} layers={layers} heads={heads} vocab={vocab} = {n / 1e6:.1f}M params; "
         f"batch {args.batch} x {args.seq} tokens; median of {args.steps} steps; backend {jax.default_backend()}; "
-        f"compile options {xla_cpu.compiler_options(args.cpu_reassociate) or 'XLA defaults'}"
+        f"compile options {xla_cpu.compiler_options(options[0], vector_width=options[1]) or 'XLA defaults'}"
     )
     sgd = timed(optax.sgd(1e-3))
     print(f"{'optimizer':16s} {'step ms':>9s} {'overhead':>9s} {'x adamw':>8s}")

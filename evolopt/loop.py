@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from evolopt import distributed
+from evolopt import distributed, xla_cpu
 from evolopt.architectures.baselines import baseline
 from evolopt.checkpoint import Checkpointer, has_checkpoint
 from evolopt.config import group_config
@@ -60,8 +60,8 @@ def build(cfg: DictConfig) -> tuple[MetaTrainer, Any]:
         raise ConfigError(f"{e} (image_mlp, image_conv and regression have it); use unroll.meta_loss=train") from None
     chunks = 1 if cfg.member_chunks == "auto" else cfg.member_chunks  # auto: chosen in meta_train
     try:
-        mesh, reassociate = population_mesh(), cfg.get("cpu_reassociate", True)
-        trainer = MetaTrainer(strategy, family, lopt, unroll_cfg, cfg.tasks_per_member, mesh, chunks, reassociate)
+        mesh, cpu = population_mesh(), (cfg.get("cpu_reassociate", True), cfg.get("cpu_vector_width"))
+        trainer = MetaTrainer(strategy, family, lopt, unroll_cfg, cfg.tasks_per_member, mesh, chunks, *cpu)
     except ValueError as e:
         raise ConfigError(str(e)) from None
     return trainer, theta0
@@ -126,6 +126,10 @@ def check_values(cfg: DictConfig) -> None:
     reassociate = cfg.get("cpu_reassociate", True)
     if not isinstance(reassociate, bool):
         raise ConfigError(f"cpu_reassociate={reassociate!r} must be true or false")
+    width = cfg.get("cpu_vector_width")
+    if width is not None and (isinstance(width, bool) or width not in xla_cpu.VECTOR_WIDTHS):
+        choices = ", ".join(map(str, xla_cpu.VECTOR_WIDTHS))
+        raise ConfigError(f"cpu_vector_width={width!r}; valid choices: {choices} (bits), null (XLA's own)")
     sigma = cfg.get("strategy", {}).get("sigma")
     if sigma is not None and not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma > 0):
         raise ConfigError(f"strategy.sigma={sigma!r} must be a positive number (the search scale), e.g. 0.01")
@@ -163,7 +167,8 @@ def validation_evaluator(cfg: DictConfig, trainer: MetaTrainer, lopt: Any = None
     ``evaluate(theta, key)`` on the run's fixed validation tasks of its plain (un-augmented) family, scored by
     the meta-loss members are scored on (``unroll.meta_loss``)."""
     plain, ev, u = trainer.family.unaugmented or trainer.family, cfg.evaluation, trainer.unroll_cfg
-    args = (ev.num_tasks, ev.steps, u.loss_clip, u.meta_loss, u.meta_weight, u.valid_share, trainer.cpu_reassociate)
+    args = (ev.num_tasks, ev.steps, u.loss_clip, u.meta_loss, u.meta_weight, u.valid_share)
+    args += (trainer.cpu_reassociate, trainer.cpu_vector_width)
     key = jax.random.fold_in(jax.random.key(cfg.seed), 2)  # the same validation tasks every time
     return make_curve_evaluator(plain, trainer.lopt if lopt is None else lopt, *args), key
 

@@ -43,7 +43,7 @@ RESUMABLE_CHANGES = {
 
 # Keys added after runs were written: a saved config without one ran with this value
 # ((None, key): a top-level key).
-ADDED_KEYS = {("unroll", "valid_share"): 0.5, (None, "cpu_reassociate"): False}
+ADDED_KEYS = {("unroll", "valid_share"): 0.5, (None, "cpu_reassociate"): False, (None, "cpu_vector_width"): None}
 
 # Every name a run writes in its run dir (anything else there means it is not ours).
 RUN_FILES = {"config.yaml", "metrics.jsonl", "tb", "checkpoints", "theta.npz", "theta.npz.tmp", "meta_training.png"}
@@ -63,10 +63,16 @@ def _check_resumable(run_dir: Path, cfg: DictConfig) -> None:
     now = OmegaConf.to_container(cfg)
     for key in sorted(set(saved) | set(now)):
         if key not in RESUMABLE_CHANGES and saved.get(key) != now.get(key):
+            old, new = _as_override(saved.get(key)), _as_override(now.get(key))
             raise ConfigError(
-                f"run_dir '{run_dir}' holds a run with {key}={saved.get(key)}, not {now.get(key)}; "
+                f"run_dir '{run_dir}' holds a run with {key}={old}, not {new}; "
                 "resume it with its own config or choose a new run_dir"
             )
+
+
+def _as_override(value: object) -> str:
+    """``value`` as a command-line override writes it (``null``, ``true``), so the message can be copied."""
+    return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _foreign_files(run_dir: Path) -> list[str]:

@@ -74,13 +74,16 @@ def test_a_run_written_before_a_key_existed_resumes_with_its_old_value(tiny_run,
     cfg = OmegaConf.load(old / "config.yaml")
     del cfg.unroll["valid_share"]  # configs written before unroll.valid_share ran with 0.5
     del cfg["cpu_reassociate"]  # ... and before cpu_reassociate, with XLA's defaults (false)
+    del cfg["cpu_vector_width"]  # ... and before cpu_vector_width, with XLA's own width (null)
     OmegaConf.save(cfg, old / "config.yaml")
-    same = [*TINY, "generations=5", "cpu_reassociate=false", f"run_dir={old}"]
+    same = [*TINY, "generations=5", "cpu_reassociate=false", "cpu_vector_width=null", f"run_dir={old}"]
     _check_resumable(old, load_config(same))  # the same run: resumes
     with pytest.raises(ConfigError, match="holds a run with unroll="):
         _check_resumable(old, load_config([*same, "unroll.valid_share=0.2"]))
-    with pytest.raises(ConfigError, match="holds a run with cpu_reassociate=False, not True"):
+    with pytest.raises(ConfigError, match="holds a run with cpu_reassociate=false, not true"):
         _check_resumable(old, load_config([*TINY, "generations=5", f"run_dir={old}"]))  # would not repeat its numbers
+    with pytest.raises(ConfigError, match="holds a run with cpu_vector_width=null, not 512"):
+        _check_resumable(old, load_config([*TINY, "generations=5", "cpu_reassociate=false", f"run_dir={old}"]))
 
 
 def test_tiny_run_writes_everything(tiny_run):

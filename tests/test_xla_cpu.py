@@ -59,6 +59,12 @@ def test_options_only_on_cpu_and_only_when_asked():
     assert xla_cpu.compiler_options(backend="cpu") == xla_cpu.REASSOCIATE
     assert xla_cpu.compiler_options(reassociate=False, backend="cpu") is None
     assert xla_cpu.compiler_options(backend="gpu") is None and xla_cpu.compiler_options(backend="tpu") is None
+    wide = {"xla_cpu_prefer_vector_width": 512}
+    assert xla_cpu.compiler_options(backend="cpu", vector_width=512) == {**xla_cpu.REASSOCIATE, **wide}
+    assert xla_cpu.compiler_options(reassociate=False, backend="cpu", vector_width=512) == wide
+    assert xla_cpu.compiler_options(backend="gpu", vector_width=512) is None
+    with pytest.raises(ValueError, match="vector_width=300; valid choices: null, 128, 256, 512"):
+        xla_cpu.compiler_options(backend="cpu", vector_width=300)
 
 
 def test_options_sit_on_the_outer_jit_only():
@@ -92,31 +98,42 @@ def test_every_rule_update_moves_by_rounding_only(name):
         return opt.update(grads, opt.init(params), params, loss=jnp.float32(1.0), num_steps=100)[0]
 
     default = jax.jit(update)(params, grads)
-    fast = xla_cpu.jit(update)(params, grads)
-    for k in params:
-        scale = float(jnp.max(jnp.abs(default[k])))
-        np.testing.assert_allclose(fast[k], default[k], rtol=1e-4, atol=1e-5 * scale, err_msg=f"{name} {k}")
+    for width in (None, 512):  # 512-bit vectors: sums in 16 lanes, and no other change
+        fast = xla_cpu.jit(update, vector_width=width)(params, grads)
+        for k in params:
+            scale = float(jnp.max(jnp.abs(default[k])))
+            err = f"{name} {k} width {width}"
+            np.testing.assert_allclose(fast[k], default[k], rtol=1e-4, atol=1e-5 * scale, err_msg=err)
 
 
 def test_generation_step_and_evaluator_take_the_runs_choice(monkeypatch):
-    """``cpu_reassociate`` in the config reaches every jit of the hot path (the generation step
-    and the validation evaluator); false compiles with XLA's defaults."""
+    """``cpu_reassociate`` and ``cpu_vector_width`` in the config reach every jit of the hot path (the
+    generation step and the validation evaluator); false and null compile with XLA's defaults."""
     from evolopt import loop, meta
     from evolopt.config import load_config
 
     asked = []
     real = xla_cpu.jit
-    monkeypatch.setattr(
-        xla_cpu, "jit", lambda fn, reassociate=True, **kw: asked.append(reassociate) or real(fn, reassociate, **kw)
-    )
+
+    def spy(fn, reassociate=True, vector_width=None, **kw):
+        asked.append((reassociate, vector_width))
+        return real(fn, reassociate, vector_width, **kw)
+
+    monkeypatch.setattr(xla_cpu, "jit", spy)
     tiny = ["population_size=4", "tasks_per_member=1", "unroll.truncation_length=2", "arch=small_fc_lopt"]
-    for flag in (True, False):
+    assert load_config(tiny).cpu_vector_width == 512  # new runs: 512-bit vectors
+    for flag, width in ((True, 512), (False, None), (True, 256)):
         asked.clear()
-        cfg = load_config([*tiny, f"cpu_reassociate={str(flag).lower()}"])
+        cfg = load_config([*tiny, f"cpu_reassociate={str(flag).lower()}", f"cpu_vector_width={width or 'null'}"])
         trainer, theta0 = loop.build(cfg)
-        assert trainer.cpu_reassociate is flag
+        assert trainer.cpu_reassociate is flag and trainer.cpu_vector_width == width
         loop.validation_evaluator(cfg, trainer)
         meta.jit_step(trainer, trainer.abstract_init(jax.random.key(0), theta0))
-        assert asked == [flag, flag]
+        assert asked == [(flag, width), (flag, width)]
     with pytest.raises(Exception, match="cpu_reassociate='yes' must be true or false"):
         loop.check_values(load_config([*tiny, "cpu_reassociate=yes"]))
+    for bad in ("300", "true", "wide"):
+        with pytest.raises(
+            Exception, match=f"(?i)cpu_vector_width=.*{bad}.*; valid choices: 128, 256, 512 .bits., null"
+        ):
+            loop.check_values(load_config([*tiny, f"cpu_vector_width={bad}"]))
