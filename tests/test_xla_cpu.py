@@ -4,6 +4,12 @@ generation step and validation evaluator are compiled with the run's choice."""
 
 from __future__ import annotations
 
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -137,3 +143,31 @@ def test_generation_step_and_evaluator_take_the_runs_choice(monkeypatch):
             Exception, match=f"(?i)cpu_vector_width=.*{bad}.*; valid choices: 128, 256, 512 .bits., null"
         ):
             loop.check_values(load_config([*tiny, f"cpu_vector_width={bad}"]))
+
+
+_UPDATE_AT_TWO_WIDTHS = """
+import jax, jax.numpy as jnp, numpy as np
+import evolopt.architectures
+from evolopt import xla_cpu
+from evolopt.registry import ARCHITECTURES
+arch = ARCHITECTURES.build("celo2_base")
+opt = arch.optimizer(arch.init_theta(jax.random.key(1)))
+k = jax.random.split(jax.random.key(0), 2)
+p, g = {"w": jax.random.normal(k[0], (256, 256)) / 16}, {"w": jax.random.normal(k[1], (256, 256)) * 1e-2}
+update = lambda p, g: opt.update(g, opt.init(p), p, loss=jnp.float32(1.0), num_steps=100)[0]["w"]
+xla_width, wide = (np.asarray(xla_cpu.jit(update, vector_width=w)(p, g)) for w in (None, 512))
+print(int((xla_width != wide).sum()))
+"""
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="emulates an x86 CPU without AVX-512")
+def test_512_bit_vectors_change_nothing_on_a_cpu_without_avx512():
+    """As the docs say: LLVM caps the preferred width at the widest registers the CPU has, so on a CPU
+    without AVX-512 (emulated: XLA's instruction set capped at AVX2) ``vector_width=512`` gives XLA's
+    own results bit for bit (on an AVX-512 Xeon, uncapped, ~32k of these 65k elements move by rounding)."""
+    env = {**os.environ, "XLA_FLAGS": "--xla_cpu_max_isa=AVX2", "PYTHONPATH": str(Path(__file__).parents[1])}
+    result = subprocess.run(
+        [sys.executable, "-c", _UPDATE_AT_TWO_WIDTHS], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split()[-1] == "0"
