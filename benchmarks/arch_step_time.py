@@ -80,6 +80,12 @@ def make_model(layers: int, width: int) -> tuple[dict, dict]:
     return params, grads
 
 
+def loop_scales() -> jax.Array:
+    """``--loop K``'s per-step factors ``1 + k / K``: the k-th update's grads (or Newton-Schulz's
+    input) are scaled by them, so no step's work is loop-invariant and none is hoisted."""
+    return 1.0 + jnp.arange(LOOP) / LOOP
+
+
 def per_call(call: Callable[[], Any], updates: int) -> Callable[[], Any]:
     """``call``, marked as running ``updates`` updates (``interleaved`` reports its time per update)."""
     call.updates = updates  # type: ignore[attr-defined]
@@ -106,7 +112,7 @@ def update_call(
             u, s = update(jax.tree.map(lambda x: scale * x, g), s, p)
             return (s, optax.apply_updates(p, u)), None
 
-        return jax.lax.scan(step, (s, p), 1.0 + jnp.arange(LOOP) / LOOP)[0]
+        return jax.lax.scan(step, (s, p), loop_scales())[0]
 
     jitted = jit(update if LOOP == 1 else train, options)
     return per_call(lambda: jitted(grads, state, params), LOOP)
@@ -156,7 +162,7 @@ def newton_schulz_call(kernels: list) -> Callable[[], Any]:
         def step(total: list, scale: jax.Array) -> Any:
             return [t + o for t, o in zip(total, orthogonalise([scale * x for x in xs]))], None
 
-        return jax.lax.scan(step, [jnp.zeros_like(x) for x in xs], 1.0 + jnp.arange(LOOP) / LOOP)[0]
+        return jax.lax.scan(step, [jnp.zeros_like(x) for x in xs], loop_scales())[0]
 
     ns = jit(orthogonalise if LOOP == 1 else loop)
     return per_call(lambda: ns(kernels), LOOP)
@@ -223,7 +229,7 @@ def machine_rates(kernels: list, ns_call: Callable[[], Any], repeats: int) -> di
             m, v, u = stream([scale * x for x in g], m, v)
             return (m, v, [a - b for a, b in zip(p, u)]), None
 
-        return jax.lax.scan(step, (m, v, kernels), 1.0 + jnp.arange(LOOP) / LOOP)[0]
+        return jax.lax.scan(step, (m, v, kernels), loop_scales())[0]
 
     stream_ms = best_ms(jit(stream if LOOP == 1 else stream_loop), g, m, v, repeats=4 * repeats + 10) / LOOP
     bandwidth = (6 if LOOP == 1 else 7) * sum(x.nbytes for x in kernels) / stream_ms

@@ -126,10 +126,10 @@ def check_values(cfg: DictConfig) -> None:
     reassociate = cfg.get("cpu_reassociate", True)
     if not isinstance(reassociate, bool):
         raise ConfigError(f"cpu_reassociate={reassociate!r} must be true or false")
-    width = cfg.get("cpu_vector_width")
-    if width is not None and (isinstance(width, bool) or width not in xla_cpu.VECTOR_WIDTHS):
-        choices = ", ".join(map(str, xla_cpu.VECTOR_WIDTHS))
-        raise ConfigError(f"cpu_vector_width={width!r}; valid choices: {choices} (bits), null (XLA's own)")
+    try:
+        xla_cpu.check_vector_width(cfg.get("cpu_vector_width"), option="cpu_vector_width")
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     sigma = cfg.get("strategy", {}).get("sigma")
     if sigma is not None and not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma > 0):
         raise ConfigError(f"strategy.sigma={sigma!r} must be a positive number (the search scale), e.g. 0.01")

@@ -51,6 +51,13 @@ REASSOCIATE: dict[str, bool] = {
 VECTOR_WIDTHS = (128, 256, 512)  # bits; XLA CPU's own choice (None) is 256
 
 
+def check_vector_width(width: Any, option: str = "vector_width") -> None:
+    """Raise ``ValueError`` in one line, naming ``option``, unless ``width`` is in ``VECTOR_WIDTHS`` or ``None``."""
+    if width is not None and (isinstance(width, bool) or width not in VECTOR_WIDTHS):
+        choices = ", ".join(map(str, VECTOR_WIDTHS))
+        raise ValueError(f"{option}={width!r}; valid choices: {choices} (bits), null (XLA's own)")
+
+
 def compiler_options(
     reassociate: bool = True, backend: str | None = None, vector_width: int | None = None
 ) -> dict[str, bool | int] | None:
@@ -70,8 +77,7 @@ def compiler_options(
       On CPU, ``REASSOCIATE`` when ``reassociate`` plus ``xla_cpu_prefer_vector_width`` when
       ``vector_width`` is given, or ``None`` when neither (XLA's defaults); ``None`` elsewhere.
     """
-    if vector_width is not None and vector_width not in VECTOR_WIDTHS:
-        raise ValueError(f"vector_width={vector_width!r}; valid choices: null, {', '.join(map(str, VECTOR_WIDTHS))}")
+    check_vector_width(vector_width)
     if (backend or jax.default_backend()) != "cpu":
         return None
     options: dict[str, bool | int] = dict(REASSOCIATE) if reassociate else {}
