@@ -9,7 +9,9 @@ Each rule's floor, from machine rates measured in the same run: the bytes one up
 (params and grads read, its state read and written, the update written) at the rate this machine
 streams an optimizer-shaped update (three arrays read and three written per element, fused, over
 the model's own tensors, so the same working set and caches as the updates timed), plus the FLOPs
-it must do at the rate of the unit that does them: a wide MLP runs block by block as matmuls
+it must do at the rate of the unit that does them (``mlp_macs``: per element, the full-size
+channels times the first layer's width, the hidden layers and the heads the rule reads; the
+Adafactor row/column channels mix on their small vectors): a wide MLP runs block by block as matmuls
 (``fused.wide_heads``) at the measured float32 matmul rate, a narrow per-element MLP at the
 measured elementwise multiply-add rate (a 4-unit ReLU MLP per element, as its hidden
 units are); a rule that orthogonalises adds bare Newton-Schulz's measured time on the same
@@ -257,22 +259,50 @@ def machine_rates(kernels: list, ns_call: Callable[[], Any], repeats: int) -> di
 EW_LAYERS = 8  # 4x4 layers in the elementwise-rate probe (128 multiply-adds per element)
 
 
-def mlp_macs(theta: Any) -> tuple[int, bool]:
-    """(multiply-adds per element of a per-element MLP, whether it runs as matmuls): the sizes
-    of its weight matrices; layers at least ``fused.WIDE`` wide run block by block as matmuls
-    on tensors larger than one block (every kernel of the benchmark's model)."""
+def full_size_channels(name: str) -> int | None:
+    """How many channels ``name``'s first layer mixes per element of a matrix: the length of its
+    full-size channel list, as its update computes it (the Adafactor row/column channels are
+    mixed on their small vectors and the time features fold into the bias, so neither costs
+    multiply-adds per element); None for a rule without a per-element MLP we know."""
+    from evolopt.architectures import celo, celo2, small_fc_lopt
+    from evolopt.architectures import features as F
+
+    p = jnp.ones((3, 5))
+    acc = F.init_accumulators(p)
+    factors = F.factor_vectors(acc, F.factored_dims(p.shape))[0]
+    if name in ("celo2", "celo2_base", "celo2_ns_input"):
+        return len(celo2._channels(p, p, acc, factors)) + (name == "celo2_ns_input")  # + NS5(m_0)
+    module = {"small_fc_lopt": small_fc_lopt, "mulo": small_fc_lopt, "celo": celo}.get(name)
+    return None if module is None else len(module._full_channels(p, p, acc, factors))
+
+
+CELO2_RULES = ("celo2", "celo2_base", "celo2_ns_input")
+
+
+def mlp_macs(name: str, theta: Any, hparams: dict) -> tuple[int, bool]:
+    """(multiply-adds per element of a matrix that a rule's per-element MLP must do, whether it runs
+    as matmuls): its full-size channels x the first layer's width, the hidden layers, and the
+    output heads the rule reads (celo2's rules only the direction when ``exp_mult`` is 0, small_fc_lopt's,
+    mulo's and celo's direction and magnitude). A rule whose channels we do not know counts every
+    first-layer row and every head. Layers at least ``fused.WIDE`` wide run block by block as
+    matmuls on tensors larger than one block (every kernel of the benchmark's model)."""
     from evolopt.architectures import fused
 
-    if not isinstance(theta, dict):
+    mlp = next((theta[key] for key in ("mlp", "ff_mod_stack") if isinstance(theta, dict) and key in theta), None)
+    if mlp is None:
         return 0, False
-    for key in ("mlp", "ff_mod_stack"):
-        if key in theta:
-            weights = [w for w in jax.tree.leaves(theta[key]) if np.ndim(w) == 2]
-            return sum(int(np.size(w)) for w in weights), max(np.shape(w)[1] for w in weights) >= fused.WIDE
-    return 0, False
+    mlp = mlp.get("~", mlp)  # celo2's haiku-style tree
+    width = np.shape(mlp["b0"])[0]
+    rows = sum(np.shape(w)[0] for key, w in mlp.items() if key == "w0" or key.startswith("w0__"))  # celo2 splits w0
+    hidden = [np.shape(mlp[f"w{i}"]) for i in range(1, fused.mlp_depth(mlp))]  # [fan_in, fan_out], the head last
+    channels, heads = full_size_channels(name), hidden[-1][1]
+    if channels is not None:
+        heads = 1 if name in CELO2_RULES and hparams.get("exp_mult", 0.0) == 0 else 2
+    macs = (channels or rows) * width + sum(a * b for a, b in hidden[:-1]) + hidden[-1][0] * heads
+    return macs, max([width] + [b for _, b in hidden]) >= fused.WIDE
 
 
-def floor_ms(name: str, tx: Any, theta: Any, params: Any, rates: dict[str, Any]) -> float:
+def floor_ms(name: str, tx: Any, theta: Any, params: Any, rates: dict[str, Any], hparams: dict | None = None) -> float:
     """Bytes moved at the streaming rate + MLP FLOPs at the rate of the unit doing them (+ bare
     Newton-Schulz's measured time for the rules that orthogonalise), for one update of ``tx``."""
     state_bytes = sum(x.nbytes for x in jax.tree.leaves(tx.init(params)))
@@ -282,7 +312,7 @@ def floor_ms(name: str, tx: Any, theta: Any, params: Any, rates: dict[str, Any])
     moved = 4 * n * (2 + reads_params) + 2 * state_bytes  # grads in, update (loop: params) out, [params in], state
     orthogonalises = name in ("celo2", "celo2_ns_input")  # Newton-Schulz of each matrix (output / momentum input)
     learned = [x for x in leaves if x.ndim >= 2] if orthogonalises else leaves  # their 1-D leaves get Adam
-    macs, as_matmuls = mlp_macs(theta)
+    macs, as_matmuls = mlp_macs(name, theta, hparams or {})
     mlp_flops = 2 * macs * sum(x.size for x in learned)
     ns = rates["ns"][0] if orthogonalises else 0.0  # bare Newton-Schulz on the same matrices, timed
     mlp_rate = rates["matmul"] if as_matmuls else rates["elementwise"]
@@ -371,7 +401,7 @@ def main() -> None:
             calls[f"{name} {label}"] = update_call(tx, params, grads, options)
             refs.append(f"{name} {label}")
         timed[name] = interleaved({name: calls[name], **{ref: calls[ref] for ref in dict.fromkeys(refs)}}, args.repeats)
-        row(name, *timed[name][name], timed[name]["adam"], floor_ms(name, tx, theta, params, rates))
+        row(name, *timed[name][name], timed[name]["adam"], floor_ms(name, tx, theta, params, rates, arch.hparams))
         for label in other_options():
             other = timed[name][f"{name} {label}"]
             print(f"{'  ' + label:16s} {other[0]:9.1f}  ({other[0] / timed[name][name][0]:.2f}x the time)")

@@ -1,6 +1,7 @@
 """``benchmarks/arch_step_time.py``'s training-loop protocol (``--loop K``) times what it says: K
 updates, each from its own scaled grads and applied to the params, against an independent
-reference (the same steps written out by hand), and reports per-update times."""
+reference (the same steps written out by hand), and reports per-update times; and its floors count
+the multiply-adds each rule's per-element MLP does, from the published sizes."""
 
 from __future__ import annotations
 
@@ -47,3 +48,47 @@ def test_times_are_per_update(bench, monkeypatch):
     call = bench.per_call(lambda: jnp.zeros(()), 3)
     wall, _ = bench.interleaved({"loop": call}, repeats=2)["loop"]
     assert wall == pytest.approx(200.0)  # 600 ms per call of 3 updates
+
+
+# Per-element multiply-adds of each rule's MLP on a matrix, from the published sizes: the first layer
+# mixes only the full-size channels per element (the 12 Adafactor row/column channels, 3 decays x
+# {row, col, rsqrt(row), rsqrt(col)}, mix on their small vectors; small_fc_lopt's 11 time features
+# fold into the bias), then the hidden layers and the heads the rule reads.
+PUBLISHED_MACS = {
+    "celo2": (30 - 12) * 8 + 8 * 8 + 8 * 1,  # 30 channels, MLP 8-8-3, only o_0 read at exp_mult = 0
+    "celo2_base": (30 - 12) * 8 + 8 * 8 + 8 * 1,
+    "celo2_ns_input": (30 - 12 + 1) * 8 + 8 * 8 + 8 * 1,  # + the NS5(m_0) channel
+    "small_fc_lopt": (28 - 12) * 4 + 4 * 4 + 4 * 2,  # 28 + 11 time features, MLP 4-4-2
+    "mulo": (28 - 12) * 32 + 32 * 32 + 32 * 2,  # small_fc_lopt's features, MLP 32-32-2
+    "celo": (30 - 12) * 4 + 4 * 4 + 4 * 2,  # 30 features, MLP 4-4-3, (d, m) read
+    "adam_hparams": 0,
+}
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED_MACS))
+def test_floor_counts_the_multiply_adds_a_rule_does_per_element(bench, name):
+    import evolopt.architectures  # noqa: F401
+    from evolopt.registry import ARCHITECTURES
+
+    arch = ARCHITECTURES.build(name)
+    macs, as_matmuls = bench.mlp_macs(name, arch.init_theta(jax.random.PRNGKey(0)), arch.hparams)
+    assert macs == PUBLISHED_MACS[name]
+    assert as_matmuls == (name == "mulo")  # only μLO's 32-wide layers run as matmuls
+
+
+def test_floor_of_a_rule_it_does_not_know_counts_every_row_and_head(bench):
+    theta = {"mlp": {"w0": np.zeros((10, 5)), "b0": np.zeros(5), "w1": np.zeros((5, 3)), "b1": np.zeros(3)}}
+    assert bench.mlp_macs("someone_elses", theta, {}) == (10 * 5 + 5 * 3, False)
+    from evolopt.architectures import celo2
+
+    theta = celo2.init_theta(jax.random.PRNGKey(0))
+    assert bench.mlp_macs("celo2", theta, {"exp_mult": 0.5})[0] == PUBLISHED_MACS["celo2"] + 8  # o_1 read too
+
+
+def test_strategy_share_is_timed_without_compiling():
+    """``member_steps.strategy_ms`` refuses a time that includes a compile (evosax's weakly typed
+    state made the first timed ask + tell compile again, read as 13-20% of a generation)."""
+    spec = importlib.util.spec_from_file_location("member_steps", REPO / "benchmarks" / "member_steps.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.strategy_ms("small_fc_lopt", population=4, tasks=2, repeats=2) > 0
