@@ -321,7 +321,7 @@ def floor_ms(name: str, tx: Any, theta: Any, params: Any, rates: dict[str, Any],
 
 def mulo_at_width(params: Any, grads: Any, small_fc_lopt: Callable[[], Any], repeats: int) -> None:
     """μLO at small_fc_lopt's width (``hidden_size=4``) against small_fc_lopt, in turn: what the μP
-    per-tensor multipliers cost, apart from the published 32-wide MLP's 13x multiply-adds."""
+    per-tensor multipliers cost, apart from the published 32-wide MLP's 18x multiply-adds per element."""
     from evolopt.registry import ARCHITECTURES
 
     arch = ARCHITECTURES.build("mulo", hidden_size=4)

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from evolopt import distributed, xla_cpu
+from evolopt import cpu_devices, distributed, xla_cpu
 from evolopt.architectures.baselines import baseline
 from evolopt.checkpoint import Checkpointer, has_checkpoint
 from evolopt.config import group_config
@@ -126,6 +126,7 @@ def check_values(cfg: DictConfig) -> None:
     reassociate = cfg.get("cpu_reassociate", True)
     if not isinstance(reassociate, bool):
         raise ConfigError(f"cpu_reassociate={reassociate!r} must be true or false")
+    cpu_devices.check(cfg.get("cpu_devices", "auto"))
     try:
         xla_cpu.check_vector_width(cfg.get("cpu_vector_width"), option="cpu_vector_width")
     except ValueError as e:
@@ -338,6 +339,7 @@ def meta_train(cfg: DictConfig) -> Path:
     RunAborted; a full disk raises RunAborted; the same call then resumes.
     """
     distributed.initialize(cfg.get("distributed"))  # before anything touches a device
+    cpu_devices.configure(cfg.get("cpu_devices", "auto"), [cfg.population_size])  # the CLI has set it already
     with StopRequest() as stop:
         run = _setup(cfg)
         lock = None

@@ -38,6 +38,7 @@ RESUMABLE_CHANGES = {
     "time_budget_minutes",
     "member_chunks",  # same numbers, different memory use
     "distributed",  # the population splits over any number of processes with the same numbers
+    "cpu_devices",  # and over any number of devices
 }
 
 

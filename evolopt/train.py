@@ -23,11 +23,12 @@ PROG = "evolopt.train"
 
 
 def _prepare(args: Argv) -> None:
-    from evolopt import distributed
+    from evolopt import cpu_devices, distributed
     from evolopt.config import import_plugins, plugins_from, store_group_options
 
     if args.runs_task:
         distributed.initialize_from_overrides(args.overrides)  # before any import that touches a device
+        cpu_devices.configure_from_overrides(args.overrides)  # before the CPU backend starts, as distributed
     import_plugins(plugins_from(args.overrides))
     store_group_options()
 

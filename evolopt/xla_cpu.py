@@ -23,7 +23,10 @@ widest registers the CPU has, so on a CPU without AVX-512 nothing changes. Measu
 Xeon with AVX-512 (session 19, both reassociated): celo2_base's update in a training loop 15.3
 -> 10.2 ms (2.1M params), optax.adam's unchanged (memory-bound); meta-training member-steps/s
 1.31x (celo2_base), 1.18x (celo2), 1.36x (mulo) on image_mlp, 1.03-1.10x on image_conv, 0.98x
-celo2_base on lm, Adam members 0.94-1.06x (noise).
+celo2_base on lm, Adam members 0.94-1.06x (noise). On a 2-core AMD EPYC (Zen 4, which runs a
+512-bit instruction as two 256-bit halves; session 20) it gains less: meta-training 0.97x (celo2),
+1.01-1.10x (celo2_base), 1.07x (small_fc_lopt), 1.18x (mulo), 0.97-0.98x (celo); in a training
+loop of 2.1M params 0.96-1.31x per rule; one update per call of celo2_base 0.79-0.94x.
 
 Options only reach the computation they are compiled with: a user's ``jax.jit`` of a train
 step that calls an evolopt optax transform takes

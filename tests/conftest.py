@@ -35,11 +35,12 @@ TINY = [
 ]
 
 
-def run_cli(*args: str, module: str = "evolopt.train", env: dict | None = None, timeout: int = 600, **kw):
-    """``python -m <module> args...`` from the repo root; returns the CompletedProcess."""
+def run_cli(*args: str, module: str | None = "evolopt.train", env: dict | None = None, timeout: int = 600, **kw):
+    """``python -m <module> args...`` (``module=None``: ``python args...``) from the repo root; returns
+    the CompletedProcess."""
     full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", module, *args],
+        [sys.executable, *(["-m", module] if module else []), *args],
         cwd=REPO,
         env=full_env,
         capture_output=True,

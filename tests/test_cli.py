@@ -23,6 +23,8 @@ from conftest import TINY, run_cli
         ("resume=maybe", "bad resume 'maybe'; valid choices: auto, true, false"),
         ("unroll.meta_loss=test", "unroll.meta_loss='test'; valid choices: train, valid, both"),
         ("unroll.valid_share=2", "unroll.valid_share=2 must be a number in [0, 1]"),
+        ("cpu_devices=0", "cpu_devices=0; valid choices: auto, a whole number >= 1, null"),
+        ("cpu_devices=many", "cpu_devices='many'; valid choices: auto, a whole number >= 1, null"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_no_run_dir(tmp_path, override, message):

@@ -11,6 +11,7 @@ import jax
 import pytest
 from conftest import TINY, run_cli
 
+from evolopt import cpu_devices
 from evolopt.config import load_config
 from evolopt.learnable import reaches_learned_rule
 from evolopt.loop import build
@@ -72,7 +73,8 @@ def test_start_progress_resume_lines_summary_timestamps_and_tensorboard(tmp_path
     first = run_cli(*TINY, "generations=2", "checkpoint_every=2", f"run_dir={run_dir}")
     assert first.returncode == 0, first.stderr[-3000:]
     err = first.stderr
-    assert err.index("(new run) on 1 cpu device(s)") < err.index("compiling...") < err.index("generation 1/2")
+    devices = cpu_devices.resolve("auto", [8], cpu_devices.usable_cores())  # TINY's population of 8, one per core
+    assert err.index(f"(new run) on {devices} cpu device(s)") < err.index("compiling...") < err.index("generation 1/2")
     assert "generation 2/2 (100%)" in err
     # summary: what was compared, the files, the next commands
     out = first.stdout
