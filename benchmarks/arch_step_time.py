@@ -259,6 +259,9 @@ def machine_rates(kernels: list, ns_call: Callable[[], Any], repeats: int) -> di
 EW_LAYERS = 8  # 4x4 layers in the elementwise-rate probe (128 multiply-adds per element)
 
 
+CELO2_RULES = ("celo2", "celo2_base", "celo2_ns_input")
+
+
 def full_size_channels(name: str) -> int | None:
     """How many channels ``name``'s first layer mixes per element of a matrix: the length of its
     full-size channel list, as its update computes it (the Adafactor row/column channels are
@@ -270,13 +273,10 @@ def full_size_channels(name: str) -> int | None:
     p = jnp.ones((3, 5))
     acc = F.init_accumulators(p)
     factors = F.factor_vectors(acc, F.factored_dims(p.shape))[0]
-    if name in ("celo2", "celo2_base", "celo2_ns_input"):
+    if name in CELO2_RULES:
         return len(celo2._channels(p, p, acc, factors)) + (name == "celo2_ns_input")  # + NS5(m_0)
     module = {"small_fc_lopt": small_fc_lopt, "mulo": small_fc_lopt, "celo": celo}.get(name)
     return None if module is None else len(module._full_channels(p, p, acc, factors))
-
-
-CELO2_RULES = ("celo2", "celo2_base", "celo2_ns_input")
 
 
 def mlp_macs(name: str, theta: Any, hparams: dict) -> tuple[int, bool]:

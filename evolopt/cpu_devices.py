@@ -1,12 +1,13 @@
 """How many CPU devices a meta-training run splits its population over (``cpu_devices``).
 
-JAX gives a process one CPU device unless told otherwise, and XLA:CPU keeps a learned
-optimizer's generation step on about one and a half of a machine's cores: the vmapped small
-matmuls (Newton-Schulz) and per-element loops of one device run largely on one thread. With
-``d`` devices the population is sharded ``d`` ways (``evolopt.meta.population_mesh``) and each
-shard runs on its own thread. Measured on a 2-core AMD EPYC (image_mlp, 32 members x 4 tasks
-x 50 steps, ``benchmarks/member_steps.py``): 2 devices / 1 device 1.54x member-steps/s for
-celo2, 1.68x for celo2_base.
+JAX gives a process one CPU device unless told otherwise, and one device kept 1.35-1.8 of 2
+cores busy in a generation step: the vmapped small matmuls (Newton-Schulz) and per-element
+loops of one device run largely on one thread. With ``d`` devices the population is sharded
+``d`` ways (``evolopt.meta.population_mesh``) and each shard runs on its own thread. Measured on
+a 2-core AMD EPYC (32 members x 4 tasks x 50 steps, ``benchmarks/member_steps.py``), 2 devices /
+1 device member-steps/s: Adam members 1.19-2.00x, learned ones 1.21-1.68x (README, "Benchmarks
+and performance"). Machines with more cores are unmeasured: there ``auto`` may give each device
+as little as one antithetic pair, and ``cpu_devices=N`` caps it.
 
 ``cpu_devices``:
 

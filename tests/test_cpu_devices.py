@@ -67,3 +67,14 @@ def test_auto_follows_the_cores_the_command_may_use(tmp_path):
     result = run_cli("-c", on_two_cores, *args, module=None, env={"XLA_FLAGS": ""})
     expected = min(2, len(os.sched_getaffinity(0)))
     assert f"on {expected} cpu device(s)" in devices_line(result)
+
+
+def test_the_command_line_gives_the_count_and_every_population(monkeypatch):
+    monkeypatch.setattr(cpu_devices, "configure", lambda value, populations: (value, list(populations)))
+    read = cpu_devices.configure_from_overrides
+    assert read([]) == ("auto", [16])  # config.yaml's defaults
+    assert read(["population_size=16,24", "seed=1"]) == ("auto", [16, 24])  # a sweep: every value
+    assert read(["population_size=range(8,24,8)", "cpu_devices=3"]) == (3, [8, 16])
+    assert read(["cpu_devices=null"]) == (None, [16])
+    with pytest.raises(ConfigError, match="cpu_devices cannot be swept"):
+        read(["cpu_devices=1,2"])
