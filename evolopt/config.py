@@ -76,6 +76,19 @@ def store_group_options() -> None:
             cs.store(group=group, name=name, node=node)
 
 
+def before_plugins(overrides: list[str]) -> tuple[DictConfig, list[Any]] | None:
+    """``(config.yaml's defaults, the parsed overrides)``, read without composing the config, for what
+    must be known before plug-ins are imported (they may start JAX's backend): the distributed
+    runtime, the CPU device count. None when the overrides do not parse: the config loader
+    reports that in its own one-line error."""
+    with open(importlib.resources.files("evolopt.conf") / "config.yaml") as f:
+        defaults = OmegaConf.load(f)
+    try:
+        return defaults, OverridesParser.create().parse_overrides(overrides)
+    except Exception:
+        return None
+
+
 def plugins_from(overrides: list[str]) -> list[str]:
     """The modules named by a ``plugins=[...]`` override (none if absent)."""
     try:

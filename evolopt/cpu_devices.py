@@ -61,7 +61,7 @@ def resolve(value: Any, populations: Iterable[int], cores: int) -> int | None:
     if value != "auto":
         return value
     populations = list(populations)
-    return max(d for d in range(1, max(cores, 1) + 1) if all(n % (2 * d) == 0 for n in populations) or d == 1)
+    return max((d for d in range(2, cores + 1) if all(n % (2 * d) == 0 for n in populations)), default=1)
 
 
 def configure(value: Any, populations: Iterable[int]) -> int | None:
@@ -93,21 +93,20 @@ def configure(value: Any, populations: Iterable[int]) -> int | None:
 def configure_from_overrides(overrides: list[str]) -> int | None:
     """:func:`configure` from the command line's ``cpu_devices`` and ``population_size`` (every value
     of a sweep) over the defaults; what the command cannot parse is left to the config loader."""
-    import importlib.resources
+    from evolopt.config import before_plugins
 
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from omegaconf import OmegaConf
-
-    with open(importlib.resources.files("evolopt.conf") / "config.yaml") as f:
-        defaults = OmegaConf.load(f)
+    read = before_plugins(overrides)
+    if read is None:
+        return None
+    defaults, parsed = read
     values: dict[str, list[Any]] = {key: [defaults[key]] for key in ("cpu_devices", "population_size")}
     try:
-        for ov in OverridesParser.create().parse_overrides(overrides):
+        for ov in parsed:
             if ov.key_or_group in values:
                 values[ov.key_or_group] = list(ov.sweep_iterator()) if ov.is_sweep_override() else [ov.value()]
         populations = [int(n) for n in values["population_size"]]
     except Exception:
-        return None  # the config loader reports bad syntax and bad values with its own one-line errors
+        return None  # a population_size that is no whole number: the config loader says so in one line
     if len(values["cpu_devices"]) != 1:
         raise ConfigError("cpu_devices cannot be swept: one process has one device count")
     return configure(values["cpu_devices"][0], populations)

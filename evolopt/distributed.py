@@ -100,17 +100,15 @@ def initialize_from_overrides(overrides: list[str]) -> bool:
     The train CLI calls this before composing the config, because importing the
     strategies (evosax) already creates JAX arrays and so fixes the backend.
     """
-    import importlib.resources
-
-    from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf import OmegaConf
 
-    with open(importlib.resources.files("evolopt.conf") / "config.yaml") as f:
-        cfg = OmegaConf.create(OmegaConf.to_container(OmegaConf.load(f).distributed))
-    try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
-    except Exception:
-        return False  # the config loader reports bad syntax with its own one-line error
+    from evolopt.config import before_plugins
+
+    read = before_plugins(overrides)
+    if read is None:
+        return False
+    defaults, parsed = read
+    cfg = OmegaConf.create(OmegaConf.to_container(defaults.distributed))
     for ov in parsed:
         group, _, key = ov.key_or_group.partition(".")
         if group == "distributed" and key in cfg:
