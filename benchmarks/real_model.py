@@ -3,7 +3,8 @@
 Trains a decoder-only transformer (pre-LayerNorm, causal attention, 4x MLP, untied
 readout) on random tokens for ``--steps`` steps with every registered architecture (at
 its initial theta) and with optax.adamw, one jitted step each (forward, backward, update).
-Prints the median step time and each optimizer's overhead as a share of it:
+Prints the median step time (every optimizer's steps taken in turn, so that a shared machine's drift
+hits them alike) and each optimizer's overhead as a share of it:
 
     overhead = (step with the optimizer - step with plain SGD) / step with the optimizer
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
@@ -65,16 +67,17 @@ class TransformerLM(nn.Module):
         return nn.Dense(self.vocab)(nn.LayerNorm()(x))
 
 
-def time_training(
+def make_training(
     model: nn.Module,
     params: Any,
     tx: optax.GradientTransformation,
     batches: jax.Array,
     steps: int,
     options: tuple[bool, int | None],
-):
-    """Median wall ms of one jitted train step (forward, backward, update), and the final loss;
-    ``options``: (reassociate, vector width), as ``evolopt.xla_cpu.jit`` takes them."""
+) -> Callable[[int], float]:
+    """A compiled and warmed-up training run of ``tx`` (its first step taken on ``batches[0]``): a call
+    ``run(i)`` takes one more train step (forward, backward, update) on ``batches[(i + 1) % len(batches)]``
+    and returns its wall ms. ``options``: (reassociate, vector width), as ``evolopt.xla_cpu.jit`` takes them."""
     extra = isinstance(tx, optax.GradientTransformationExtraArgs)
 
     def loss_fn(p: Any, batch: jax.Array) -> jax.Array:
@@ -88,17 +91,27 @@ def time_training(
         return optax.apply_updates(p, u), s, loss
 
     step = xla_cpu.jit(train_step, *options)
+    carry = step(params, tx.init(params), batches[0])  # compile, and one step
+    jax.block_until_ready(carry)
 
-    state = tx.init(params)
-    params, state, loss = step(params, state, batches[0])  # compile
-    jax.block_until_ready(loss)
-    times = []
-    for i in range(steps):
+    def run(i: int) -> float:
+        nonlocal carry
         t0 = time.perf_counter()
-        params, state, loss = step(params, state, batches[(i + 1) % len(batches)])
-        jax.block_until_ready(loss)
-        times.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times), float(loss)
+        carry = step(*carry[:2], batches[(i + 1) % len(batches)])
+        jax.block_until_ready(carry)
+        return 1e3 * (time.perf_counter() - t0)
+
+    return run
+
+
+def interleaved_steps(runs: dict[str, Callable[[int], float]], steps: int) -> dict[str, float]:
+    """Median wall ms per step of each run, their steps taken in turn (a, b, c, a, b, c, ...), so that a
+    shared machine's drift hits every optimizer alike instead of landing in the overhead column."""
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for i in range(steps):
+        for name, run in runs.items():
+            times[name].append(run(i))
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def main() -> None:
@@ -112,7 +125,6 @@ def main() -> None:
     ap.add_argument("--vector-width", type=int, choices=xla_cpu.VECTOR_WIDTHS, help="bits XLA CPU should prefer")
     args = ap.parse_args()
     options = (args.cpu_reassociate, args.vector_width)
-    timed = lambda tx: time_training(model, params, tx, batches, args.steps, options)[0]  # noqa: E731
 
     import evolopt.architectures  # noqa: F401  (registers every architecture)
     from evolopt.registry import ARCHITECTURES
@@ -125,20 +137,21 @@ def main() -> None:
     n = sum(x.size for x in jax.tree.leaves(params))
     print(
         f"transformer LM: d={d} layers={layers} heads={heads} vocab={vocab} = {n / 1e6:.1f}M params; "
-        f"batch {args.batch} x {args.seq} tokens; median of {args.steps} steps; backend {jax.default_backend()}; "
-        f"compile options {xla_cpu.compiler_options(options[0], vector_width=options[1]) or 'XLA defaults'}"
+        f"batch {args.batch} x {args.seq} tokens; median of {args.steps} steps, every optimizer's in turn; "
+        f"backend {jax.default_backend()}; "
+        f"compile options {xla_cpu.compiler_options(options[0], vector_width=options[1]) or 'XLA defaults'}",
+        flush=True,
     )
-    sgd = timed(optax.sgd(1e-3))
-    print(f"{'optimizer':16s} {'step ms':>9s} {'overhead':>9s} {'x adamw':>8s}")
-    print(f"{'sgd (reference)':16s} {sgd:9.1f} {0.0:8.1f}%", flush=True)
-    adamw = timed(optax.adamw(1e-3))
-    print(f"{'optax.adamw':16s} {adamw:9.1f} {100 * (adamw - sgd) / adamw:8.1f}% {1.0:7.2f}x", flush=True)
-    names = args.archs.split(",") if args.archs else ARCHITECTURES.names()
-    for name in names:
+    txs = {"sgd (reference)": optax.sgd(1e-3), "optax.adamw": optax.adamw(1e-3)}
+    for name in args.archs.split(",") if args.archs else ARCHITECTURES.names():
         arch = ARCHITECTURES.build(name)
-        tx = arch.optimizer(arch.init_theta(jax.random.PRNGKey(0)))
-        ms = timed(tx)
-        print(f"{name:16s} {ms:9.1f} {100 * (ms - sgd) / ms:8.1f}% {ms / adamw:7.2f}x", flush=True)
+        txs[name] = arch.optimizer(arch.init_theta(jax.random.PRNGKey(0)))
+    runs = {name: make_training(model, params, tx, batches, args.steps, options) for name, tx in txs.items()}
+    ms = interleaved_steps(runs, args.steps)
+    sgd, adamw = ms["sgd (reference)"], ms["optax.adamw"]
+    print(f"{'optimizer':16s} {'step ms':>9s} {'overhead':>9s} {'x adamw':>8s}")
+    for name, step_ms in ms.items():
+        print(f"{name:16s} {step_ms:9.1f} {100 * (step_ms - sgd) / step_ms:8.1f}% {step_ms / adamw:7.2f}x")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ the multiply-adds each rule's per-element MLP does, from the published sizes."""
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import jax
@@ -92,3 +93,42 @@ def test_strategy_share_is_timed_without_compiling():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert module.strategy_ms("small_fc_lopt", population=4, tasks=2, repeats=2) > 0
+
+
+def test_targets_show_the_ratio_their_floors_allow(bench, capsys):
+    """A target whose two floors are further apart than its limit is marked out of reach; one whose
+    floors allow it is not; without floors (the CPU-time check) no floor ratio is printed."""
+    timed = {
+        "mulo": {"mulo": (80.0, 150.0), "small_fc_lopt": (10.0, 20.0)},
+        "celo": {"celo": (12.0, 30.0), "small_fc_lopt": (10.0, 20.0)},
+    }
+    floors = {"mulo": 40.0, "celo": 9.0, "small_fc_lopt": 8.0}
+    bench.check_targets(timed, 0, "wall", floors)
+    lines = {line.split("<=")[0].strip(): line for line in capsys.readouterr().out.splitlines()[1:]}
+    assert lines.keys() == {"mulo", "celo"}
+    assert "8.00  missed" in lines["mulo"] and "at floors  5.00  (out of reach at these floors)" in lines["mulo"]
+    assert "1.20  met" in lines["celo"] and lines["celo"].endswith("at floors  1.12")
+    bench.check_targets(timed, 1, "CPU")
+    out = capsys.readouterr().out
+    assert "7.50  missed" in out and "1.50  met" in out and "floors" not in out
+
+
+def test_real_model_takes_every_optimizers_steps_in_turn(monkeypatch):
+    """``real_model.interleaved_steps`` alternates the optimizers' steps (a, b, a, b, ...), so that the
+    machine's drift hits every optimizer alike, and reports each one's median step."""
+    spec = importlib.util.spec_from_file_location("real_model", REPO / "benchmarks" / "real_model.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "real_model", module)  # flax's dataclasses look their module up
+    spec.loader.exec_module(module)
+    order = []
+
+    def run(name, ms):
+        def step(i):
+            order.append((name, i))
+            return ms[i]
+
+        return step
+
+    medians = module.interleaved_steps({"sgd": run("sgd", [5.0, 1.0, 3.0]), "adamw": run("adamw", [2.0, 9.0, 4.0])}, 3)
+    assert order == [("sgd", 0), ("adamw", 0), ("sgd", 1), ("adamw", 1), ("sgd", 2), ("adamw", 2)]
+    assert medians == {"sgd": 3.0, "adamw": 4.0}
