@@ -13,7 +13,8 @@ since the device count is fixed when jax starts, and how many cores the 1- and 2
 runs kept busy. A member-step is one inner training step of one member on one task.
 ``--breakdown`` times the generation with one component dropped at a time (Newton-Schulz;
 the features + MLP, replaced by ``g m``; the whole optimizer, replaced by SGD) plus the
-strategy's ask + tell alone, and prints each component's share. ``--populations`` instead
+strategy's ask + tell alone, and prints each component's share; for a rule that orthogonalises, also
+Newton-Schulz's share against the same batched Newton-Schulz timed alone (its floor here). ``--populations`` instead
 measures how the rate grows with population size on the
 default devices (e.g. a GPU), in this process. Steps compile as meta-training's do (on CPU
 with ``evolopt.xla_cpu.REASSOCIATE``); ``--reassociation`` times the learned and Adam members'
@@ -196,6 +197,39 @@ def _variants(arch: str):
     return out
 
 
+def ns_flops(shape: tuple[int, ...]) -> int:
+    """Matmul FLOPs of ``celo2.newton_schulz`` on one matrix of ``shape``: on the wide orientation
+    (``m = min``, ``n = max`` of the two axes), each of its 5 steps forms ``A = X X^T`` (2 m^2 n),
+    ``A^2`` (2 m^3) and ``(b A + c A^2) X`` (2 m^2 n)."""
+    m, n = sorted(shape[-2:])
+    return 5 * (4 * m * m * n + 2 * m**3)
+
+
+def bare_ns(task: str, batch: int, repeats: int) -> tuple[float, int]:
+    """``(ms, FLOPs)`` of one inner step's Newton-Schulz alone: ``celo2.newton_schulz`` on each matrix
+    of ``task``'s model, batched over ``batch`` members x tasks as the generation step vmaps it (best of
+    ``repeats`` calls, compiled as meta-training's)."""
+    import jax
+
+    import evolopt.task_families  # noqa: F401
+    from evolopt import xla_cpu
+    from evolopt.architectures.celo2 import newton_schulz
+    from evolopt.registry import TASK_FAMILIES
+
+    family = TASK_FAMILIES.build(task)
+    key = jax.random.key(0)
+    shapes = [x.shape for x in jax.tree.leaves(family.init_params(key, family.sample_task(key))) if x.ndim >= 2]
+    xs = [jax.random.normal(jax.random.fold_in(key, i), (batch, *shape)) for i, shape in enumerate(shapes)]
+    orthogonalise = xla_cpu.jit(lambda xs: [newton_schulz(x) for x in xs])
+    jax.block_until_ready(orthogonalise(xs))
+    walls = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(orthogonalise(xs))
+        walls.append(time.perf_counter() - t0)
+    return 1e3 * min(walls), batch * sum(ns_flops(shape) for shape in shapes)
+
+
 def breakdown(args: argparse.Namespace) -> None:
     """Generation time with one component replaced by a no-op at a time, in this process."""
     import jax
@@ -222,6 +256,14 @@ def breakdown(args: argparse.Namespace) -> None:
     print(f"{'share of the full generation':32s}{'ms':>14s}{'%':>8s}")
     for label, ms in shares.items():
         print(f"{label:32s}{ms:14.1f}{100 * ms / gen['full']:7.1f}%")
+    if "Newton-Schulz" in shares:  # its floor here: the same batched Newton-Schulz alone
+        ms, flops = bare_ns(args.task, args.population * args.tasks, args.repeats)
+        ms, flops, share = ms * args.truncation, flops * args.truncation, shares["Newton-Schulz"]
+        print(
+            f"Newton-Schulz: {flops / 1e9:.2f} GFLOP per generation; in the step {flops / share / 1e6:.0f} GFLOP/s, "
+            f"alone on the same batched matrices {ms:.1f} ms ({flops / ms / 1e6:.0f} GFLOP/s): "
+            f"{share / ms:.2f}x its bare cost"
+        )
 
 
 def _worker_cmd(args: argparse.Namespace) -> list[str]:

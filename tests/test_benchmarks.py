@@ -132,3 +132,18 @@ def test_real_model_takes_every_optimizers_steps_in_turn(monkeypatch):
     medians = module.interleaved_steps({"sgd": run("sgd", [5.0, 1.0, 3.0]), "adamw": run("adamw", [2.0, 9.0, 4.0])}, 3)
     assert order == [("sgd", 0), ("adamw", 0), ("sgd", 1), ("adamw", 1), ("sgd", 2), ("adamw", 2)]
     assert medians == {"sgd": 3.0, "adamw": 4.0}
+
+
+@pytest.mark.parametrize("shape", [(64, 32), (48, 128)])
+def test_newton_schulz_flops_match_xla_count(shape):
+    """``member_steps.ns_flops`` (the breakdown's Newton-Schulz work per matrix) against XLA's own cost
+    analysis of one step of ``celo2.newton_schulz``, times its 5 steps; XLA also counts the few
+    elementwise operations, so it may come out a little higher, never lower."""
+    spec = importlib.util.spec_from_file_location("member_steps", REPO / "benchmarks" / "member_steps.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    from evolopt.architectures.celo2 import newton_schulz
+
+    cost = jax.jit(lambda x: newton_schulz(x, steps=1)).lower(jnp.ones(shape)).compile().cost_analysis()
+    xla_flops = 5 * (cost[0] if isinstance(cost, list) else cost)["flops"]
+    assert 0.9 * xla_flops <= module.ns_flops(shape) <= xla_flops
