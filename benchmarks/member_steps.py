@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -198,11 +199,12 @@ def _variants(arch: str):
 
 
 def ns_flops(shape: tuple[int, ...]) -> int:
-    """Matmul FLOPs of ``celo2.newton_schulz`` on one matrix of ``shape``: on the wide orientation
-    (``m = min``, ``n = max`` of the two axes), each of its 5 steps forms ``A = X X^T`` (2 m^2 n),
-    ``A^2`` (2 m^3) and ``(b A + c A^2) X`` (2 m^2 n)."""
+    """Matmul FLOPs of ``celo2.newton_schulz`` on a tensor of ``shape``: each matrix of its last two axes
+    (a conv kernel has one per leading index), on the wide orientation (``m = min``, ``n = max`` of
+    the two), takes 5 steps, each forming ``A = X X^T`` (2 m^2 n), ``A^2`` (2 m^3) and
+    ``(b A + c A^2) X`` (2 m^2 n)."""
     m, n = sorted(shape[-2:])
-    return 5 * (4 * m * m * n + 2 * m**3)
+    return math.prod(shape[:-2]) * 5 * (4 * m * m * n + 2 * m**3)
 
 
 def bare_ns(task: str, batch: int, repeats: int) -> tuple[float, int]:

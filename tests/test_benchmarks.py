@@ -134,7 +134,7 @@ def test_real_model_takes_every_optimizers_steps_in_turn(monkeypatch):
     assert medians == {"sgd": 3.0, "adamw": 4.0}
 
 
-@pytest.mark.parametrize("shape", [(64, 32), (48, 128)])
+@pytest.mark.parametrize("shape", [(64, 32), (48, 128), (3, 2, 40, 24)])
 def test_newton_schulz_flops_match_xla_count(shape):
     """``member_steps.ns_flops`` (the breakdown's Newton-Schulz work per matrix) against XLA's own cost
     analysis of one step of ``celo2.newton_schulz``, times its 5 steps; XLA also counts the few
