@@ -201,10 +201,12 @@ def _variants(arch: str):
 def ns_flops(shape: tuple[int, ...]) -> int:
     """Matmul FLOPs of ``celo2.newton_schulz`` on a tensor of ``shape``: each matrix of its last two axes
     (a conv kernel has one per leading index), on the wide orientation (``m = min``, ``n = max`` of
-    the two), takes 5 steps, each forming ``A = X X^T`` (2 m^2 n), ``A^2`` (2 m^3) and
-    ``(b A + c A^2) X`` (2 m^2 n)."""
+    the two), takes ``celo2.NS_STEPS`` steps, each forming ``A = X X^T`` (2 m^2 n), ``A^2`` (2 m^3)
+    and ``(b A + c A^2) X`` (2 m^2 n)."""
+    from evolopt.architectures.celo2 import NS_STEPS
+
     m, n = sorted(shape[-2:])
-    return math.prod(shape[:-2]) * 5 * (4 * m * m * n + 2 * m**3)
+    return math.prod(shape[:-2]) * NS_STEPS * (4 * m * m * n + 2 * m**3)
 
 
 def bare_ns(task: str, batch: int, repeats: int) -> tuple[float, int]:
@@ -212,6 +214,7 @@ def bare_ns(task: str, batch: int, repeats: int) -> tuple[float, int]:
     of ``task``'s model, batched over ``batch`` members x tasks as the generation step vmaps it (best of
     ``repeats`` calls, compiled as meta-training's)."""
     import jax
+    from arch_step_time import best_ms  # benchmarks/ is on the path when this file runs as a script
 
     import evolopt.task_families  # noqa: F401
     from evolopt import xla_cpu
@@ -223,13 +226,8 @@ def bare_ns(task: str, batch: int, repeats: int) -> tuple[float, int]:
     shapes = [x.shape for x in jax.tree.leaves(family.init_params(key, family.sample_task(key))) if x.ndim >= 2]
     xs = [jax.random.normal(jax.random.fold_in(key, i), (batch, *shape)) for i, shape in enumerate(shapes)]
     orthogonalise = xla_cpu.jit(lambda xs: [newton_schulz(x) for x in xs])
-    jax.block_until_ready(orthogonalise(xs))
-    walls = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(orthogonalise(xs))
-        walls.append(time.perf_counter() - t0)
-    return 1e3 * min(walls), batch * sum(ns_flops(shape) for shape in shapes)
+    ms = best_ms(orthogonalise, xs, repeats=repeats)
+    return ms, batch * sum(ns_flops(shape) for shape in shapes)
 
 
 def breakdown(args: argparse.Namespace) -> None:
