@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -146,7 +147,11 @@ def main() -> None:
     for name in args.archs.split(",") if args.archs else ARCHITECTURES.names():
         arch = ARCHITECTURES.build(name)
         txs[name] = arch.optimizer(arch.init_theta(jax.random.PRNGKey(0)))
-    runs = {name: make_training(model, params, tx, batches, args.steps, options) for name, tx in txs.items()}
+    runs = {}
+    for name, tx in txs.items():  # progress on stderr: on a slow compiler, where a time limit cut in
+        t0 = time.perf_counter()
+        runs[name] = make_training(model, params, tx, batches, args.steps, options)
+        print(f"  {name}: compiled, first step taken, {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
     ms = interleaved_steps(runs, args.steps)
     sgd, adamw = ms["sgd (reference)"], ms["optax.adamw"]
     print(f"{'optimizer':16s} {'step ms':>9s} {'overhead':>9s} {'x adamw':>8s}")

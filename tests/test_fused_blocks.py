@@ -103,3 +103,19 @@ def test_wide_blocked_vmaps_over_theta(monkeypatch):
         one = jax.jit(update)(jax.tree.map(lambda x: x[i], thetas))
         for k in params:
             np.testing.assert_allclose(batched[k][i], one[k], rtol=1e-6, atol=1e-6 * float(jnp.max(jnp.abs(one[k]))))
+
+
+@pytest.mark.parametrize("backend, loops", [("cpu", 1), ("gpu", 0), ("tpu", 0)])
+def test_block_size_follows_the_backend(backend, loops, monkeypatch):
+    """On CPU μLO's update of a 300x300 kernel (90,000 elements) runs in 8192-element blocks, in
+    a loop; on an accelerator, whose blocks are ``ACCELERATOR_BLOCK`` (2^20) elements, it is one
+    block: no loop, where 8192-element blocks would be 11 sequential steps."""
+    from evolopt.registry import ARCHITECTURES
+
+    monkeypatch.setattr(jax, "default_backend", lambda: backend)
+    assert fused.block_size() == {"cpu": fused.BLOCK}.get(backend, fused.ACCELERATOR_BLOCK)
+    lo = ARCHITECTURES.build("mulo")
+    opt = lo.optimizer(lo.init_theta(jax.random.key(0)))
+    params = {"kernel": jnp.ones((300, 300))}
+    jaxpr = jax.make_jaxpr(lambda g: opt.update(g, opt.init(params), params, loss=1.0, num_steps=10)[0])(params)
+    assert str(jaxpr).count("scan[") + str(jaxpr).count("while[") == loops  # fori_loop: a scan

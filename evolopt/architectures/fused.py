@@ -141,7 +141,21 @@ def mlp_heads(mlp: dict, h: Sequence[jax.Array], heads: Sequence[int]) -> list[j
     return _dense(w, b, h, heads)
 
 
-BLOCK = 8192  # elements per block of ``wide_heads``; [32, BLOCK] float32 activations are 1 MiB
+BLOCK = 8192  # CPU: elements per block of ``wide_heads``; [32, BLOCK] float32 activations are 1 MiB
+ACCELERATOR_BLOCK = 1 << 20  # elsewhere: [32, 2^20] float32 activations are 128 MiB
+
+
+def block_size() -> int:
+    """Elements per block of ``wide_heads`` on the backend jax computes on by default.
+
+    On CPU, ``BLOCK``: a block's activations must stay in cache (measured: >2x faster than
+    whole tensors on 2.1M params; 8192 the best of 8192..65536). On an accelerator every block
+    is a sequential step of the loop, each a few kernel launches, so 8192-element blocks would
+    take ~2,400 steps per update of a 20M-param model; ``ACCELERATOR_BLOCK`` keeps that to
+    ~20 while bounding each layer's activations (a whole 1B-param tensor's would not fit).
+    Not yet timed on a GPU: ``benchmarks/device_figures.sh`` times μLO's update at both.
+    """
+    return BLOCK if jax.default_backend() == "cpu" else ACCELERATOR_BLOCK
 
 
 def block_plan(shape: tuple[int, ...], size: int) -> tuple[int, int] | None:
@@ -167,9 +181,9 @@ def map_blocks(
     its own position (a per-element rule), so blocks are independent. Along the blocked axis
     the last block is shifted back to end at the tensor's edge, recomputing a few elements
     rather than padding. Returns the outputs at the tensor's shape.
-    ``size`` (default ``BLOCK``): elements per block; a tensor that fits is one call of ``fn``.
+    ``size`` (default ``block_size()``): elements per block; a tensor that fits is one call of ``fn``.
     """
-    plan = block_plan(shape, BLOCK if size is None else size)
+    plan = block_plan(shape, block_size() if size is None else size)
     if plan is None:
         return list(fn(args))
     a, b = plan

@@ -54,7 +54,7 @@ def _mlp_output(mlp: dict, p, g, acc, step) -> list[jax.Array]:
 
     The 11 time features are the same for every element and fold into the bias; the 12
     row/column channels of a factored tensor are mixed on their small vectors. A wide MLP
-    (μLO's 32 units) on a tensor larger than ``fused.BLOCK`` runs block by block
+    (μLO's 32 units) on a tensor larger than ``fused.block_size()`` runs block by block
     (``fused.wide_heads``), each block forming its Adafactor factors ``row_f col_f`` from
     the two broadcast vectors; smaller tensors (a meta-training task's, vmapped over a
     population) keep the whole-tensor form below, which is faster there.
@@ -79,7 +79,7 @@ def _mlp_output(mlp: dict, p, g, acc, step) -> list[jax.Array]:
         small = [row[k] for k in range(3)] + [col[k] for k in range(3)]
         small += [jax.lax.rsqrt(x + 1e-8) for x in small]
         small_rows, factors = list(w0[13:25]), (row_f, col_f)
-    if w0.shape[1] >= fused.WIDE and fused.block_plan(p.shape, fused.BLOCK) is not None:
+    if w0.shape[1] >= fused.WIDE and fused.block_plan(p.shape, fused.block_size()) is not None:
         full = {k: acc[k] for k in ("m", "v", "vd") if k in acc}  # row/col do not end in p's axes
         prims = (p, g, full, *factors)
         out = fused.wide_heads(mlp, (0, 1), p.shape, _channels, prims, rows, b0, axes, 1e-5, small_rows, small)
