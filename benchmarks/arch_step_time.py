@@ -429,7 +429,8 @@ def main() -> None:
     if "mulo" in timed and "small_fc_lopt" in calls:
         mulo_at_width(params, grads, calls["small_fc_lopt"], args.repeats)
     check_targets(timed, 0, "wall", floors)
-    check_targets(timed, 1, "CPU")
+    if jax.default_backend() == "cpu":  # elsewhere the host only waits for the device
+        check_targets(timed, 1, "CPU")
     if args.breakdown and "celo2" in ARCHITECTURES:
         celo2_breakdown(params, grads, args.repeats, adam, calls["ns"])
 

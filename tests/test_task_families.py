@@ -94,7 +94,8 @@ def test_embedded_and_generated_datasets():
 def write_idx(path, array: np.ndarray) -> None:
     header = bytes([0, 0, 0x08, array.ndim]) + np.asarray(array.shape, ">i4").tobytes()
     raw = header + array.astype(np.uint8).tobytes()
-    (gzip.open(path, "wb") if str(path).endswith(".gz") else open(path, "wb")).write(raw)
+    with gzip.open(path, "wb") if str(path).endswith(".gz") else open(path, "wb") as f:  # closed: flushed
+        f.write(raw)
 
 
 def fake_images(n: int, shape: tuple) -> tuple[np.ndarray, np.ndarray]:
