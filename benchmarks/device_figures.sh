@@ -19,6 +19,9 @@ cd "$(dirname "$0")/.."
 DEVICE_WHEELS=(evosax==0.3.2 dotmap==1.3.30 hydra-core==1.3.8 omegaconf==2.3.1 tensorboardX==2.6.5
   gymnax==1.0.1 gymnasium==1.3.0 mlxtend==0.25.0)
 BUILT_WHEELS=(antlr4-python3-runtime==4.9.3)  # omegaconf's parser; published as source only
+# evolopt's other dependencies (pyproject), as the device image has them (KINDS.md's package list)
+IMAGE_HAS=(jax numpy optax flax six orbax-checkpoint tensorboard scikit-learn scipy tqdm matplotlib msgpack psutil)
+NOT_NEEDED=(brax hydra-joblib-launcher hydra-optuna-sweeper)  # imported only by brax tasks and sweeps
 
 if [ "${1:-}" = "--wheels" ]; then
   rm -rf .whl && mkdir -p .whl

@@ -147,3 +147,30 @@ def test_newton_schulz_flops_match_xla_count(shape):
     cost = jax.jit(lambda x: newton_schulz(x, steps=1)).lower(jnp.ones(shape)).compile().cost_analysis()
     xla_flops = 5 * (cost[0] if isinstance(cost, list) else cost)["flops"]
     assert 0.9 * xla_flops <= module.ns_flops(shape) <= xla_flops
+
+
+def test_device_script_accounts_for_every_dependency():
+    """``device_figures.sh`` runs on a GPU image without network: each of evolopt's dependencies
+    must be on the image, carried as a pinned wheel, or declared not needed there, so a dependency
+    added to pyproject without a decision here fails this test rather than the lent machine's run."""
+    import re
+    import subprocess
+
+    script = (REPO / "benchmarks" / "device_figures.sh").read_text()
+    assert subprocess.run(["bash", "-n", str(REPO / "benchmarks" / "device_figures.sh")]).returncode == 0
+
+    def names(array: str) -> set[str]:
+        body = re.search(rf"^{array}=\(([^)]*)\)", script, re.M | re.S).group(1)
+        return {re.split(r"[=<>]", w)[0].lower().replace("_", "-") for w in body.split()}
+
+    carried = re.findall(r"\S+==\S+", re.search(r"^DEVICE_WHEELS=\(([^)]*)\)", script, re.M | re.S).group(1))
+    assert carried and all(re.fullmatch(r"[\w.-]+==[\w.]+", w) for w in carried)  # pinned: one version each
+    pyproject = (REPO / "pyproject.toml").read_text()
+    deps_block = re.search(r"^dependencies = \[(.*?)^\]", pyproject, re.M | re.S).group(1)
+    deps = {
+        re.match(r'\s*"([\w.-]+)', line).group(1).lower().replace("_", "-")
+        for line in deps_block.splitlines()
+        if line.strip().startswith('"')
+    }
+    accounted = names("IMAGE_HAS") | names("DEVICE_WHEELS") | names("NOT_NEEDED")
+    assert "evosax" in deps and deps - accounted == set()
