@@ -132,6 +132,9 @@ def test_real_model_takes_every_optimizers_steps_in_turn(monkeypatch):
     medians = module.interleaved_steps({"sgd": run("sgd", [5.0, 1.0, 3.0]), "adamw": run("adamw", [2.0, 9.0, 4.0])}, 3)
     assert order == [("sgd", 0), ("adamw", 0), ("sgd", 1), ("adamw", 1), ("sgd", 2), ("adamw", 2)]
     assert medians == {"sgd": 3.0, "adamw": 4.0}
+    assert module.reference_note(121.0, 123.0) is None and module.reference_note(126.0, 120.0) is None  # within 5%
+    note = module.reference_note(140.0, 120.0)
+    assert "1.17x AdamW's" in note and "understates" in note
 
 
 @pytest.mark.parametrize("shape", [(64, 32), (48, 128), (3, 2, 40, 24)])
