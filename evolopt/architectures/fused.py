@@ -149,11 +149,12 @@ def block_size() -> int:
     """Elements per block of ``wide_heads`` on the backend jax computes on by default.
 
     On CPU, ``BLOCK``: a block's activations must stay in cache (measured: >2x faster than
-    whole tensors on 2.1M params; 8192 the best of 8192..65536). On an accelerator every block
-    is a sequential step of the loop, each a few kernel launches, so 8192-element blocks would
-    take ~2,400 steps per update of a 20M-param model; ``ACCELERATOR_BLOCK`` keeps that to
-    ~20 while bounding each layer's activations (a whole 1B-param tensor's would not fit).
-    Not yet timed on a GPU: ``benchmarks/device_figures.sh`` times μLO's update at both.
+    whole tensors on 2.1M params; of 8192..65536, 8192 was the fastest one update per call and
+    within 11% of the fastest in a training loop). On an accelerator every block is a sequential
+    step of the loop, each a few kernel launches, so 8192-element blocks would take ~2,400 steps
+    per update of a 20M-param model; ``ACCELERATOR_BLOCK`` keeps that to ~20 while bounding each
+    layer's activations (a whole 1B-param tensor's would not fit). Not yet timed on a GPU:
+    ``benchmarks/device_figures.sh`` times μLO's MLP in blocks of 8192, 65536 and 2^20 there.
     """
     return BLOCK if jax.default_backend() == "cpu" else ACCELERATOR_BLOCK
 
