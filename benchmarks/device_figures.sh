@@ -7,6 +7,7 @@
 #   bash benchmarks/device_figures.sh --wheels   # here, with network: the packages the device image
 #                                                # lacks, as wheels in .whl/ (ignored by git, ~6 MB)
 #   device run: bash benchmarks/device_figures.sh   carry: [".whl"]   timeout_s: 600
+#   bash benchmarks/device_figures.sh --install-only   # the set-up and the machine line alone
 #
 # The device image has jax (with CUDA), flax, optax, orbax and chex but not evolopt's other
 # dependencies, and reaches no network: DEVICE_WHEELS travel as wheels, are installed with
@@ -19,6 +20,7 @@ cd "$(dirname "$0")/.."
 DEVICE_WHEELS=(evosax==0.3.2 dotmap==1.3.30 hydra-core==1.3.8 omegaconf==2.3.1 tensorboardX==2.6.5
   gymnax==1.0.1 gymnasium==1.3.0 mlxtend==0.25.0)
 BUILT_WHEELS=(antlr4-python3-runtime==4.9.3)  # omegaconf's parser; published as source only
+BUILD_WHEELS=(setuptools==84.2.1 wheel==0.48.0)  # build evolopt there whatever setuptools the image has (>= 77 needed)
 # evolopt's other dependencies (pyproject), as the device image has them (KINDS.md's package list)
 IMAGE_HAS=(jax numpy optax flax six orbax-checkpoint tensorboard scikit-learn scipy tqdm matplotlib msgpack psutil)
 NOT_NEEDED=(brax hydra-joblib-launcher hydra-optuna-sweeper)  # imported only by brax tasks and sweeps
@@ -26,7 +28,8 @@ NOT_NEEDED=(brax hydra-joblib-launcher hydra-optuna-sweeper)  # imported only by
 if [ "${1:-}" = "--wheels" ]; then
   rm -rf .whl && mkdir -p .whl
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-    --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl "${DEVICE_WHEELS[@]}" || exit 1
+    --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl "${DEVICE_WHEELS[@]}" "${BUILD_WHEELS[@]}" ||
+    exit 1
   python3 -m pip wheel -q --no-deps -w .whl "${BUILT_WHEELS[@]}" || exit 1
   ls .whl && du -sh .whl
   exit 0
@@ -36,9 +39,9 @@ OUT=${OUT:-$(mktemp -d)}
 export PYTHONUNBUFFERED=1
 PY=${PYTHON:-python3}
 if [ -d .whl ]; then
-  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl &&
-    "$PY" -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --upgrade --target /tmp/site . || exit 1
-  export PYTHONPATH=/tmp/site
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site # first on the path: the carried setuptools builds evolopt below
+  "$PY" -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --upgrade --target /tmp/site . || exit 1
 fi
 
 part() {  # part NAME SECONDS COMMAND...: one figure under its own limit, logged to $OUT/NAME.txt
@@ -56,6 +59,7 @@ part() {  # part NAME SECONDS COMMAND...: one figure under its own limit, logged
   "$PY" -c "import jax, jaxlib, optax, flax; print('jax', jax.__version__, 'jaxlib', jaxlib.__version__,
 'optax', optax.__version__, 'flax', flax.__version__); print(jax.devices())"
 } 2>&1 | tee "$OUT/machine.txt"
+[ "${1:-}" = "--install-only" ] && exit 0 # set-up and machine line alone (a check of the install)
 
 # In the order the issue asks for them, so a short lease still brings the first ones back.
 part arch_step_time 100 "$PY" benchmarks/arch_step_time.py --repeats 20

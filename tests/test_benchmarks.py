@@ -166,7 +166,8 @@ def test_device_script_accounts_for_every_dependency():
         body = re.search(rf"^{array}=\(([^)]*)\)", script, re.M | re.S).group(1)
         return {re.split(r"[=<>]", w)[0].lower().replace("_", "-") for w in body.split()}
 
-    carried = re.findall(r"\S+==\S+", re.search(r"^DEVICE_WHEELS=\(([^)]*)\)", script, re.M | re.S).group(1))
+    arrays = (re.search(rf"^{a}=\(([^)]*)\)", script, re.M | re.S).group(1) for a in ("DEVICE_WHEELS", "BUILD_WHEELS"))
+    carried = [w for body in arrays for w in re.findall(r"[^\s#]+==[^\s#)]+", body)]
     assert carried and all(re.fullmatch(r"[\w.-]+==[\w.]+", w) for w in carried)  # pinned: one version each
     pyproject = (REPO / "pyproject.toml").read_text()
     deps_block = re.search(r"^dependencies = \[(.*?)^\]", pyproject, re.M | re.S).group(1)
