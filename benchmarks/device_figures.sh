@@ -5,7 +5,7 @@
 # population (64 .. 4096).
 #
 #   bash benchmarks/device_figures.sh --wheels   # here, with network: the packages the device image
-#                                                # lacks, as wheels in .whl/ (ignored by git, ~6 MB)
+#                                                # lacks, as wheels in .whl/ (ignored by git, 4 MB)
 #   device run: bash benchmarks/device_figures.sh   carry: [".whl"]   timeout_s: 600
 #   bash benchmarks/device_figures.sh --install-only   # the set-up and the machine line alone
 #
@@ -19,7 +19,7 @@ set -u
 cd "$(dirname "$0")/.."
 DEVICE_WHEELS=(evosax==0.3.2 dotmap==1.3.30 hydra-core==1.3.8 omegaconf==2.3.1 tensorboardX==2.6.5
   gymnax==1.0.1 gymnasium==1.3.0 mlxtend==0.25.0)
-BUILT_WHEELS=(antlr4-python3-runtime==4.9.3)  # omegaconf's parser; published as source only
+FROM_SOURCE=(antlr4-python3-runtime==4.9.3)  # omegaconf's parser; published as source only: built here
 BUILD_WHEELS=(setuptools==84.2.1 wheel==0.48.0)  # build evolopt there whatever setuptools the image has (>= 77 needed)
 # evolopt's other dependencies (pyproject), as the device image has them (KINDS.md's package list)
 IMAGE_HAS=(jax numpy optax flax six orbax-checkpoint tensorboard scikit-learn scipy tqdm matplotlib msgpack psutil)
@@ -30,7 +30,7 @@ if [ "${1:-}" = "--wheels" ]; then
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl "${DEVICE_WHEELS[@]}" "${BUILD_WHEELS[@]}" ||
     exit 1
-  python3 -m pip wheel -q --no-deps -w .whl "${BUILT_WHEELS[@]}" || exit 1
+  python3 -m pip wheel -q --no-deps -w .whl "${FROM_SOURCE[@]}" || exit 1
   ls .whl && du -sh .whl
   exit 0
 fi

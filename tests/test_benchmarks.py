@@ -162,12 +162,13 @@ def test_device_script_accounts_for_every_dependency():
     script = (REPO / "benchmarks" / "device_figures.sh").read_text()
     assert subprocess.run(["bash", "-n", str(REPO / "benchmarks" / "device_figures.sh")]).returncode == 0
 
-    def names(array: str) -> set[str]:
-        body = re.search(rf"^{array}=\(([^)]*)\)", script, re.M | re.S).group(1)
-        return {re.split(r"[=<>]", w)[0].lower().replace("_", "-") for w in body.split()}
+    def words(array: str) -> list[str]:  # the items of a bash array ``NAME=(...)``, its comment left out
+        return re.search(rf"^{array}=\(([^)]*)\)", script, re.M | re.S).group(1).split()
 
-    arrays = (re.search(rf"^{a}=\(([^)]*)\)", script, re.M | re.S).group(1) for a in ("DEVICE_WHEELS", "BUILD_WHEELS"))
-    carried = [w for body in arrays for w in re.findall(r"[^\s#]+==[^\s#)]+", body)]
+    def names(array: str) -> set[str]:
+        return {re.split(r"[=<>]", w)[0].lower().replace("_", "-") for w in words(array)}
+
+    carried = [w for a in ("DEVICE_WHEELS", "BUILD_WHEELS", "FROM_SOURCE") for w in words(a)]
     assert carried and all(re.fullmatch(r"[\w.-]+==[\w.]+", w) for w in carried)  # pinned: one version each
     pyproject = (REPO / "pyproject.toml").read_text()
     deps_block = re.search(r"^dependencies = \[(.*?)^\]", pyproject, re.M | re.S).group(1)

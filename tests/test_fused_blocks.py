@@ -117,5 +117,5 @@ def test_block_size_follows_the_backend(backend, loops, monkeypatch):
     lo = ARCHITECTURES.build("mulo")
     opt = lo.optimizer(lo.init_theta(jax.random.key(0)))
     params = {"kernel": jnp.ones((300, 300))}
-    jaxpr = jax.make_jaxpr(lambda g: opt.update(g, opt.init(params), params, loss=1.0, num_steps=10)[0])(params)
-    assert str(jaxpr).count("scan[") + str(jaxpr).count("while[") == loops  # fori_loop: a scan
+    jaxpr = str(jax.make_jaxpr(lambda g: opt.update(g, opt.init(params), params, loss=1.0, num_steps=10)[0])(params))
+    assert jaxpr.count("scan[") + jaxpr.count("while[") == loops  # fori_loop: a scan
