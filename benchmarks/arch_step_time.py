@@ -23,9 +23,12 @@ reference running above its own).
 
 ``--loop K`` times the updates as a training loop runs them: each call runs K updates in one
 jitted ``lax.scan``, each applied to the params and each from the grads scaled by its own factor
-(so nothing is hoisted out of the loop), and every time printed is per update. A single call
-also pays for fresh output and temporary buffers (page faults on first touch), a large share of
-a cheap update such as optax.adam's, so single-call ratios to adam flatter the per-element rules.
+(so nothing is hoisted out of the loop), and every time printed is per update.
+
+A single call also pays for page faults on its output and temporary buffers (``faults``: minor page
+faults per update, median), which glibc's handing freed memory back to the kernel makes a large share
+of a cheap update and of the stream that sets the byte floors. So on Linux glibc keeps that memory
+(``host_memory.py`` says why and what it measured); ``--no-hold-freed-memory`` times with its default.
 
 ``--cpu-reassociate`` compiles everything (updates and the rate probes) with
 ``evolopt.xla_cpu.REASSOCIATE`` (float sums vectorised, multiply-adds fused), as meta-training
@@ -34,13 +37,14 @@ does on CPU, and also times each rule under XLA's defaults in the same loop; ``-
 each rule at XLA's own width (256) in the same loop.
 
     python benchmarks/arch_step_time.py [--repeats 5] [--layers 8] [--width 512] [--archs celo2,mulo]
-    python benchmarks/arch_step_time.py --cpu-reassociate [--loop 8] [--vector-width 512]
+    python benchmarks/arch_step_time.py --cpu-reassociate [--loop 8] [--vector-width 512] [--no-hold-freed-memory]
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -49,6 +53,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from host_memory import hold_freed_memory, minor_faults  # benchmarks/ is on the path when run as a script
 
 from evolopt import xla_cpu
 
@@ -122,11 +127,14 @@ def update_call(
     return per_call(lambda: jitted(grads, state, params), LOOP)
 
 
-def interleaved(calls: dict[str, Callable[[], Any]], repeats: int) -> dict[str, tuple[float, float]]:
+def interleaved(
+    calls: dict[str, Callable[[], Any]], repeats: int, faults: dict[str, float] | None = None
+) -> dict[str, tuple[float, float]]:
     """(median wall ms, median CPU ms) of each call, timed in turn (a, b, a, b, ...) after two warm-up
     calls each, so that a shared machine's drift hits every call of a ratio alike; a round of a few
     milliseconds is repeated more often (>= 1 s in all, at most 200 rounds), so its medians are as
-    steady as a slow one's. A call marked by ``per_call`` is timed per update."""
+    steady as a slow one's. A call marked by ``per_call`` is timed per update. ``faults``, when
+    given, receives each call's median minor page faults per update."""
     w0 = time.perf_counter()
     for call in calls.values():
         for _ in range(2):
@@ -134,13 +142,17 @@ def interleaved(calls: dict[str, Callable[[], Any]], repeats: int) -> dict[str, 
     rounds = max(repeats, min(200, int(2.0 / max(time.perf_counter() - w0, 1e-6))))
     walls: dict[str, list[float]] = {name: [] for name in calls}
     cpus: dict[str, list[float]] = {name: [] for name in calls}
+    paged: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(rounds):
         for name, call in calls.items():
-            w0, c0 = time.perf_counter(), time.process_time()
+            w0, c0, f0 = time.perf_counter(), time.process_time(), minor_faults()
             jax.block_until_ready(call())
             updates = getattr(call, "updates", 1)
             walls[name].append((time.perf_counter() - w0) / updates)
             cpus[name].append((time.process_time() - c0) / updates)
+            paged[name].append((minor_faults() - f0) / updates)
+    if faults is not None:
+        faults.update({name: statistics.median(paged[name]) for name in calls})
     return {name: (1e3 * statistics.median(walls[name]), 1e3 * statistics.median(cpus[name])) for name in calls}
 
 
@@ -149,9 +161,17 @@ def time_update(tx: optax.GradientTransformation, params: Any, grads: Any, repea
     return interleaved({"tx": update_call(tx, params, grads)}, repeats)["tx"]
 
 
-def row(name: str, wall: float, cpu: float, adam: tuple[float, float], floor: float | None = None) -> None:
+def row(
+    name: str,
+    wall: float,
+    cpu: float,
+    adam: tuple[float, float],
+    floor: float | None = None,
+    faults: float | None = None,
+) -> None:
     fl = f"{floor:9.1f} {wall / floor:7.1f}x" if floor else f"{'':9s} {'':8s}"
-    print(f"{name:16s} {wall:9.1f} {wall / adam[0]:7.1f}x {fl} {cpu:9.1f} {cpu / adam[1]:7.1f}x", flush=True)
+    paged = f" {faults:7.0f}" if faults is not None else ""
+    print(f"{name:16s} {wall:9.1f} {wall / adam[0]:7.1f}x {fl} {cpu:9.1f} {cpu / adam[1]:7.1f}x{paged}", flush=True)
 
 
 def newton_schulz_call(kernels: list) -> Callable[[], Any]:
@@ -373,9 +393,20 @@ def main() -> None:
     ap.add_argument("--cpu-reassociate", action="store_true", help="compile with evolopt.xla_cpu.REASSOCIATE")
     ap.add_argument("--vector-width", type=int, choices=xla_cpu.VECTOR_WIDTHS, help="bits XLA CPU should prefer")
     ap.add_argument("--loop", type=int, default=1, metavar="K", help="time K updates per call in one scan")
+    ap.add_argument(
+        "--hold-freed-memory",
+        action=argparse.BooleanOptionalAction,
+        help="glibc keeps freed memory, so each call does not fault its buffers in again (default: on Linux)",
+    )
     args = ap.parse_args()
     if args.loop < 1:
         ap.error(f"--loop {args.loop}: must be a whole number of updates, 1 or more")
+    held = "C library's default malloc"
+    if args.hold_freed_memory or (args.hold_freed_memory is None and sys.platform == "linux"):
+        why_not = hold_freed_memory()
+        if why_not and args.hold_freed_memory:
+            ap.error(f"--hold-freed-memory: {why_not}; run with --no-hold-freed-memory")
+        held = f"{held} ({why_not})" if why_not else "freed memory held (mallopt)"
     global OPTIONS, LOOP
     OPTIONS, LOOP = (args.cpu_reassociate, args.vector_width), args.loop
 
@@ -392,17 +423,20 @@ def main() -> None:
         f"model: {args.layers} x dense {args.width}x{args.width} + biases = {n:,} params; "
         f"backend {jax.default_backend()}, {jax.device_count()} device(s); compile options "
         f"{xla_cpu.compiler_options(OPTIONS[0], vector_width=OPTIONS[1]) or 'XLA defaults'}; "
-        f"{f'{LOOP} updates per call in one scan, applied (times per update)' if LOOP > 1 else 'one update per call'}\n"
+        f"{f'{LOOP} updates per call in one scan, applied (times per update)' if LOOP > 1 else 'one update per call'}"
+        f"; {held}\n"
         f"machine: optimizer-shaped stream {rates['bandwidth'] / 1e6:.1f} GB/s, float32 matmul "
         f"{rates['matmul'] / 1e6:.1f} GFLOP/s, elementwise multiply-add {rates['elementwise'] / 1e6:.1f} GFLOP/s, "
         f"bare Newton-Schulz (5 steps, {len(kernels)} matrices) {ns[0]:.1f} ms wall, {ns[1]:.1f} ms CPU"
     )
-    print(f"{'arch':16s} {'wall ms':>9s} {'x adam':>8s} {'floor ms':>9s} {'x floor':>8s} {'cpu ms':>9s} {'x adam':>8s}")
+    header = ("wall ms", "x adam", "floor ms", "x floor", "cpu ms", "x adam", "faults")
+    print(f"{'arch':16s} " + " ".join(f"{h:>{8 + (h.endswith('ms'))}s}" for h in header))
     adam_tx = optax.adam(1e-3)
     calls["adam"] = update_call(adam_tx, params, grads)
-    adam = interleaved({"adam": calls["adam"]}, args.repeats)["adam"]
+    faults: dict[str, float] = {}  # minor page faults per update, of each update's latest timing
+    adam = interleaved({"adam": calls["adam"]}, args.repeats, faults)["adam"]
     floors = {"adam": floor_ms("adam", adam_tx, None, params, rates), "ns": ns[0]}
-    row("optax.adam", *adam, adam, floors["adam"])
+    row("optax.adam", *adam, adam, floors["adam"], faults["adam"])
     names = args.archs.split(",") if args.archs else ARCHITECTURES.names()
     names = sorted(names, key=lambda name: name != "small_fc_lopt")
     timed: dict[str, dict[str, tuple[float, float]]] = {}
@@ -415,9 +449,10 @@ def main() -> None:
         for label, options in other_options().items():  # the same rule compiled otherwise, in the same loop
             calls[f"{name} {label}"] = update_call(tx, params, grads, options)
             refs.append(f"{name} {label}")
-        timed[name] = interleaved({name: calls[name], **{ref: calls[ref] for ref in dict.fromkeys(refs)}}, args.repeats)
+        pair = {name: calls[name], **{ref: calls[ref] for ref in dict.fromkeys(refs)}}
+        timed[name] = interleaved(pair, args.repeats, faults)
         floors[name] = floor_ms(name, tx, theta, params, rates, arch.hparams)
-        row(name, *timed[name][name], timed[name]["adam"], floors[name])
+        row(name, *timed[name][name], timed[name]["adam"], floors[name], faults[name])
         for label in other_options():
             other = timed[name][f"{name} {label}"]
             print(f"{'  ' + label:16s} {other[0]:9.1f}  ({other[0] / timed[name][name][0]:.2f}x the time)")
