@@ -5,11 +5,12 @@ back to the kernel (it trims the heap's free top, and ``munmap``s blocks above i
 the next call's buffers fault every page in again, each one zeroed by the kernel. One optax.adam update
 of 2.1M params writes ~25 MB (updates, m, v): called alone from Python it took 2,000-4,000 minor faults
 (8-16 MB of pages) and 5-9 ms, against ~40 faults and ~2.3 ms with the memory held (2-core AMD EPYC,
-Zen 3, glibc 2.36). Which calls fault depends on the heap's state, so it moved between runs and rows:
-a learned rule's update faulted 0-4,900 pages per call, and the optimizer-shaped stream that sets
-``arch_step_time.py``'s byte floors measured 5.9-7.0 GB/s in 5 of 6 runs against 16-22 GB/s held. A
-training loop inside one jit (meta-training, ``arch_step_time.py --loop K``) keeps its buffers and
-barely sees it; a whole LM train step (``real_model.py``) faulted ~10k pages per step either way.
+Zen 3, glibc 2.36). Which calls fault depends on the heap's state, so it moved between runs and rows: a
+learned rule's update faulted 0-4,900 pages per call, and the optimizer-shaped stream that sets
+``arch_step_time.py``'s byte floors measured 5.9-7.0 GB/s in 4 of 5 runs (25.5 in the fifth) against
+16-23 GB/s held. A training loop inside one jit (meta-training, ``arch_step_time.py --loop K``) keeps
+its buffers and barely sees it; a whole LM train step (``real_model.py``) faulted ~10k pages per step
+either way.
 """
 
 from __future__ import annotations
