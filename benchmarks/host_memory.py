@@ -18,6 +18,11 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 
+try:
+    import resource
+except ImportError:  # Windows: no getrusage
+    resource = None
+
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
 TRIM_THRESHOLD = 1 << 30  # bytes of free heap top glibc keeps before trimming
 MMAP_THRESHOLD = 32 << 20  # blocks up to this come from the heap; glibc's largest allowed value
@@ -41,8 +46,4 @@ def hold_freed_memory() -> str | None:
 
 def minor_faults() -> int:
     """This process's minor page faults so far (0 where ``resource`` is missing: Windows)."""
-    try:
-        import resource
-    except ImportError:
-        return 0
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt if resource else 0
