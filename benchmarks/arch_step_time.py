@@ -7,8 +7,10 @@ which is less sensitive to other jobs on a shared machine.
 
 Each rule's floor, from machine rates measured in the same run: the bytes one update must move
 (params and grads read, its state read and written, the update written) at the rate this machine
-streams an optimizer-shaped update (three arrays read and three written per element, fused, over
-the model's own tensors, so the same working set and caches as the updates timed), plus the FLOPs
+streams an optimizer-shaped update (three arrays read and three written per element, over the
+model's own tensors, so the same working set and caches as the updates timed; XLA compiles it as it
+compiles optax.adam's update, one loop per new array, so both move 1.5x the six arrays counted: the
+rate is per byte counted, as adam achieves it), plus the FLOPs
 it must do at the rate of the unit that does them (``mlp_macs``: per element, the full-size
 channels times the first layer's width, the hidden layers and the heads the rule reads; the
 Adafactor row/column channels mix on their small vectors): a wide MLP runs block by block as matmuls
@@ -27,8 +29,10 @@ jitted ``lax.scan``, each applied to the params and each from the grads scaled b
 
 A single call also pays for page faults on its output and temporary buffers (``faults``: minor page
 faults per update, median), which glibc's handing freed memory back to the kernel makes a large share
-of a cheap update and of the stream that sets the byte floors. So on Linux glibc keeps that memory
-(``host_memory.py`` says why and what it measured); ``--no-hold-freed-memory`` times with its default.
+of a cheap update and of the stream that sets the byte floors. So on Linux glibc keeps that memory,
+and maps the blocks over 32 MB it cannot keep on huge pages, the process started again with its
+``hugetlb`` tunable (``host_memory.py`` says why and what it measured); ``--no-hold-freed-memory``
+times with glibc's defaults.
 
 ``--cpu-reassociate`` compiles everything (updates and the rate probes) with
 ``evolopt.xla_cpu.REASSOCIATE`` (float sums vectorised, multiply-adds fused), as meta-training
@@ -44,7 +48,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -53,7 +56,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from host_memory import hold_freed_memory, minor_faults  # benchmarks/ is on the path when run as a script
+from host_memory import hold_for_benchmark, minor_faults  # benchmarks/ is on the path when run as a script
 
 from evolopt import xla_cpu
 
@@ -230,11 +233,19 @@ def best_ms(fn: Any, *args: Any, repeats: int) -> float:
     return 1e3 * min(walls)
 
 
+def adam_shaped(g: list, m: list, v: list) -> tuple[list, list, list]:
+    """An optimizer-shaped update of the lists ``g``, ``m``, ``v``: new ``m``, ``v`` (moving averages of
+    g and g^2) and ``u = m rsqrt(v)``, as optax.adam's update moves them (no bias correction)."""
+    m2 = [0.9 * a + 0.1 * x for a, x in zip(m, g)]
+    v2 = [0.99 * b + 0.01 * x * x for b, x in zip(v, g)]
+    return m2, v2, [a * jax.lax.rsqrt(b + 1e-8) for a, b in zip(m2, v2)]
+
+
 def machine_rates(kernels: list, ns_call: Callable[[], Any], repeats: int) -> dict[str, Any]:
     """This machine's rates, best of several calls each (what it can do, not what it did while busy).
 
-    Returns ``bandwidth`` (bytes/ms) of an optimizer-shaped stream over ``kernels`` (read g, m,
-    v; write m, v, u: one fused loop per tensor, as optax.adam's; with ``--loop K`` per step of K
+    Returns ``bandwidth`` (bytes/ms) of an optimizer-shaped stream over ``kernels`` (``adam_shaped``:
+    read g, m, v; write m, v, u, compiled as optax.adam's update is; with ``--loop K`` per step of K
     in one scan, the update applied to the params, as ``update_call``'s loop), ``matmul`` (float32 FLOPs/ms
     of ``x @ x`` on ``kernels``), ``elementwise`` (FLOPs/ms of ``EW_LAYERS`` 4x4 dense + ReLU
     layers per element, as a narrow per-element MLP's hidden units run; the ReLUs keep a
@@ -244,20 +255,15 @@ def machine_rates(kernels: list, ns_call: Callable[[], Any], repeats: int) -> di
     g = [0.01 * k for k in kernels]
     m, v = [0.5 * x for x in g], [x * x for x in g]
 
-    def stream(g, m, v):
-        m2 = [0.9 * a + 0.1 * x for a, x in zip(m, g)]
-        v2 = [0.99 * b + 0.01 * x * x for b, x in zip(v, g)]
-        return m2, v2, [a * jax.lax.rsqrt(b + 1e-8) for a, b in zip(m2, v2)]
-
     def stream_loop(g, m, v):  # --loop: as update_call's loop, the update applied to p (read g, m, v, p; write m, v, p)
         def step(carry, scale):
             m, v, p = carry
-            m, v, u = stream([scale * x for x in g], m, v)
+            m, v, u = adam_shaped([scale * x for x in g], m, v)
             return (m, v, [a - b for a, b in zip(p, u)]), None
 
         return jax.lax.scan(step, (m, v, kernels), loop_scales())[0]
 
-    stream_ms = best_ms(jit(stream if LOOP == 1 else stream_loop), g, m, v, repeats=4 * repeats + 10) / LOOP
+    stream_ms = best_ms(jit(adam_shaped if LOOP == 1 else stream_loop), g, m, v, repeats=4 * repeats + 10) / LOOP
     bandwidth = (6 if LOOP == 1 else 7) * sum(x.nbytes for x in kernels) / stream_ms
     mm_ms = best_ms(jit(lambda xs: [x @ x for x in xs]), kernels, repeats=4 * repeats + 10)
     matmul = sum(2 * k.shape[0] * k.shape[1] * k.shape[1] for k in kernels) / mm_ms
@@ -398,17 +404,15 @@ def main() -> None:
     ap.add_argument(
         "--hold-freed-memory",
         action=argparse.BooleanOptionalAction,
-        help="glibc keeps freed memory, so each call does not fault its buffers in again (default: on Linux)",
+        help="glibc keeps freed memory and maps large blocks on huge pages, so each call does not fault its "
+        "buffers in again page by page (default: on Linux)",
     )
     args = ap.parse_args()
     if args.loop < 1:
         ap.error(f"--loop {args.loop}: must be a whole number of updates, 1 or more")
-    held = "C library's default malloc"
-    if args.hold_freed_memory or (args.hold_freed_memory is None and sys.platform == "linux"):
-        why_not = hold_freed_memory()
-        if why_not and args.hold_freed_memory:
-            ap.error(f"--hold-freed-memory: {why_not}; run with --no-hold-freed-memory")
-        held = f"{held} ({why_not})" if why_not else "freed memory held (mallopt)"
+    held, failed = hold_for_benchmark(args.hold_freed_memory)  # before jax's first computation
+    if failed:
+        ap.error(f"--hold-freed-memory: {failed}; run with --no-hold-freed-memory")
     global OPTIONS, LOOP
     OPTIONS, LOOP = (args.cpu_reassociate, args.vector_width), args.loop
 

@@ -16,6 +16,14 @@ optimizer itself costs inside a real step (XLA may overlap some of it with the b
     python benchmarks/real_model.py --cpu-reassociate   # every step jitted with evolopt.xla_cpu.REASSOCIATE,
                                                         # as a user passes compiler_options to their own jax.jit
     python benchmarks/real_model.py --cpu-reassociate --vector-width 512   # and 512-bit vectors preferred
+    python benchmarks/real_model.py --no-hold-freed-memory   # glibc's default malloc
+
+A step whose temporaries exceed 32 MB (74 MB for SGD's step here) gets them from a fresh ``mmap`` on
+every step under glibc's defaults and faults them in page by page; which optimizer's step paid that
+depended on its temporaries and the heap's state, and it had made SGD's reference step slower than
+AdamW's (1.01-1.85x). So on Linux glibc keeps freed memory and maps such blocks on huge pages
+(``host_memory.py``; SGD's step then 1.25x AdamW's in one run, its block still mapped afresh), and the
+``faults`` column gives each step's minor page faults (median).
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
+from host_memory import hold_for_benchmark, minor_faults  # benchmarks/ is on the path when run as a script
 
 from evolopt import xla_cpu
 
@@ -95,31 +104,37 @@ def make_training(
     carry = step(params, tx.init(params), batches[0])  # compile, and one step
     jax.block_until_ready(carry)
 
-    def run(i: int) -> float:
+    def run(i: int) -> tuple[float, int]:
         nonlocal carry
+        f0 = minor_faults()  # read outside the timed span (a syscall)
         t0 = time.perf_counter()
         carry = step(*carry[:2], batches[(i + 1) % len(batches)])
         jax.block_until_ready(carry)
-        return 1e3 * (time.perf_counter() - t0)
+        wall = 1e3 * (time.perf_counter() - t0)
+        return wall, minor_faults() - f0
 
     return run
 
 
-def interleaved_steps(runs: dict[str, Callable[[int], float]], steps: int) -> dict[str, float]:
-    """Median wall ms per step of each run, their steps taken in turn (a, b, c, a, b, c, ...), so that a
-    shared machine's drift hits every optimizer alike instead of landing in the overhead column."""
-    times: dict[str, list[float]] = {name: [] for name in runs}
+def interleaved_steps(
+    runs: dict[str, Callable[[int], tuple[float, int]]], steps: int
+) -> dict[str, tuple[float, float]]:
+    """(median wall ms, median minor page faults) per step of each run, their steps taken in turn (a, b,
+    c, a, b, c, ...), so that a shared machine's drift hits every optimizer alike instead of landing in
+    the overhead column."""
+    times: dict[str, list[tuple[float, int]]] = {name: [] for name in runs}
     for i in range(steps):
         for name, run in runs.items():
             times[name].append(run(i))
-    return {name: statistics.median(t) for name, t in times.items()}
+    return {name: tuple(statistics.median(x) for x in zip(*t)) for name, t in times.items()}
 
 
 def reference_note(sgd: float, adamw: float, slack: float = 1.05) -> str | None:
     """A warning when the reference SGD step (wall ms) took more than ``slack`` x AdamW's: the overhead
-    column, measured from SGD's step, then understates every optimizer's cost. Seen on CPU with several
-    optimizers compiled in one process (SGD up to 1.37x AdamW's step on the 5.3M-param LM; 0.98x with the
-    two alone; their per-op times matched in a profile), so not a property of SGD's update."""
+    column, measured from SGD's step, then understates every optimizer's cost. Seen on CPU under glibc's
+    default malloc (SGD up to 1.85x AdamW's step on the 5.3M-param LM): SGD's step faulted its 74 MB of
+    temporaries in afresh each step (~20,000 faults), AdamW's only in some runs. Held (``host_memory``),
+    SGD's block is still mapped afresh each step, on huge pages: 1.25x AdamW's step in one run."""
     if sgd <= slack * adamw:
         return None
     return (
@@ -137,8 +152,17 @@ def main() -> None:
     ap.add_argument("--archs", help="comma-separated subset of the registered architectures")
     ap.add_argument("--cpu-reassociate", action="store_true", help="jit with evolopt.xla_cpu.REASSOCIATE")
     ap.add_argument("--vector-width", type=int, choices=xla_cpu.VECTOR_WIDTHS, help="bits XLA CPU should prefer")
+    ap.add_argument(
+        "--hold-freed-memory",
+        action=argparse.BooleanOptionalAction,
+        help="glibc keeps freed memory and maps large blocks on huge pages, so each step does not fault its "
+        "buffers in again page by page (default: on Linux)",
+    )
     args = ap.parse_args()
     options = (args.cpu_reassociate, args.vector_width)
+    held, failed = hold_for_benchmark(args.hold_freed_memory)  # before jax's first computation
+    if failed:
+        ap.error(f"--hold-freed-memory: {failed}; run with --no-hold-freed-memory")
 
     import evolopt.architectures  # noqa: F401  (registers every architecture)
     from evolopt.registry import ARCHITECTURES
@@ -153,7 +177,8 @@ def main() -> None:
         f"transformer LM: d={d} layers={layers} heads={heads} vocab={vocab} = {n / 1e6:.1f}M params; "
         f"batch {args.batch} x {args.seq} tokens; median of {args.steps} steps, every optimizer's in turn; "
         f"backend {jax.default_backend()}; "
-        f"compile options {xla_cpu.compiler_options(options[0], vector_width=options[1]) or 'XLA defaults'}",
+        f"compile options {xla_cpu.compiler_options(options[0], vector_width=options[1]) or 'XLA defaults'}; "
+        f"{held}",
         flush=True,
     )
     txs = {"sgd (reference)": optax.sgd(1e-3), "optax.adamw": optax.adamw(1e-3)}
@@ -166,10 +191,12 @@ def main() -> None:
         runs[name] = make_training(model, params, tx, batches, args.steps, options)
         print(f"  {name}: compiled, first step taken, {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
     ms = interleaved_steps(runs, args.steps)
-    sgd, adamw = ms["sgd (reference)"], ms["optax.adamw"]
-    print(f"{'optimizer':16s} {'step ms':>9s} {'overhead':>9s} {'x adamw':>8s}")
-    for name, step_ms in ms.items():
-        print(f"{name:16s} {step_ms:9.1f} {100 * (step_ms - sgd) / step_ms:8.1f}% {step_ms / adamw:7.2f}x")
+    sgd, adamw = ms["sgd (reference)"][0], ms["optax.adamw"][0]
+    print(f"{'optimizer':16s} {'step ms':>9s} {'overhead':>9s} {'x adamw':>8s} {'faults':>8s}")
+    for name, (step_ms, faults) in ms.items():
+        print(
+            f"{name:16s} {step_ms:9.1f} {100 * (step_ms - sgd) / step_ms:8.1f}% {step_ms / adamw:7.2f}x {faults:8.0f}"
+        )
     note = reference_note(sgd, adamw)
     if note:
         print(note)

@@ -1,12 +1,15 @@
 """``benchmarks/arch_step_time.py``'s training-loop protocol (``--loop K``) times what it says: K
 updates, each from its own scaled grads and applied to the params, against an independent
 reference (the same steps written out by hand), and reports per-update times; its floors count
-the multiply-adds each rule's per-element MLP does, from the published sizes; and with freed memory
-held (``host_memory``) a single call no longer faults its buffers in again."""
+the multiply-adds each rule's per-element MLP does, from the published sizes, and its byte rate comes
+from a stream that moves what optax.adam's update moves (XLA's own count); with freed memory held
+(``host_memory``) a single call no longer faults its buffers in again, and a block too large to hold
+faults in by huge pages."""
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
@@ -90,6 +93,54 @@ def test_held_memory_spares_each_call_its_page_faults():
     assert held < 0.2 * free, (held, free)
 
 
+_BIG_BLOCK = """
+import sys
+sys.path.insert(0, {benchmarks!r})
+import host_memory
+if {hold}:
+    held, failed = host_memory.hold_for_benchmark(True)  # starts this process again, with glibc's tunable
+    assert failed is None, failed
+    if "no huge pages" in held:
+        print("SKIP", held)
+        raise SystemExit(0)
+import os, statistics, jax, jax.numpy as jnp
+f = jax.jit(lambda x: 2.0 * x + 1.0)
+x = jnp.ones((12 << 20,))  # a 48 MB output: over the largest mmap threshold glibc allows (32 MB)
+jax.block_until_ready(f(x))
+counts = []
+for _ in range(10):
+    f0 = host_memory.minor_faults()
+    jax.block_until_ready(f(x))
+    counts.append(host_memory.minor_faults() - f0)
+print(os.environ.get("GLIBC_TUNABLES", "-"), statistics.median(counts))
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="glibc's tunables and getrusage's minor faults: Linux")
+def test_blocks_too_large_to_hold_fault_in_by_huge_pages():
+    """A call whose output (48 MB) is larger than glibc will keep gets it from a fresh mmap each call,
+    12,288 pages faulted in one by one; the benchmarks' hold starts the process again with glibc's
+    hugetlb tunable, which maps such blocks on transparent huge pages: here 537 faults per call."""
+    import subprocess
+
+    def run(hold: bool) -> tuple[str, float]:
+        code = _BIG_BLOCK.format(benchmarks=str(REPO / "benchmarks"), hold=hold)
+        env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+        assert done.returncode == 0, done.stderr[-2000:]
+        if done.stdout.startswith("SKIP"):
+            pytest.skip(done.stdout.strip())
+        tunables, faults = done.stdout.split()[-2:]
+        return tunables, float(faults)
+
+    tunables, held = run(True)
+    assert "glibc.malloc.hugetlb=1" in tunables.split(":")
+    free = run(False)[1]
+    if free < 6000:
+        pytest.skip(f"this C library kept the 48 MB block by itself ({free:.0f} faults per call): nothing to compare")
+    assert held < 0.25 * free, (held, free)
+
+
 # Per-element multiply-adds of each rule's MLP on a matrix, from the published sizes: the first layer
 # mixes only the full-size channels per element (the 12 Adafactor row/column channels, 3 decays x
 # {row, col, rsqrt(row), rsqrt(col)}, mix on their small vectors; small_fc_lopt's 11 time features
@@ -154,7 +205,8 @@ def test_targets_show_the_ratio_their_floors_allow(bench, capsys):
 
 def test_real_model_takes_every_optimizers_steps_in_turn(monkeypatch):
     """``real_model.interleaved_steps`` alternates the optimizers' steps (a, b, a, b, ...), so that the
-    machine's drift hits every optimizer alike, and reports each one's median step."""
+    machine's drift hits every optimizer alike, and reports each one's median step and page faults."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))  # as when the file runs as a script (host_memory)
     spec = importlib.util.spec_from_file_location("real_model", REPO / "benchmarks" / "real_model.py")
     module = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, "real_model", module)  # flax's dataclasses look their module up
@@ -164,16 +216,33 @@ def test_real_model_takes_every_optimizers_steps_in_turn(monkeypatch):
     def run(name, ms):
         def step(i):
             order.append((name, i))
-            return ms[i]
+            return ms[i], 10 * (3 - i)
 
         return step
 
     medians = module.interleaved_steps({"sgd": run("sgd", [5.0, 1.0, 3.0]), "adamw": run("adamw", [2.0, 9.0, 4.0])}, 3)
     assert order == [("sgd", 0), ("adamw", 0), ("sgd", 1), ("adamw", 1), ("sgd", 2), ("adamw", 2)]
-    assert medians == {"sgd": 3.0, "adamw": 4.0}
+    assert medians == {"sgd": (3.0, 20), "adamw": (4.0, 20)}
     assert module.reference_note(121.0, 123.0) is None and module.reference_note(126.0, 120.0) is None  # within 5%
     note = module.reference_note(140.0, 120.0)
     assert "1.17x AdamW's" in note and "understates" in note
+
+
+@pytest.mark.parametrize("options", [(False, None), (True, 512)])
+def test_stream_moves_what_adams_update_moves(bench, options):
+    """The stream that sets the byte floors moves, by XLA's own count of the compiled calls' bytes, what
+    optax.adam's update moves on the same tensors (less a few scalar bytes: its step count and bias
+    corrections): the rate is per byte counted as adam achieves it. Both move 1.5x the 6 arrays counted
+    (XLA runs one loop per new array, re-reading g and the new m and v), as the floors' docstring says."""
+    kernels = [jnp.ones((64, 32)), jnp.ones((48, 128))]
+    g = [0.01 * k for k in kernels]
+    cost = bench.jit(bench.adam_shaped, options).lower(g, g, g).compile().cost_analysis()
+    stream = (cost[0] if isinstance(cost, list) else cost)["bytes accessed"]
+    tx = optax.adam(1e-3)
+    cost = bench.jit(tx.update, options).lower(g, tx.init(kernels)).compile().cost_analysis()
+    adam = (cost[0] if isinstance(cost, list) else cost)["bytes accessed"]
+    counted = 6 * sum(x.nbytes for x in kernels)
+    assert adam - 64 <= stream <= adam and stream == pytest.approx(1.5 * counted, rel=0.01)
 
 
 @pytest.mark.parametrize("shape", [(64, 32), (48, 128), (3, 2, 40, 24)])
