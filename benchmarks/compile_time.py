@@ -21,19 +21,9 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+from arch_step_time import best_ms  # benchmarks/ is on the path when run as a script
 
 from evolopt import xla_cpu
-
-
-def best_ms(fn: Any, *args: Any, repeats: int = 10) -> float:
-    """Fastest of ``repeats`` calls, after one warm call."""
-    jax.block_until_ready(fn(*args))
-    walls = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        walls.append(time.perf_counter() - t0)
-    return 1e3 * min(walls)
 
 
 def compile_s(fn: Any, *args: Any) -> tuple[Any, float]:
@@ -64,7 +54,8 @@ def compare(tx: Any, n: int, shape: tuple[int, ...]) -> tuple[float, float, floa
     group, grouped_s = compile_s(xla_cpu.jit(grouped, True, 512), grads, stacked, params)
     u, ug = unrolled(grads, state, params)[0], group(grads, stacked, params)[0]
     diff = max(float(jnp.max(jnp.abs(u[k] - ug[k]))) for k in names)
-    return unrolled_s, grouped_s, best_ms(unrolled, grads, state, params), best_ms(group, grads, stacked, params), diff
+    step_ms = best_ms(unrolled, grads, state, params, repeats=10)
+    return unrolled_s, grouped_s, step_ms, best_ms(group, grads, stacked, params, repeats=10), diff
 
 
 def main() -> None:
