@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import sys
 
@@ -43,6 +44,12 @@ TRIM_THRESHOLD = 1 << 30  # bytes of free heap top glibc keeps before trimming
 MMAP_THRESHOLD = 32 << 20  # blocks up to this come from the heap; glibc's largest allowed value
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    """The C library, loaded once (``find_library`` may run a subprocess)."""
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+
+
 def hold_freed_memory() -> str | None:
     """Have glibc keep freed memory for reuse: no heap trimming below ``TRIM_THRESHOLD`` of free top,
     and blocks up to ``MMAP_THRESHOLD`` from the heap, not ``mmap``. Call it before jax allocates.
@@ -51,7 +58,7 @@ def hold_freed_memory() -> str | None:
       ``None`` when held; otherwise why not, in one line (a C library without glibc's ``mallopt``).
     """
     try:
-        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+        mallopt = _libc().mallopt
     except (OSError, AttributeError):
         return "this C library has no mallopt (glibc, Linux)"
     if not (mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) and mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)):
@@ -86,9 +93,8 @@ def with_huge_pages() -> str | None:
                 return "transparent huge pages are off on this machine"
     except OSError:
         return "no transparent huge pages here (Linux only)"
-    libc = ctypes.util.find_library("c")
     try:
-        version = ctypes.CDLL(libc or "libc.so.6").gnu_get_libc_version
+        version = _libc().gnu_get_libc_version
         version.restype = ctypes.c_char_p
         major, minor = (int(x) for x in version().decode().split(".")[:2])
     except (OSError, AttributeError, ValueError):

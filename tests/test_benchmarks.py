@@ -56,6 +56,23 @@ def test_times_are_per_update(bench, monkeypatch):
     assert wall == pytest.approx(200.0)  # 600 ms per call of 3 updates
 
 
+def _python(code: str) -> str:
+    """Standard output of ``python -c code`` in a fresh process, under glibc's default tunables (this
+    process's environment less ``GLIBC_TUNABLES``); a failure shows its stderr."""
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def _cost(compiled) -> dict:
+    """XLA's cost analysis of a compiled call (a dict, or a one-element list of it in some jax versions)."""
+    cost = compiled.cost_analysis()
+    return cost[0] if isinstance(cost, list) else cost
+
+
 _FAULTS_PER_CALL = """
 import sys
 sys.path.insert(0, {benchmarks!r})
@@ -77,13 +94,9 @@ def test_held_memory_spares_each_call_its_page_faults():
     """Each per-call optax.adam update of 2.1M params writes 6,144 pages (updates, m, v: 3 x 8 MiB). With
     the memory held, the median call faults almost none of them in; the ``faults`` figure is counted
     from the process's own minor faults. Without it, glibc 2.36 here gave 750-4,000 per call."""
-    import subprocess
 
     def faults(hold: bool) -> float:
-        code = _FAULTS_PER_CALL.format(benchmarks=str(REPO / "benchmarks"), hold=hold)
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stderr[-2000:]
-        return float(done.stdout.split()[-1])
+        return float(_python(_FAULTS_PER_CALL.format(benchmarks=str(REPO / "benchmarks"), hold=hold)).split()[-1])
 
     held = faults(True)
     assert held < 300, held  # < 5% of the pages each call writes
@@ -121,16 +134,12 @@ def test_blocks_too_large_to_hold_fault_in_by_huge_pages():
     """A call whose output (48 MB) is larger than glibc will keep gets it from a fresh mmap each call,
     12,288 pages faulted in one by one; the benchmarks' hold starts the process again with glibc's
     hugetlb tunable, which maps such blocks on transparent huge pages: here 537 faults per call."""
-    import subprocess
 
     def run(hold: bool) -> tuple[str, float]:
-        code = _BIG_BLOCK.format(benchmarks=str(REPO / "benchmarks"), hold=hold)
-        env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
-        assert done.returncode == 0, done.stderr[-2000:]
-        if done.stdout.startswith("SKIP"):
-            pytest.skip(done.stdout.strip())
-        tunables, faults = done.stdout.split()[-2:]
+        out = _python(_BIG_BLOCK.format(benchmarks=str(REPO / "benchmarks"), hold=hold))
+        if out.startswith("SKIP"):
+            pytest.skip(out.strip())
+        tunables, faults = out.split()[-2:]
         return tunables, float(faults)
 
     tunables, held = run(True)
@@ -236,11 +245,9 @@ def test_stream_moves_what_adams_update_moves(bench, options):
     (XLA runs one loop per new array, re-reading g and the new m and v), as the floors' docstring says."""
     kernels = [jnp.ones((64, 32)), jnp.ones((48, 128))]
     g = [0.01 * k for k in kernels]
-    cost = bench.jit(bench.adam_shaped, options).lower(g, g, g).compile().cost_analysis()
-    stream = (cost[0] if isinstance(cost, list) else cost)["bytes accessed"]
+    stream = _cost(bench.jit(bench.adam_shaped, options).lower(g, g, g).compile())["bytes accessed"]
     tx = optax.adam(1e-3)
-    cost = bench.jit(tx.update, options).lower(g, tx.init(kernels)).compile().cost_analysis()
-    adam = (cost[0] if isinstance(cost, list) else cost)["bytes accessed"]
+    adam = _cost(bench.jit(tx.update, options).lower(g, tx.init(kernels)).compile())["bytes accessed"]
     counted = 6 * sum(x.nbytes for x in kernels)
     assert adam - 64 <= stream <= adam and stream == pytest.approx(1.5 * counted, rel=0.01)
 
@@ -255,8 +262,7 @@ def test_newton_schulz_flops_match_xla_count(shape):
     spec.loader.exec_module(module)
     from evolopt.architectures.celo2 import newton_schulz
 
-    cost = jax.jit(lambda x: newton_schulz(x, steps=1)).lower(jnp.ones(shape)).compile().cost_analysis()
-    xla_flops = 5 * (cost[0] if isinstance(cost, list) else cost)["flops"]
+    xla_flops = 5 * _cost(jax.jit(lambda x: newton_schulz(x, steps=1)).lower(jnp.ones(shape)).compile())["flops"]
     assert 0.9 * xla_flops <= module.ns_flops(shape) <= xla_flops
 
 
