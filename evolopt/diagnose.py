@@ -362,6 +362,9 @@ def main(argv: list[str] | None = None) -> int:
         from evolopt.config import load_config
 
         cfg = load_config(overrides)
+        from evolopt import compile_cache
+
+        compile_cache.configure(cfg.get("compile_cache", "auto"))  # before the first compile
         report = diagnose(cfg, opts)
     except ConfigError as e:
         print(f"evolopt.diagnose: error: {e}", file=sys.stderr)

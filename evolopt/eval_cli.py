@@ -45,6 +45,7 @@ class Settings:
     baselines_from: Path | None = None
     reused: dict = dataclasses.field(default_factory=dict)  # task -> baseline -> (tuned rate, grid rows)
     first_seed: int = 0  # seeds first_seed .. first_seed + seeds - 1 (evolopt.eval_grid)
+    cache: Path | None = None  # the compile cache in use (evolopt.compile_cache), for the log
 
     def protocol(self) -> dict:
         """What a stored task result must have been measured under to be reused (``score`` included:
@@ -96,6 +97,7 @@ def _as_list(value: Any) -> list[str]:
 
 def settings(cfg: Any) -> Settings:
     """Check a composed evaluate config; ConfigError naming the bad value and the valid choices."""
+    from evolopt import compile_cache
     from evolopt.architectures.baselines import OPTAX_BASELINES
     from evolopt.config import import_plugins
     from evolopt.eval_task import resolve_candidate
@@ -104,6 +106,7 @@ def settings(cfg: Any) -> Settings:
     from evolopt.suites import get_suite
 
     import_plugins(_as_list(cfg.plugins))
+    compile_cache.check(cfg.get("compile_cache", "auto"))
     spec = cfg.get("optimizer")
     if spec is None or str(spec) == "???":
         raise ConfigError("optimizer= is required: a theta file, run dir, pretrained name, arch:theta or baseline")
@@ -230,6 +233,7 @@ _KEYS = [
     "candidate_lrs",
     "baselines_from",
     "out",
+    "compile_cache",
     "plugins",
 ]
 
@@ -245,10 +249,13 @@ def _prepare(args: Argv) -> None:
 
 def evaluate_job(cfg: Any) -> float:
     """One Hydra job; returns the IQM of the normalised losses (what a sweeper would minimise)."""
+    from evolopt import compile_cache
     from evolopt.cli import job_dir
     from evolopt.eval_run import run
 
+    cache = compile_cache.configure(cfg.get("compile_cache", "auto"))  # before the first compile
     s = settings(cfg)
+    s.cache = cache
     if cfg.out is not None:
         s.out = Path(job_dir(str(cfg.out)))
     return run(s)

@@ -117,7 +117,8 @@ def run(s: Any) -> float:
     log(
         f"evaluating {s.candidate.label} on {len(s.suite)} tasks of suite '{s.suite_name}' into {s.out}; "
         + (f"{kept} already done there (kept); " if kept else "")
-        + f"estimate ~{_minutes(est)} on 2 CPU cores; {protocol}"
+        + f"estimate ~{_minutes(est)} on 2 CPU cores; {protocol}; "
+        + ("no compile cache" if s.cache is None else f"compile cache {s.cache}")
     )
     for i, task in enumerate(bar):
         reused = s.reused.get(task.name)

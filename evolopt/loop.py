@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from evolopt import cpu_devices, distributed, xla_cpu
+from evolopt import compile_cache, cpu_devices, distributed, xla_cpu
 from evolopt.architectures.baselines import baseline
 from evolopt.checkpoint import Checkpointer, has_checkpoint
 from evolopt.config import group_config
@@ -127,6 +127,7 @@ def check_values(cfg: DictConfig) -> None:
     if not isinstance(reassociate, bool):
         raise ConfigError(f"cpu_reassociate={reassociate!r} must be true or false")
     cpu_devices.check(cfg.get("cpu_devices", "auto"))
+    compile_cache.check(cfg.get("compile_cache", "auto"))
     try:
         xla_cpu.check_vector_width(cfg.get("cpu_vector_width"), option="cpu_vector_width")
     except ValueError as e:
@@ -340,6 +341,7 @@ def meta_train(cfg: DictConfig) -> Path:
     """
     distributed.initialize(cfg.get("distributed"))  # before anything touches a device
     cpu_devices.configure(cfg.get("cpu_devices", "auto"), [cfg.population_size])  # the CLI has set it already
+    cache = compile_cache.configure(cfg.get("compile_cache", "auto"))  # before the first compile
     with StopRequest() as stop:
         run = _setup(cfg)
         lock = None
@@ -347,7 +349,7 @@ def meta_train(cfg: DictConfig) -> Path:
             lock, run.run_dir, run.resuming = open_run_dir(cfg, run.main)
             if run.main:  # what starts, before the first (slow) compilation
                 devices = f"{jax.device_count()} {jax.devices()[0].platform} device(s)"
-                print(start_line(cfg, run.run_dir, run.resuming, devices), file=sys.stderr, flush=True)
+                print(start_line(cfg, run.run_dir, run.resuming, devices, cache), file=sys.stderr, flush=True)
             state, start = _start(run)
             if start == 0:
                 evals = run.lopt_eval(run.trainer.strategy.mean(state.strategy), run.eval_key)

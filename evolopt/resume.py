@@ -39,6 +39,7 @@ RESUMABLE_CHANGES = {
     "member_chunks",  # same numbers, different memory use
     "distributed",  # the population splits over any number of processes with the same numbers
     "cpu_devices",  # and over any number of devices
+    "compile_cache",  # the same programs, loaded instead of compiled
 }
 
 
