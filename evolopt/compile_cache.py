@@ -4,7 +4,7 @@ A generation step with a learned rule takes a while to compile (its per-element 
 once per parameter tensor of the task). jax can keep compiled programs on disk and load them in the
 next process whose program and compile options are the same (its persistent compilation cache, keyed
 by both), so a resumed run, a rerun, a sweep's later jobs and repeated evaluations skip most of it: a
-rerun of README's main job took 34 s instead of 62 on a 2-core CPU. Loaded programs are the ones
+rerun of README's main job took 34 s instead of 57-62 on a 2-core CPU. Loaded programs are the ones
 compiled before: results do not change.
 
 ``compile_cache``:
