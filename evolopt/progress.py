@@ -17,13 +17,13 @@ from typing import Any
 
 
 def start_line(cfg: Any, run_dir: Any, resuming: bool, devices: str, cache: Any = None) -> str:
-    """``run_dir, new or resuming, devices, the key settings; compiling (cache)...``."""
+    """``run_dir, new or resuming, devices, the key settings; the compile cache; compiling...``."""
     what = "resuming from its last checkpoint" if resuming else "new run"
     return (
         f"evolopt.train: {run_dir} ({what}) on {devices}: strategy {cfg.strategy.name} "
         f"(population {cfg.population_size}), arch {cfg.arch.name}, task_family {cfg.task_family.name}, "
-        f"{cfg.generations} generations, seed {cfg.seed}; compiling "
-        f"({'no compile cache' if cache is None else f'compile cache {cache}'})..."
+        f"{cfg.generations} generations, seed {cfg.seed}; "
+        f"{'no compile cache' if cache is None else f'compile cache {cache}'}; compiling..."
     )
 
 

@@ -69,8 +69,10 @@ def test_start_line_names_the_cache(tmp_path):
             "seed": 0,
         }
     )
-    assert start_line(cfg, "r", False, "1 cpu device(s)", tmp_path).endswith(f"compiling (compile cache {tmp_path})...")
-    assert start_line(cfg, "r", False, "1 cpu device(s)", None).endswith("compiling (no compile cache)...")
+    assert start_line(cfg, "r", False, "1 cpu device(s)", tmp_path).endswith(
+        f"; compile cache {tmp_path}; compiling..."
+    )
+    assert start_line(cfg, "r", False, "1 cpu device(s)", None).endswith("; no compile cache; compiling...")
 
 
 @pytest.mark.slow
@@ -89,7 +91,7 @@ def test_second_run_loads_its_programs_and_a_cut_short_entry_is_recompiled(tmp_p
 
     first = run("first")
     cache = tmp_path / "xdg" / "evolopt" / "xla"
-    assert f"compiling (compile cache {cache})" in first.stderr
+    assert f"; compile cache {cache}; compiling..." in first.stderr
     entries = sorted(cache.glob("*-cache"))
     assert any(p.name.startswith("jit_step-") for p in entries), [p.name for p in entries]
 
