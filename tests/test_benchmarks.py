@@ -293,3 +293,41 @@ def test_device_script_accounts_for_every_dependency():
     }
     accounted = names("IMAGE_HAS") | names("DEVICE_WHEELS") | names("NOT_NEEDED")
     assert "evosax" in deps and deps - accounted == set()
+
+
+@pytest.mark.parametrize("per_leaf", [False, True])
+def test_grouped_update_computes_the_rule_tensor_by_tensor(monkeypatch, per_leaf):
+    """``compile_time.grouped_update`` (the rule vmapped over same-shaped tensors, state stacked or one per
+    tensor) gives the unrolled update of every tensor and its state, on a tree where celo2 routes tensors by
+    name (biases and embeddings to Adam) and by rank."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("compile_time", REPO / "benchmarks" / "compile_time.py")
+    ct = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ct)
+    import evolopt.architectures  # noqa: F401  (registers every architecture)
+    from evolopt.registry import ARCHITECTURES
+
+    shapes = {"Dense_0": {"kernel": (8, 4), "bias": (4,)}, "Dense_1": {"kernel": (8, 4), "bias": (4,)}}
+    shapes["Embed_0"] = {"embedding": (16, 4)}
+    keys = iter(jax.random.split(jax.random.PRNGKey(0), 10))
+    params = jax.tree.map(lambda s: jax.random.normal(next(keys), s), shapes, is_leaf=lambda x: isinstance(x, tuple))
+    grads = jax.tree.map(lambda p: 0.1 * jax.random.normal(next(keys), p.shape), params)
+    arch = ARCHITECTURES.build("celo2")
+    tx = arch.optimizer(arch.init_theta(jax.random.PRNGKey(1)))
+
+    with_path, treedef = jax.tree_util.tree_flatten_with_path(params)
+    names = [jax.tree_util.keystr(path, simple=True, separator="/") for path, _ in with_path]
+    groups = ct.shape_groups([p for _, p in with_path])
+    assert [[names[i] for i in g] for g in groups] == [
+        ["Dense_0/bias", "Dense_1/bias"],
+        ["Dense_0/kernel", "Dense_1/kernel"],
+        ["Embed_0/embedding"],
+    ]
+    states = ct.grouped_init(tx, [p for _, p in with_path], groups, names, per_leaf)
+    update = jax.jit(ct.grouped_update(tx, treedef, groups, names, per_leaf))
+    state = tx.init(params)
+    for _ in range(2):  # the second step reads the state the first one wrote
+        expected, state = tx.update(grads, state, params)
+        got, states = update(grads, states, params)
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(expected)):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
