@@ -23,7 +23,9 @@ every step under glibc's defaults and faults them in page by page; which optimiz
 depended on its temporaries and the heap's state, and it had made SGD's reference step slower than
 AdamW's (1.01-1.85x). So on Linux glibc keeps freed memory and maps such blocks on huge pages
 (``host_memory.py``; SGD's step then 1.25x AdamW's in one run, its block still mapped afresh), and the
-``faults`` column gives each step's minor page faults (median).
+``faults`` column gives each step's minor page faults (median), ``compile s`` the seconds to jit the train
+step and take its first step (what a user waits for before training starts; jax's persistent compilation cache,
+``JAX_COMPILATION_CACHE_DIR``, shortens it in later processes).
 """
 
 from __future__ import annotations
@@ -185,17 +187,19 @@ def main() -> None:
     for name in args.archs.split(",") if args.archs else ARCHITECTURES.names():
         arch = ARCHITECTURES.build(name)
         txs[name] = arch.optimizer(arch.init_theta(jax.random.PRNGKey(0)))
-    runs = {}
+    runs, first_s = {}, {}
     for name, tx in txs.items():  # progress on stderr: on a slow compiler, where a time limit cut in
         t0 = time.perf_counter()
         runs[name] = make_training(model, params, tx, batches, args.steps, options)
-        print(f"  {name}: compiled, first step taken, {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+        first_s[name] = time.perf_counter() - t0
+        print(f"  {name}: compiled, first step taken, {first_s[name]:.1f} s", file=sys.stderr, flush=True)
     ms = interleaved_steps(runs, args.steps)
     sgd, adamw = ms["sgd (reference)"][0], ms["optax.adamw"][0]
-    print(f"{'optimizer':16s} {'step ms':>9s} {'overhead':>9s} {'x adamw':>8s} {'faults':>8s}")
+    print(f"{'optimizer':16s} {'step ms':>9s} {'overhead':>9s} {'x adamw':>8s} {'faults':>8s} {'compile s':>10s}")
     for name, (step_ms, faults) in ms.items():
         print(
-            f"{name:16s} {step_ms:9.1f} {100 * (step_ms - sgd) / step_ms:8.1f}% {step_ms / adamw:7.2f}x {faults:8.0f}"
+            f"{name:16s} {step_ms:9.1f} {100 * (step_ms - sgd) / step_ms:8.1f}% {step_ms / adamw:7.2f}x {faults:8.0f} "
+            f"{first_s[name]:10.1f}"
         )
     note = reference_note(sgd, adamw)
     if note:
