@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Issue 16's accelerator figures in one call of a lent GPU machine (at most ~9 minutes of its time):
+# Issue 16's accelerator figures in one call of a lent GPU machine (at most ~9-10 minutes of its time):
 # the update-time table (one update per call and in a training loop), μLO's MLP at CPU-sized
 # and accelerator-sized blocks, the 20M-param LM's optimizer overhead and member-steps/s against
-# population (64 .. 4096).
+# population (64 .. 4096); then, if time is left, compile time with same-shaped tensors grouped.
 #
 #   bash benchmarks/device_figures.sh --wheels   # here, with network: the packages the device image
 #                                                # lacks, as wheels in .whl/ (ignored by git, 4 MB)
@@ -67,4 +67,7 @@ part real_model 180 "$PY" benchmarks/real_model.py --preset 20m --batch 32 --seq
 part member_steps 110 "$PY" benchmarks/member_steps.py --arch celo2 --populations 64,256,1024,4096
 part arch_step_time_loop 75 "$PY" benchmarks/arch_step_time.py --repeats 20 --loop 8
 part mulo_blocks 40 "$PY" benchmarks/mulo_matmuls.py --blocks 8192,65536,1048576 --repeats 20
+# Not asked by issue 16, last so that a short lease cuts only it: same-shaped tensors grouped on a GPU
+# (one kernel per shape instead of per tensor; on CPU it compiled 2.6-3.8x faster but stepped slower).
+part compile_time_lm 60 "$PY" benchmarks/compile_time.py --model lm --archs small_fc_lopt,celo2_base
 echo "figures in $OUT"
