@@ -359,11 +359,10 @@ def main(argv: list[str] | None = None) -> int:
         if any(a.startswith("compare=") for a in argv):
             return ga.main(argv)
         opts, overrides = parse_options(argv)
+        from evolopt import compile_cache
         from evolopt.config import load_config
 
         cfg = load_config(overrides)
-        from evolopt import compile_cache
-
         compile_cache.configure(cfg.get("compile_cache", "auto"))  # before the first compile
         report = diagnose(cfg, opts)
     except ConfigError as e:

@@ -45,7 +45,6 @@ class Settings:
     baselines_from: Path | None = None
     reused: dict = dataclasses.field(default_factory=dict)  # task -> baseline -> (tuned rate, grid rows)
     first_seed: int = 0  # seeds first_seed .. first_seed + seeds - 1 (evolopt.eval_grid)
-    cache: Path | None = None  # the compile cache in use (evolopt.compile_cache), for the log
 
     def protocol(self) -> dict:
         """What a stored task result must have been measured under to be reused (``score`` included:
@@ -253,9 +252,8 @@ def evaluate_job(cfg: Any) -> float:
     from evolopt.cli import job_dir
     from evolopt.eval_run import run
 
-    cache = compile_cache.configure(cfg.get("compile_cache", "auto"))  # before the first compile
+    compile_cache.configure(cfg.get("compile_cache", "auto"))  # before the first compile
     s = settings(cfg)
-    s.cache = cache
     if cfg.out is not None:
         s.out = Path(job_dir(str(cfg.out)))
     return run(s)

@@ -95,6 +95,14 @@ def protocol_text(s: Any, lrs: np.ndarray, cand_lrs: np.ndarray, devices: str) -
     )
 
 
+def compile_cache_text() -> str:
+    """Where jax keeps compiled programs in this process (``evolopt.compile_cache``), for the log."""
+    import jax
+
+    directory = jax.config.jax_compilation_cache_dir
+    return f"compile cache {directory}" if directory else "no compile cache"
+
+
 def run(s: Any) -> float:
     """Evaluate every task of ``s.suite`` not already stored under ``s.out``; write the report.
 
@@ -118,7 +126,7 @@ def run(s: Any) -> float:
         f"evaluating {s.candidate.label} on {len(s.suite)} tasks of suite '{s.suite_name}' into {s.out}; "
         + (f"{kept} already done there (kept); " if kept else "")
         + f"estimate ~{_minutes(est)} on 2 CPU cores; {protocol}; "
-        + ("no compile cache" if s.cache is None else f"compile cache {s.cache}")
+        + compile_cache_text()
     )
     for i, task in enumerate(bar):
         reused = s.reused.get(task.name)
