@@ -16,13 +16,17 @@ compiled before: results do not change.
 * ``null``: no cache.
 
 jax writes an entry only for programs that took over a second to compile, only from process 0 of
-a multi-process run, and without a lock: an entry cut short (a process killed while writing it)
-fails to load with a warning naming it, and the program is compiled again.
+a multi-process run, and in place (no temporary file and rename): an entry cut short by a process
+killed while writing it fails to load with a warning naming the program, which is compiled again,
+and jax never replaces an entry. So in its auto directory evolopt reads back, at each run start,
+the entries written since the last check, and deletes any that no longer decompress: the next run
+writes them afresh (``drop_unreadable``).
 """
 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +36,7 @@ from evolopt.registry import ConfigError
 
 AUTO_MAX_BYTES = 2 << 30  # 2 GiB; README's main job writes ~2.3 MB
 ENTRY_SUFFIX = "-cache"  # jax's file cache names its entries <key>-cache
+CHECKED = ".evolopt-checked"  # its mtime: entries written before it have been read back whole
 
 
 def auto_dir() -> Path:
@@ -80,6 +85,30 @@ def prune(directory: Path, max_bytes: int) -> int:
     return deleted
 
 
+def drop_unreadable(directory: Path) -> int:
+    """Delete the entries of ``directory`` written since the last check (the mtime of its ``CHECKED``
+    file) that do not decompress (cut short: jax writes in place); returns how many. Each entry is read
+    once, so a large cache costs its reading only on the first check."""
+    from jax._src import compilation_cache
+
+    marker = directory / CHECKED
+    since = marker.stat().st_mtime if marker.exists() else 0.0
+    started, dropped = time.time(), 0
+    for path in directory.glob(f"*{ENTRY_SUFFIX}"):
+        try:
+            if path.stat().st_mtime < since:
+                continue
+            compilation_cache.decompress_executable(path.read_bytes())
+        except FileNotFoundError:  # deleted meanwhile by another run
+            continue
+        except Exception:  # zlib.error, ZstdError: a truncated or damaged entry
+            path.unlink(missing_ok=True)
+            dropped += 1
+    marker.touch()
+    os.utime(marker, (started, started))  # entries written during this check are read at the next
+    return dropped
+
+
 def configure(value: Any) -> Path | None:
     """Point jax's persistent compilation cache at the directory ``value`` resolves to; returns it
     (None: no cache). A directory that cannot be created is a ConfigError when asked for by name; the
@@ -96,6 +125,7 @@ def configure(value: Any) -> Path | None:
             else:
                 raise ConfigError(f"compile_cache={value!r}: cannot create it ({e.strerror})") from None
     if directory is not None and owned:
+        drop_unreadable(directory)
         prune(directory, AUTO_MAX_BYTES)
     wanted = None if directory is None else str(directory)
     if jax.config.jax_compilation_cache_dir != wanted:

@@ -1,5 +1,5 @@
 """``compile_cache``: a second run loads its compiled programs instead of compiling them, with the same
-numbers; entries cut short (a process killed while jax wrote them) cost a recompile, not the run."""
+numbers; entries cut short (a process killed while jax wrote them) are dropped and written anew."""
 
 from __future__ import annotations
 
@@ -56,6 +56,24 @@ def test_prune_deletes_the_least_recently_written_entries_first(tmp_path):
     assert compile_cache.prune(tmp_path, 300) == 0
 
 
+def test_entries_cut_short_since_the_last_check_are_dropped(tmp_path):
+    from jax._src import compilation_cache as jax_cache
+
+    whole = jax_cache.compress_executable(b"\x00\x00\x00\x02" + b"an executable " * 200)
+    for name, data, mtime in [("old_cut", whole[:40], 1000), ("new_whole", whole, 3000), ("new_cut", whole[:40], 3000)]:
+        path = tmp_path / f"jit_{name}-{name}-cache"
+        path.write_bytes(data)
+        os.utime(path, (mtime, mtime))
+    (tmp_path / compile_cache.CHECKED).touch()
+    os.utime(tmp_path / compile_cache.CHECKED, (2000, 2000))  # checked between the old and the new entries
+    assert compile_cache.drop_unreadable(tmp_path) == 1
+    assert sorted(p.name.split("-")[0] for p in tmp_path.glob("*-cache")) == ["jit_new_whole", "jit_old_cut"]
+    assert compile_cache.drop_unreadable(tmp_path) == 0  # read once: the next check starts after this one
+    os.remove(tmp_path / compile_cache.CHECKED)  # never checked: every entry is read
+    assert compile_cache.drop_unreadable(tmp_path) == 1
+    assert [p.name.split("-")[0] for p in tmp_path.glob("*-cache")] == ["jit_new_whole"]
+
+
 def test_start_line_names_the_cache(tmp_path):
     from omegaconf import OmegaConf
 
@@ -76,7 +94,7 @@ def test_start_line_names_the_cache(tmp_path):
 
 
 @pytest.mark.slow
-def test_second_run_loads_its_programs_and_a_cut_short_entry_is_recompiled(tmp_path):
+def test_second_run_loads_its_programs_and_entries_cut_short_are_written_anew(tmp_path):
     env = {
         "XDG_CACHE_HOME": str(tmp_path / "xdg"),
         "JAX_COMPILATION_CACHE_DIR": "",  # none given to jax: auto is evolopt's own directory
@@ -99,8 +117,14 @@ def test_second_run_loads_its_programs_and_a_cut_short_entry_is_recompiled(tmp_p
     assert "Persistent compilation cache hit for 'jit_step'" in second.stderr
     assert _numbers(tmp_path / "second") == _numbers(tmp_path / "first")
 
+    from jax._src import compilation_cache as jax_cache
+
+    names = sorted(p.name for p in entries)
     for path in entries:  # what a process killed while jax wrote them leaves: each entry cut in half
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-    third = run("third")
-    assert "Error reading persistent compilation cache entry for 'jit_step'" in third.stderr
+    third = run("third")  # drops them at its start (jax would warn and never replace them), writes them anew
+    assert "Error reading persistent compilation cache entry" not in third.stderr
+    assert sorted(p.name for p in cache.glob("*-cache")) == names
+    for path in cache.glob("*-cache"):  # each whole again (serialisations differ by a few bytes between runs)
+        jax_cache.decompress_executable(path.read_bytes())
     assert _numbers(tmp_path / "third") == _numbers(tmp_path / "first")
