@@ -112,7 +112,8 @@ def drop_unreadable(directory: Path) -> int:
 def configure(value: Any) -> Path | None:
     """Point jax's persistent compilation cache at the directory ``value`` resolves to; returns it
     (None: no cache). A directory that cannot be created is a ConfigError when asked for by name; the
-    auto directory then is left off (returns None). Takes effect for the programs compiled after it."""
+    auto directory is then left off (returns None), as it is when it cannot be checked or trimmed.
+    Takes effect for the programs compiled after it."""
     from jax._src import compilation_cache
 
     directory, owned = resolve(value)
@@ -125,8 +126,11 @@ def configure(value: Any) -> Path | None:
             else:
                 raise ConfigError(f"compile_cache={value!r}: cannot create it ({e.strerror})") from None
     if directory is not None and owned:
-        drop_unreadable(directory)
-        prune(directory, AUTO_MAX_BYTES)
+        try:
+            drop_unreadable(directory)
+            prune(directory, AUTO_MAX_BYTES)
+        except OSError:  # e.g. a read-only home: no cache rather than no run
+            directory = None
     wanted = None if directory is None else str(directory)
     if jax.config.jax_compilation_cache_dir != wanted:
         jax.config.update("jax_compilation_cache_dir", wanted)
