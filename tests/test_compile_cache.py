@@ -43,6 +43,24 @@ def test_a_directory_that_cannot_be_made_is_one_line(tmp_path):
         compile_cache.configure(str(blocker / "xla"))
 
 
+def test_an_auto_directory_that_cannot_be_checked_leaves_the_cache_off(tmp_path, monkeypatch):
+    import jax
+
+    def read_only(directory):
+        raise PermissionError(13, "Permission denied", str(directory / compile_cache.CHECKED))
+
+    saved = jax.config.jax_compilation_cache_dir  # this test session's cache, given back below
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR")
+    monkeypatch.setattr(compile_cache, "drop_unreadable", read_only)
+    try:
+        jax.config.update("jax_compilation_cache_dir", None)
+        assert compile_cache.configure("auto") is None  # a run without a cache, not a stopped run
+        assert jax.config.jax_compilation_cache_dir is None
+    finally:
+        assert compile_cache.configure(saved) == Path(saved)
+
+
 def test_prune_deletes_the_least_recently_written_entries_first(tmp_path):
     sizes = {"a": 400, "b": 300, "c": 200, "d": 100}  # written in this order
     for i, (name, size) in enumerate(sizes.items()):
