@@ -9,6 +9,7 @@ import numpy as np
 
 from evolopt.eval_report import iqm, write_report
 from evolopt.eval_store import load_result, save_result
+from evolopt.progress import cache_text
 
 # Rough wall seconds per task for the protocol they were measured under (3 seeds; 3 baselines x 9
 # rates and the candidate, Celo2, tuned over 9 rates: 108 runs) on 2 CPU cores. heldout: measured,
@@ -95,14 +96,6 @@ def protocol_text(s: Any, lrs: np.ndarray, cand_lrs: np.ndarray, devices: str) -
     )
 
 
-def compile_cache_text() -> str:
-    """Where jax keeps compiled programs in this process (``evolopt.compile_cache``), for the log."""
-    import jax
-
-    directory = jax.config.jax_compilation_cache_dir
-    return f"compile cache {directory}" if directory else "no compile cache"
-
-
 def run(s: Any) -> float:
     """Evaluate every task of ``s.suite`` not already stored under ``s.out``; write the report.
 
@@ -126,7 +119,7 @@ def run(s: Any) -> float:
         f"evaluating {s.candidate.label} on {len(s.suite)} tasks of suite '{s.suite_name}' into {s.out}; "
         + (f"{kept} already done there (kept); " if kept else "")
         + f"estimate ~{_minutes(est)} on 2 CPU cores; {protocol}; "
-        + compile_cache_text()
+        + cache_text(jax.config.jax_compilation_cache_dir)  # the directory jax uses in this process
     )
     for i, task in enumerate(bar):
         reused = s.reused.get(task.name)

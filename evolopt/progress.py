@@ -16,6 +16,11 @@ from collections.abc import Callable
 from typing import Any
 
 
+def cache_text(directory: Any) -> str:
+    """``compile cache DIR`` or ``no compile cache`` (``evolopt.compile_cache``), for start lines."""
+    return "no compile cache" if not directory else f"compile cache {directory}"
+
+
 def start_line(cfg: Any, run_dir: Any, resuming: bool, devices: str, cache: Any = None) -> str:
     """``run_dir, new or resuming, devices, the key settings; the compile cache; compiling...``."""
     what = "resuming from its last checkpoint" if resuming else "new run"
@@ -23,7 +28,7 @@ def start_line(cfg: Any, run_dir: Any, resuming: bool, devices: str, cache: Any 
         f"evolopt.train: {run_dir} ({what}) on {devices}: strategy {cfg.strategy.name} "
         f"(population {cfg.population_size}), arch {cfg.arch.name}, task_family {cfg.task_family.name}, "
         f"{cfg.generations} generations, seed {cfg.seed}; "
-        f"{'no compile cache' if cache is None else f'compile cache {cache}'}; compiling..."
+        f"{cache_text(cache)}; compiling..."
     )
 
 
