@@ -267,6 +267,17 @@ def machine_rates(kernels: list, ns_call: Callable[[], Any], repeats: int) -> di
     bandwidth = (6 if LOOP == 1 else 7) * sum(x.nbytes for x in kernels) / stream_ms
     mm_ms = best_ms(jit(lambda xs: [x @ x for x in xs]), kernels, repeats=4 * repeats + 10)
     matmul = sum(2 * k.shape[0] * k.shape[1] * k.shape[1] for k in kernels) / mm_ms
+    elementwise = elementwise_rate(kernels, jit, repeats=4 * repeats + 10)
+    ns = interleaved({"ns": ns_call}, repeats)["ns"]
+    return {"bandwidth": bandwidth, "matmul": matmul, "elementwise": elementwise, "ns": ns}
+
+
+EW_LAYERS = 8  # 4x4 layers in the elementwise-rate probe (128 multiply-adds per element)
+
+
+def elementwise_rate(arrays: list, jit_fn: Callable[[Callable[..., Any]], Any], repeats: int) -> float:
+    """FLOPs/ms of ``EW_LAYERS`` 4x4 dense + ReLU layers per element of ``arrays`` (as a narrow
+    per-element MLP's hidden units run), jitted by ``jit_fn``, best of ``repeats`` calls."""
     rng = np.random.default_rng(0)
     weights = rng.uniform(-0.5, 0.5, (EW_LAYERS, 4, 4)).astype(np.float32)
     biases = rng.uniform(-0.1, 0.1, (EW_LAYERS, 4)).astype(np.float32)
@@ -280,13 +291,8 @@ def machine_rates(kernels: list, ns_call: Callable[[], Any], repeats: int) -> di
             out.append(sum(hs))
         return out
 
-    ew_ms = best_ms(jit(narrow_mlp), kernels, repeats=4 * repeats + 10)
-    elementwise = 2 * 16 * EW_LAYERS * sum(k.size for k in kernels) / ew_ms
-    ns = interleaved({"ns": ns_call}, repeats)["ns"]
-    return {"bandwidth": bandwidth, "matmul": matmul, "elementwise": elementwise, "ns": ns}
-
-
-EW_LAYERS = 8  # 4x4 layers in the elementwise-rate probe (128 multiply-adds per element)
+    ms = best_ms(jit_fn(narrow_mlp), arrays, repeats=repeats)
+    return 2 * 16 * EW_LAYERS * sum(x.size for x in arrays) / ms
 
 
 CELO2_RULES = ("celo2", "celo2_base", "celo2_ns_input")

@@ -14,12 +14,14 @@ runs kept busy. A member-step is one inner training step of one member on one ta
 ``--breakdown`` times the generation with one component dropped at a time (Newton-Schulz;
 the features + MLP, replaced by ``g m``; the whole optimizer, replaced by SGD) plus the
 strategy's ask + tell alone, and prints each component's share; for a rule that orthogonalises, also
-Newton-Schulz's share against the same batched Newton-Schulz timed alone (its floor here). ``--populations`` instead
-measures how the rate grows with population size on the
+Newton-Schulz's share against the same batched Newton-Schulz timed alone (its floor here), and the
+features + MLP share against its MLP's multiply-adds at this machine's rate for them (``mlp_floor``).
+``--populations`` instead measures how the rate grows with population size on the
 default devices (e.g. a GPU), in this process. Steps compile as meta-training's do (on CPU
-with ``evolopt.xla_cpu.REASSOCIATE``); ``--reassociation`` times the learned and Adam members'
-steps with and without it, in turn in one loop; ``--vector-width`` the same with and without
-``cpu_vector_width=512`` (both reassociated).
+with ``evolopt.xla_cpu.REASSOCIATE`` and the default config's ``cpu_vector_width``, 512 bits;
+before session 26 at XLA's 256); ``--reassociation`` times the learned and Adam members'
+steps with and without it (both at XLA's width), in turn in one loop; ``--vector-width`` the same
+with and without ``cpu_vector_width=512`` (both reassociated).
 """
 
 from __future__ import annotations
@@ -83,11 +85,24 @@ def make_trainer(arch: str, task: str, population: int, tasks: int, truncation: 
     return MetaTrainer(strategy, TASK_FAMILIES.build(task), lopt, cfg, tasks, population_mesh()), theta0
 
 
-def jit_step(trainer, reassociate: bool = True, vector_width: int | None = None):
-    """The generation step jitted as meta-training's (``xla_cpu.REASSOCIATE`` on CPU), state donated."""
+def meta_training_vector_width() -> int | None:
+    """``cpu_vector_width`` of meta-training's default config (``evolopt/conf/config.yaml``)."""
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    import evolopt
+
+    return OmegaConf.load(Path(evolopt.__file__).parent / "conf" / "config.yaml").get("cpu_vector_width")
+
+
+def jit_step(trainer, reassociate: bool = True, vector_width: int | None | str = "meta-training"):
+    """The generation step jitted as meta-training's (on CPU ``xla_cpu.REASSOCIATE`` and its default
+    ``cpu_vector_width``), state donated."""
     from evolopt import xla_cpu
 
-    return xla_cpu.jit(trainer.step, reassociate, vector_width, donate_argnums=0)
+    width = meta_training_vector_width() if vector_width == "meta-training" else vector_width
+    return xla_cpu.jit(trainer.step, reassociate, width, donate_argnums=0)
 
 
 def compare(args: argparse.Namespace, modes: dict[str, tuple[bool, int | None]]) -> None:
@@ -230,6 +245,49 @@ def bare_ns(task: str, batch: int, repeats: int) -> tuple[float, int]:
     return ms, batch * sum(ns_flops(shape) for shape in shapes)
 
 
+def mlp_tensors(arch: str, task: str) -> tuple[list[tuple[int, ...]], int, bool]:
+    """``(shapes, macs, wide)``: the shapes of ``task``'s parameter tensors that ``arch``'s per-element MLP
+    updates (celo2: the matrices; its vectors get Adam), the multiply-adds per element its MLP must do
+    (``arch_step_time.mlp_macs``), and whether its layers are wide (run as matmuls, ``fused.WIDE``)."""
+    import jax
+    from arch_step_time import mlp_macs  # benchmarks/ is on the path when this file runs as a script
+
+    import evolopt.task_families  # noqa: F401
+    from evolopt.registry import TASK_FAMILIES
+
+    lopt = build_lopt(arch)
+    macs, wide = mlp_macs(arch, lopt.init_theta(jax.random.key(0)), lopt.hparams)
+    family = TASK_FAMILIES.build(task)
+    key = jax.random.key(0)
+    shapes = [x.shape for x in jax.tree.leaves(family.init_params(key, family.sample_task(key)))]
+    return [s for s in shapes if len(s) >= 2 or arch != "celo2"], macs, wide
+
+
+def mlp_floor(arch: str, task: str, batch: int, repeats: int) -> tuple[float, float]:
+    """``(FLOPs, ms)`` of one inner step's per-element MLP alone at its floor: ``mlp_tensors``' multiply-adds
+    over its tensors, batched over ``batch`` members x tasks as the generation step vmaps them, at the rate
+    this machine does them on those same batched tensors: the elementwise probe
+    (``arch_step_time.elementwise_rate``: a narrow MLP's hidden units), or for a wide MLP a batched
+    ``[n, 32] @ [32, 32]`` matmul per member; compiled as meta-training's."""
+    import jax
+    import jax.numpy as jnp
+    from arch_step_time import best_ms, elementwise_rate
+
+    from evolopt import xla_cpu
+
+    shapes, macs, wide = mlp_tensors(arch, task)
+    flops = 2 * macs * batch * sum(math.prod(s) for s in shapes)
+    compile_ = lambda fn: xla_cpu.jit(fn, True, meta_training_vector_width())  # noqa: E731
+    key = jax.random.key(0)
+    if not wide:
+        xs = [jax.random.normal(jax.random.fold_in(key, i), (batch, *s)) for i, s in enumerate(shapes)]
+        return flops, flops / elementwise_rate(xs, compile_, repeats)
+    hs = [jax.random.normal(jax.random.fold_in(key, i), (batch, math.prod(s), 32)) for i, s in enumerate(shapes)]
+    w = jax.random.normal(key, (batch, 32, 32))
+    ms = best_ms(compile_(lambda hs: [jnp.einsum("bnk,bkh->bnh", h, w) for h in hs]), hs, repeats=repeats)
+    return flops, ms * flops / (2 * 32 * 32 * sum(h.size // 32 for h in hs))
+
+
 def breakdown(args: argparse.Namespace) -> None:
     """Generation time with one component replaced by a no-op at a time, in this process."""
     import jax
@@ -263,6 +321,15 @@ def breakdown(args: argparse.Namespace) -> None:
             f"Newton-Schulz: {flops / 1e9:.2f} GFLOP per generation; in the step {flops / share / 1e6:.0f} GFLOP/s, "
             f"alone on the same batched matrices {ms:.1f} ms ({flops / ms / 1e6:.0f} GFLOP/s): "
             f"{share / ms:.2f}x its bare cost"
+        )
+    if "features + MLP" in shares:  # its floor: the MLP's multiply-adds at this machine's rate for them
+        flops, ms = mlp_floor(args.arch, args.task, args.population * args.tasks, args.repeats)
+        flops, ms, share = flops * args.truncation, ms * args.truncation, shares["features + MLP"]
+        print(
+            f"features + MLP: {flops / 1e9:.2f} GFLOP of MLP multiply-adds per generation; in the step "
+            f"{flops / share / 1e6:.0f} GFLOP/s, at this machine's rate for them on the same batched tensors "
+            f"{ms:.1f} ms ({flops / ms / 1e6:.0f} GFLOP/s): {share / ms:.2f}x that floor (the channels' own "
+            f"arithmetic and reductions come on top of it)"
         )
 
 

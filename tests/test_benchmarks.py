@@ -266,6 +266,24 @@ def test_newton_schulz_flops_match_xla_count(shape):
     assert 0.9 * xla_flops <= module.ns_flops(shape) <= xla_flops
 
 
+@pytest.mark.parametrize("name", ["celo2", "celo2_base", "mulo"])
+def test_fitness_loop_mlp_floor_counts_the_tensors_each_rule_updates(name):
+    """``member_steps.mlp_tensors`` (the breakdown's features + MLP floor): image_mlp's default model is
+    8x8 digits -> 32 -> 10 classes; celo2 gives its two vectors to Adam, the other rules learn all four
+    tensors; the multiply-adds per element are the published sizes'."""
+    spec = importlib.util.spec_from_file_location("member_steps", REPO / "benchmarks" / "member_steps.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        spec.loader.exec_module(module)
+        shapes, macs, wide = module.mlp_tensors(name, "image_mlp")
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    matrices = [(64, 32), (32, 10)]
+    assert sorted(shapes) == sorted(matrices if name == "celo2" else matrices + [(32,), (10,)])
+    assert (macs, wide) == (PUBLISHED_MACS[name], name == "mulo")
+
+
 def test_device_script_accounts_for_every_dependency():
     """``device_figures.sh`` runs on a GPU image without network: each of evolopt's dependencies
     must be on the image, carried as a pinned wheel, or declared not needed there, so a dependency
