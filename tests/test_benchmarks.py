@@ -349,3 +349,42 @@ def test_grouped_update_computes_the_rule_tensor_by_tensor(monkeypatch, per_leaf
         got, states = update(grads, states, params)
         for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(expected)):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_kernel_profile_sums_each_kernel_per_generation_and_reads_its_hlo(monkeypatch):
+    """``kernel_profile.kernel_table`` adds up each kernel's traced durations (microseconds) per generation,
+    leaves out host events and control-flow thunks (their kernels are counted on their own), and
+    ``describe`` reads a kernel's output shape, compute ops and source op from the module text."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("kernel_profile", REPO / "benchmarks" / "kernel_profile.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    events = [
+        {"ph": "X", "name": "add_add_fusion.3", "dur": 300},
+        {"ph": "X", "name": "add_add_fusion.3", "dur": 500},
+        {"ph": "X", "name": "dot.6", "dur": 1000},
+        {"ph": "X", "name": "while.391", "dur": 5000},  # control flow: its kernels are traced too
+        {"ph": "X", "name": "ThunkExecutor::Execute", "dur": 9000},  # the runtime, not a kernel
+        {"ph": "X", "name": "$api.py:2479 block_until_ready", "dur": 9000},
+        {"ph": "i", "name": "dot.6", "dur": 7},  # not a complete event
+    ]
+    assert module.kernel_table(events, generations=2) == [("dot.6", 0.5, 0), ("add_add_fusion.3", 0.4, 1)]
+    hlo = "\n".join(
+        [
+            "%fused_computation.7 (param_0: f32[4,8]) -> f32[4,8] {",
+            "  %param_0 = f32[4,8]{1,0} parameter(0)",
+            "  %broadcast.1 = f32[4,8]{1,0} broadcast(%param_0), dimensions={}",
+            "  %multiply.1 = f32[4,8]{1,0} multiply(%param_0, %broadcast.1)",
+            "  %multiply.2 = f32[4,8]{1,0} multiply(%multiply.1, %param_0)",
+            "  ROOT %add.1 = f32[4,8]{1,0} add(%multiply.2, %param_0)",
+            "}",
+            "",
+            "ENTRY %main {",
+            "  %add_add_fusion.3 = f32[4,8]{1,0} fusion(%p), kind=kLoop, calls=%fused_computation.7, "
+            'metadata={op_name="jit(step)/while/body/add"}',
+            "}",
+        ]
+    )
+    described = module.describe(hlo, "add_add_fusion.3").split()
+    assert described == ["f32[4,8]{1,0}", "multiply", "2", "add", "1", "add"]
+    assert module.describe(hlo, "no_such_kernel") == ""

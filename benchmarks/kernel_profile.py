@@ -1,0 +1,126 @@
+"""Where a meta-training generation's time goes, kernel by kernel (XLA CPU).
+
+    python benchmarks/kernel_profile.py --arch celo2_base [--task image_mlp] [--population 32] [--top 25]
+
+Compiles the generation step as meta-training does (``member_steps.jit_step``'s options) plus XLA CPU's
+``xla_cpu_enable_xprof_traceme``, so that the thunk runtime traces every kernel it runs; profiles
+``--generations`` generations with ``jax.profiler`` (a Perfetto trace, read back here) and prints the
+kernels that took the most time per generation: how often each ran, its output shape, its most frequent
+HLO ops and the jax operation it came from. ``member_steps.py --breakdown`` says which component is
+slow; this says which kernel. A rule's per-element MLP is a fused loop with hundreds of multiplies; one
+that shows up twice per tensor is computed twice (in meta-training XLA CPU recomputes the MLP in the
+consumer of its output normalisation; README, "The fitness loop's features + MLP against a floor").
+Control-flow thunks (``while``, ``conditional``, ``call``) are left out: the kernels inside them are
+counted on their own. Kernels may run two at a time, so their sum may exceed the generation's wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import glob
+import gzip
+import json
+import re
+import shutil
+import tempfile
+import time
+
+KERNEL = re.compile(r"^[a-z][a-z0-9_\-]*(\.\d+)?$")  # an HLO instruction's name, as the runtime traces it
+CONTROL_FLOW = ("while", "conditional", "call")
+
+
+def kernel_table(events: list[dict], generations: int) -> list[tuple[str, float, int]]:
+    """``[(kernel, ms per generation, runs per generation)]``, slowest first, from Perfetto trace events
+    (complete events ``ph: X`` with ``dur`` in microseconds) of ``generations`` generations."""
+    total: collections.Counter = collections.Counter()
+    runs: collections.Counter = collections.Counter()
+    for event in events:
+        name = event.get("name", "")
+        if event.get("ph") != "X" or not KERNEL.match(name) or name.split(".")[0] in CONTROL_FLOW:
+            continue
+        total[name] += event.get("dur", 0)
+        runs[name] += 1
+    return [(name, us / 1e3 / generations, runs[name] // generations) for name, us in total.most_common()]
+
+
+def describe(hlo: str, name: str) -> str:
+    """``name``'s output shape, its fused computation's most frequent ops and the jax op it came from,
+    read from the compiled module's text ``hlo``."""
+    line = next((x for x in hlo.splitlines() if re.match(rf"\s*(ROOT )?%{re.escape(name)} = ", x)), None)
+    if line is None:
+        return ""
+    shape = line.split(" = ", 1)[1].split(" ", 1)[0]
+    ops = ""
+    called = re.search(r"calls=(%[\w.\-]+)", line)
+    start = called and re.search(rf"(^|\n){re.escape(called.group(1))} \(", hlo)
+    if start:
+        body = hlo[start.end() :]
+        body = body[: body.find("\n}")]
+        counts = collections.Counter(re.findall(r"= \S+ ([a-z][a-z\-]*)\(", body))
+        for op in ("parameter", "constant", "bitcast", "broadcast", "slice", "reshape"):  # data movement
+            counts.pop(op, None)
+        ops = " ".join(f"{op} {n}" for op, n in counts.most_common(4))
+    source = re.search(r'op_name="([^"]+)"', line)
+    return f"{shape[:40]:40s} {ops:48s} {source.group(1).split('/')[-1] if source else ''}"
+
+
+def profile(
+    arch: str, task: str, population: int, tasks: int, truncation: int, generations: int
+) -> tuple[list[tuple[str, float, int]], str]:
+    """Compile, warm up, time ``generations`` generations, then trace as many; print the wall time and return
+    ``(kernel_table, the compiled module's text)``."""
+    import jax
+    from member_steps import make_trainer, meta_training_vector_width  # benchmarks/ is on the path
+
+    from evolopt import xla_cpu
+
+    trainer, theta0 = make_trainer(arch, task, population, tasks, truncation)
+    state = trainer.init(jax.random.key(1), theta0)
+    options = dict(xla_cpu.compiler_options(True, vector_width=meta_training_vector_width()) or {})
+    options["xla_cpu_enable_xprof_traceme"] = True
+    step = jax.jit(trainer.step, compiler_options=options, donate_argnums=0)
+    hlo = step.lower(state).compile().as_text()
+    for _ in range(2):  # compile, then one warm generation
+        state, metrics = step(state)
+    jax.block_until_ready(metrics)
+    t0 = time.perf_counter()  # untraced: tracing every kernel slows the generation down
+    for _ in range(generations):
+        state, metrics = step(state)
+    jax.block_until_ready(metrics)
+    wall = (time.perf_counter() - t0) * 1e3 / generations
+    directory = tempfile.mkdtemp(prefix="kernel_profile_")
+    try:
+        with jax.profiler.trace(directory, create_perfetto_trace=True):
+            for _ in range(generations):
+                state, metrics = step(state)
+            jax.block_until_ready(metrics)
+        trace = json.load(gzip.open(glob.glob(f"{directory}/**/*.trace.json.gz", recursive=True)[0]))
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    table = kernel_table(trace["traceEvents"] if isinstance(trace, dict) else trace, generations)
+    print(
+        f"arch={arch} task={task} population={population} tasks/member={tasks} truncation={truncation}: "
+        f"{wall:.1f} ms per generation (untraced); the traced kernels {sum(ms for _, ms, _ in table):.1f} ms"
+    )
+    return table, hlo
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--arch", default="celo2_base")
+    p.add_argument("--task", default="image_mlp")
+    p.add_argument("--population", type=int, default=32)
+    p.add_argument("--tasks", type=int, default=4)
+    p.add_argument("--truncation", type=int, default=50)
+    p.add_argument("--generations", type=int, default=3)
+    p.add_argument("--top", type=int, default=25, help="kernels to print")
+    args = p.parse_args()
+    table, hlo = profile(args.arch, args.task, args.population, args.tasks, args.truncation, args.generations)
+    print(f"{'ms/gen':>8} {'runs':>5}  {'kernel':32s} {'output':40s} {'ops (most frequent)':48s} from")
+    for name, ms, runs in table[: args.top]:
+        print(f"{ms:8.2f} {runs:5d}  {name[:32]:32s} {describe(hlo, name)}")
+
+
+if __name__ == "__main__":
+    main()
