@@ -254,10 +254,10 @@ def test_stream_moves_what_adams_update_moves(bench, options):
 
 @pytest.mark.parametrize("shape", [(64, 32), (48, 128), (3, 2, 40, 24)])
 def test_newton_schulz_flops_match_xla_count(shape):
-    """``member_steps.ns_flops`` (the breakdown's Newton-Schulz work per matrix) against XLA's own cost
+    """``loop_floors.ns_flops`` (the breakdown's Newton-Schulz work per matrix) against XLA's own cost
     analysis of one step of ``celo2.newton_schulz``, times its 5 steps; XLA also counts the few
     elementwise operations, so it may come out a little higher, never lower."""
-    spec = importlib.util.spec_from_file_location("member_steps", REPO / "benchmarks" / "member_steps.py")
+    spec = importlib.util.spec_from_file_location("loop_floors", REPO / "benchmarks" / "loop_floors.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     from evolopt.architectures.celo2 import newton_schulz
@@ -267,18 +267,15 @@ def test_newton_schulz_flops_match_xla_count(shape):
 
 
 @pytest.mark.parametrize("name", ["celo2", "celo2_base", "mulo"])
-def test_fitness_loop_mlp_floor_counts_the_tensors_each_rule_updates(name):
-    """``member_steps.mlp_tensors`` (the breakdown's features + MLP floor): image_mlp's default model is
+def test_fitness_loop_mlp_floor_counts_the_tensors_each_rule_updates(name, monkeypatch):
+    """``loop_floors.mlp_tensors`` (the breakdown's features + MLP floor): image_mlp's default model is
     8x8 digits -> 32 -> 10 classes; celo2 gives its two vectors to Adam, the other rules learn all four
     tensors; the multiply-adds per element are the published sizes'."""
-    spec = importlib.util.spec_from_file_location("member_steps", REPO / "benchmarks" / "member_steps.py")
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))  # as when run as a script: it imports member_steps
+    spec = importlib.util.spec_from_file_location("loop_floors", REPO / "benchmarks" / "loop_floors.py")
     module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        spec.loader.exec_module(module)
-        shapes, macs, wide = module.mlp_tensors(name, "image_mlp")
-    finally:
-        sys.path.remove(str(REPO / "benchmarks"))
+    spec.loader.exec_module(module)
+    shapes, macs, wide = module.mlp_tensors(name, "image_mlp")
     matrices = [(64, 32), (32, 10)]
     assert sorted(shapes) == sorted(matrices if name == "celo2" else matrices + [(32,), (10,)])
     assert (macs, wide) == (PUBLISHED_MACS[name], name == "mulo")
