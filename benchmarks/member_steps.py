@@ -255,6 +255,7 @@ def breakdown(args: argparse.Namespace) -> None:
             f"{flops / share / 1e6:.0f} GFLOP/s, at this machine's rate for them on the same batched tensors "
             f"{ms:.1f} ms ({flops / ms / 1e6:.0f} GFLOP/s): {share / ms:.2f}x that floor (the channels' own "
             f"arithmetic and reductions come on top of it)"
+            + (": the rule beats the probe, so it is no floor here" if share < ms else "")
         )
 
 
