@@ -107,12 +107,10 @@ def profile(
 
 
 def main() -> None:
+    from member_steps import add_generation_options  # benchmarks/ is on the path when this file runs as a script
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--arch", default="celo2_base")
-    p.add_argument("--task", default="image_mlp")
-    p.add_argument("--population", type=int, default=32)
-    p.add_argument("--tasks", type=int, default=4)
-    p.add_argument("--truncation", type=int, default=50)
+    add_generation_options(p, "celo2_base")
     p.add_argument("--generations", type=int, default=3)
     p.add_argument("--top", type=int, default=25, help="kernels to print")
     args = p.parse_args()

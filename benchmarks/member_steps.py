@@ -27,6 +27,7 @@ with and without ``cpu_vector_width=512`` (both reassociated).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -84,15 +85,12 @@ def make_trainer(arch: str, task: str, population: int, tasks: int, truncation: 
     return MetaTrainer(strategy, TASK_FAMILIES.build(task), lopt, cfg, tasks, population_mesh()), theta0
 
 
+@functools.cache
 def meta_training_vector_width() -> int | None:
-    """``cpu_vector_width`` of meta-training's default config (``evolopt/conf/config.yaml``)."""
-    from pathlib import Path
+    """``cpu_vector_width`` of meta-training's default config, composed as ``evolopt.train`` composes it."""
+    from evolopt.config import load_config
 
-    from omegaconf import OmegaConf
-
-    import evolopt
-
-    return OmegaConf.load(Path(evolopt.__file__).parent / "conf" / "config.yaml").get("cpu_vector_width")
+    return load_config([]).get("cpu_vector_width")
 
 
 def jit_step(trainer, reassociate: bool = True, vector_width: int | None | str = "meta-training"):
@@ -318,13 +316,18 @@ def in_processes(processes: int, args: argparse.Namespace) -> float:
     return json.loads(outs[0][0].strip().splitlines()[-1])["member_steps_per_s"]
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--arch", default="small_fc_lopt")
+def add_generation_options(p: argparse.ArgumentParser, arch: str) -> None:
+    """The options that say which generation step to build (``make_trainer``'s); ``arch``: the default."""
+    p.add_argument("--arch", default=arch)
     p.add_argument("--task", default="image_mlp")
     p.add_argument("--population", type=int, default=32)
     p.add_argument("--tasks", type=int, default=4)
     p.add_argument("--truncation", type=int, default=50)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_generation_options(p, "small_fc_lopt")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--breakdown", action="store_true", help="time variants that drop one component each")
     p.add_argument("--reassociation", action="store_true", help="with vs without xla_cpu.REASSOCIATE")
