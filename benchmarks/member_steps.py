@@ -5,6 +5,7 @@
     python benchmarks/member_steps.py --arch celo2 --breakdown   # where a generation's time goes
     python benchmarks/member_steps.py --arch celo2 --reassociation   # xla_cpu.REASSOCIATE vs XLA's defaults
     python benchmarks/member_steps.py --arch celo2 --vector-width   # 512-bit vs XLA's 256-bit vectors
+    python benchmarks/member_steps.py --arch small_fc_lopt --short-rows   # short rows carried flat vs in shape
 
 Prints (1) learned-optimizer members vs Adam members in the same harness, one device,
 (2) the learned optimizer at 1 vs 2 forced CPU devices, and (3) at 2 processes x 1
@@ -21,7 +22,8 @@ default devices (e.g. a GPU), in this process. Steps compile as meta-training's 
 with ``evolopt.xla_cpu.REASSOCIATE`` and the default config's ``cpu_vector_width``, 512 bits;
 before session 26 at XLA's 256); ``--reassociation`` times the learned and Adam members'
 steps with and without it (both at XLA's width), in turn in one loop; ``--vector-width`` the same
-with and without ``cpu_vector_width=512`` (both reassociated).
+with and without ``cpu_vector_width=512`` (both reassociated); ``--short-rows`` the same with the inner loop
+carrying tensors with rows under 16 floats flat and in their shapes (``LearnedOptimizer.flat_short_rows``).
 """
 
 from __future__ import annotations
@@ -102,17 +104,20 @@ def jit_step(trainer, reassociate: bool = True, vector_width: int | None | str =
     return xla_cpu.jit(trainer.step, reassociate, width, donate_argnums=0)
 
 
-def compare(args: argparse.Namespace, modes: dict[str, tuple[bool, int | None]]) -> None:
-    """Member-steps/s of ``args.arch`` and Adam members under each of two compile ``modes`` (name:
-    (reassociate, vector width)), the four steps timed in turn (a, b, c, d, a, ...) so that drift
-    hits them alike."""
+def compare(args: argparse.Namespace, modes: dict[str, tuple[bool, int | str | None, bool | None]]) -> None:
+    """Member-steps/s of ``args.arch`` and Adam members under each of two ``modes`` (name: (reassociate,
+    vector width, ``flat_short_rows`` or None for the arch's own)), the four steps timed in turn
+    (a, b, c, d, a, ...) so that drift hits them alike."""
+    import dataclasses
+
     import jax
 
     steps, states, walls = {}, {}, {}
     for arch in (args.arch, "adam"):
-        trainer, theta0 = make_trainer(arch, args.task, args.population, args.tasks, args.truncation)
-        for mode, options in modes.items():
-            steps[arch, mode] = jit_step(trainer, *options)
+        for mode, (reassociate, width, flat) in modes.items():
+            lopt = build_lopt(arch) if flat is None else dataclasses.replace(build_lopt(arch), flat_short_rows=flat)
+            trainer, theta0 = make_trainer(arch, args.task, args.population, args.tasks, args.truncation, lopt)
+            steps[arch, mode] = jit_step(trainer, reassociate, width)
             states[arch, mode] = trainer.init(jax.random.key(1), theta0)
             walls[arch, mode] = []
     work = trainer.member_steps_per_generation
@@ -332,6 +337,7 @@ def main() -> None:
     p.add_argument("--breakdown", action="store_true", help="time variants that drop one component each")
     p.add_argument("--reassociation", action="store_true", help="with vs without xla_cpu.REASSOCIATE")
     p.add_argument("--vector-width", action="store_true", help="reassociated, 512-bit vs XLA's 256-bit vectors")
+    p.add_argument("--short-rows", action="store_true", help="short-row tensors carried flat vs in shape")
     p.add_argument("--populations", help="comma-separated sizes: rate vs population on the default devices")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--coordinator", help=argparse.SUPPRESS)
@@ -352,10 +358,13 @@ def main() -> None:
         breakdown(args)
         return
     if args.reassociation:
-        compare(args, {"reassociate": (True, None), "XLA defaults": (False, None)})
+        compare(args, {"reassociate": (True, None, None), "XLA defaults": (False, None, None)})
         return
     if args.vector_width:  # both reassociated, as meta-training compiles
-        compare(args, {"512-bit": (True, 512), "XLA's 256": (True, None)})
+        compare(args, {"512-bit": (True, 512, None), "XLA's 256": (True, None, None)})
+        return
+    if args.short_rows:  # both as meta-training compiles
+        compare(args, {"flat": (True, "meta-training", True), "in shape": (True, "meta-training", False)})
         return
     if args.populations:
         import jax

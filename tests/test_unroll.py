@@ -148,3 +148,70 @@ def test_valid_meta_loss_needs_a_family_with_validation_data():
     expected = "unroll.meta_loss='valid' needs validation data, and task_family 'quadratic' has none"
     with pytest.raises(ConfigError, match=expected):
         build(cfg)
+
+
+def test_carry_layout_flattens_exactly_the_tensors_with_short_rows():
+    """Rows shorter than 16 floats (a classifier head, a conv kernel with 8 outputs) go flat; vectors,
+    scalars and long rows keep their shape; ``from_carry`` restores every shape and value."""
+    from evolopt.unroll import SHORT_ROW, from_carry, to_carry
+
+    assert SHORT_ROW == 16
+    tree = {
+        "head": jnp.arange(320.0).reshape(32, 10),
+        "hidden": jnp.ones((64, 32)),
+        "bias": jnp.ones(10),
+        "conv": jnp.ones((3, 3, 4, 8)),
+        "scale": jnp.ones(()),
+        "edge": jnp.ones((2, 16)),
+    }
+    shapes = jax.tree.map(jnp.shape, tree)
+    carried = to_carry(tree, shapes)
+    got = jax.tree.map(jnp.shape, carried)
+    assert got == {"head": (320,), "hidden": (64, 32), "bias": (10,), "conv": (288,), "scale": (), "edge": (2, 16)}
+    np.testing.assert_array_equal(carried["head"], np.arange(320.0))  # row-major: a free reshape
+    jax.tree.map(np.testing.assert_array_equal, from_carry(carried, shapes), tree)
+    assert to_carry(tree, None) is tree and from_carry(tree, None) is tree
+
+
+def test_short_rows_carried_flat_train_as_the_transform_applied_in_shape():
+    """small_fc_lopt with ``flat_short_rows`` on image_mlp (its [32, 10] head carried as [320]): a
+    truncation that resets inside, scored on training and validation batches, gives the losses,
+    params and optimizer state of the same optax transform applied step by step to params kept in
+    their shapes (rtol 1e-5: XLA's vectorised loop rounds differently); so do evaluation curves."""
+    import dataclasses
+
+    from evolopt.registry import ARCHITECTURES
+    from evolopt.unroll import eval_curves, new_trajectory, train_step, valid_loss
+
+    family = TASK_FAMILIES.build("image_mlp", batch_size=16)
+    flat = dataclasses.replace(ARCHITECTURES.build("small_fc_lopt"), flat_short_rows=True)
+    theta = flat.init_theta(jax.random.key(0))
+    cfg = UnrollConfig(truncation_length=3, min_length=4, max_length=4, loss_clip=1e9, meta_loss="both")
+    state = init_inner_state(jax.random.key(3), theta, family, flat, cfg).replace(step=jnp.asarray(2))
+    got_state, got = jax.jit(lambda s: unroll(theta, s, family, flat, cfg))(state)
+    for lopt, head in ((flat, (320,)), (dataclasses.replace(flat, flat_short_rows=False), (32, 10))):
+        jaxpr = jax.make_jaxpr(lambda s, lopt=lopt: unroll(theta, s, family, lopt, cfg))(state).jaxpr
+        (scan,) = [e for e in jaxpr.eqns if e.primitive.name == "scan"]
+        params = [v.aval.shape for v in scan.outvars[: len(jax.tree.leaves(state.params))]]  # carried first
+        assert sorted(params) == sorted([(64, 32), (32,), head, (10,)]), params
+
+    step = jax.jit(lambda s: train_step(flat.optimizer(theta), family, s))  # shapes=None: params in shape
+    st, losses, norm = state, [], lambda x: float(x) / family.loss_scale
+    for _ in range(3):  # steps 2, 3 of the first trajectory, then step 0 of a fresh one
+        if int(st.step) >= int(st.length):
+            st = new_trajectory(st.key, theta, family, flat, cfg)
+        held = norm(valid_loss(family, st))
+        st, loss = step(st)
+        losses.append(0.5 * norm(loss) + 0.5 * held)
+    assert bool(got.reset)
+    np.testing.assert_allclose(got.before, sum(losses[:2]) / 3, rtol=1e-5)
+    np.testing.assert_allclose(got.after, losses[2] / 3, rtol=1e-5)
+    assert jax.tree.map(jnp.shape, got_state.params) == jax.tree.map(jnp.shape, st.params)
+    close = lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)  # noqa: E731
+    jax.tree.map(close, (got_state.params, got_state.opt_state), (st.params, st.opt_state))
+
+    shaped = dataclasses.replace(flat, flat_short_rows=False)
+    curves = [eval_curves(theta, jax.random.key(5), family, lopt, 6, meta_loss="both") for lopt in (flat, shaped)]
+    np.testing.assert_allclose(curves[0].train, curves[1].train, rtol=1e-5)
+    np.testing.assert_allclose(curves[0].valid, curves[1].valid, rtol=1e-5)
+    np.testing.assert_allclose(curves[0].final_valid, curves[1].final_valid, rtol=1e-5)

@@ -43,6 +43,12 @@ class LearnedOptimizer:
       named_inits: other starting points for meta-training, ``name -> (key -> theta)``
         (e.g. Celo2's ``"muon"``: the theta whose rule is Muon); chosen with the
         ``theta_init`` config key.
+      flat_short_rows: a speed setting for training loops evolopt runs (meta-training's inner
+        loop, evaluation curves): carry each parameter tensor whose rows are shorter than 16
+        floats flat and apply the update there (``unroll.to_carry``), so that XLA CPU vectorises
+        the rule's fused per-element loop on it. Results equal up to float rounding. On for the
+        rules it speeds up (small_fc_lopt, celo); celo2_base's loop got slower
+        (README "Benchmarks and performance").
     """
 
     name: str
@@ -50,6 +56,7 @@ class LearnedOptimizer:
     make: Callable[..., optax.GradientTransformationExtraArgs]
     hparams: dict[str, Any] = dataclasses.field(default_factory=dict)
     named_inits: dict[str, Callable[[jax.Array], Theta]] = dataclasses.field(default_factory=dict)
+    flat_short_rows: bool = False
 
     def optimizer(self, theta: Theta, **overrides: Any) -> optax.GradientTransformationExtraArgs:
         """The optax transform for ``theta``; ``overrides`` replace ``hparams`` entries."""

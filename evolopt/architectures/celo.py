@@ -378,4 +378,5 @@ def celo(
             "scheduler": scheduler,
             "num_steps": num_steps,
         },
+        flat_short_rows=True,  # its generation on image_mlp: 1.07x faster (member_steps.py --short-rows)
     )

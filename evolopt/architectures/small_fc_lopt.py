@@ -179,4 +179,5 @@ def small_fc_lopt(
         init_theta=lambda key: init_theta(key, hidden_size, hidden_layers),
         make=small_fc_lopt_optimizer,
         hparams={"learning_rate": learning_rate, "exp_mult": exp_mult},
+        flat_short_rows=True,  # its generation on image_mlp: 1.22x faster (member_steps.py --short-rows)
     )
