@@ -12,6 +12,9 @@ since the old trajectory began, the part after only to the current one).
 
 All randomness of a trajectory comes from its ``key``, which antithetic partners
 share: they see the same task, init, length and batches (common random numbers).
+
+Inside the scan, an arch with ``flat_short_rows`` has its params carried in a flat layout
+(:func:`to_carry`, a speed matter only); everything outside sees them in their shapes.
 """
 
 from __future__ import annotations

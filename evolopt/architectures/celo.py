@@ -378,5 +378,5 @@ def celo(
             "scheduler": scheduler,
             "num_steps": num_steps,
         },
-        flat_short_rows=True,  # its generation on image_mlp: 1.07x faster (member_steps.py --short-rows)
+        flat_short_rows=True,  # its generation on image_mlp: 1.07-1.12x faster (member_steps.py --short-rows)
     )
