@@ -22,6 +22,18 @@ def ns_flops(shape: tuple[int, ...]) -> int:
     return math.prod(shape[:-2]) * NS_STEPS * (4 * m * m * n + 2 * m**3)
 
 
+def param_shapes(task: str) -> list[tuple[int, ...]]:
+    """The shapes of the parameter tensors of one model of ``task`` (its family's defaults)."""
+    import jax
+
+    import evolopt.task_families  # noqa: F401
+    from evolopt.registry import TASK_FAMILIES
+
+    family = TASK_FAMILIES.build(task)
+    key = jax.random.key(0)
+    return [x.shape for x in jax.tree.leaves(family.init_params(key, family.sample_task(key)))]
+
+
 def bare_ns(task: str, batch: int, repeats: int) -> tuple[float, int]:
     """``(ms, FLOPs)`` of one inner step's Newton-Schulz alone: ``celo2.newton_schulz`` on each matrix
     of ``task``'s model, batched over ``batch`` members x tasks as the generation step vmaps it (best of
@@ -29,14 +41,11 @@ def bare_ns(task: str, batch: int, repeats: int) -> tuple[float, int]:
     import jax
     from arch_step_time import best_ms  # benchmarks/ is on the path when this file runs as a script
 
-    import evolopt.task_families  # noqa: F401
     from evolopt import xla_cpu
     from evolopt.architectures.celo2 import newton_schulz
-    from evolopt.registry import TASK_FAMILIES
 
-    family = TASK_FAMILIES.build(task)
+    shapes = [shape for shape in param_shapes(task) if len(shape) >= 2]
     key = jax.random.key(0)
-    shapes = [x.shape for x in jax.tree.leaves(family.init_params(key, family.sample_task(key))) if x.ndim >= 2]
     xs = [jax.random.normal(jax.random.fold_in(key, i), (batch, *shape)) for i, shape in enumerate(shapes)]
     orthogonalise = xla_cpu.jit(lambda xs: [newton_schulz(x) for x in xs])
     ms = best_ms(orthogonalise, xs, repeats=repeats)
@@ -51,15 +60,9 @@ def mlp_tensors(arch: str, task: str) -> tuple[list[tuple[int, ...]], int, bool]
     from arch_step_time import mlp_macs  # benchmarks/ is on the path when this file runs as a script
     from member_steps import build_lopt
 
-    import evolopt.task_families  # noqa: F401
-    from evolopt.registry import TASK_FAMILIES
-
     lopt = build_lopt(arch)
     macs, wide = mlp_macs(arch, lopt.init_theta(jax.random.key(0)), lopt.hparams)
-    family = TASK_FAMILIES.build(task)
-    key = jax.random.key(0)
-    shapes = [x.shape for x in jax.tree.leaves(family.init_params(key, family.sample_task(key)))]
-    return [s for s in shapes if len(s) >= 2 or arch != "celo2"], macs, wide
+    return [s for s in param_shapes(task) if len(s) >= 2 or arch != "celo2"], macs, wide
 
 
 def mlp_floor(arch: str, task: str, batch: int, repeats: int) -> tuple[float, float]:

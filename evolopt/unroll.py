@@ -120,10 +120,6 @@ def init_inner_state(
     return state.replace(step=offset)
 
 
-def _in_carry(st: InnerState, shapes: Any) -> InnerState:
-    return st.replace(params=to_carry(st.params, shapes))
-
-
 def _where(pred: jax.Array, a: Any, b: Any) -> Any:
     return jax.tree.map(lambda x, y: jnp.where(pred, x, y), a, b)
 
@@ -158,6 +154,14 @@ def to_carry(tree: Any, shapes: Any) -> Any:
 def from_carry(tree: Any, shapes: Any) -> Any:
     """The inverse of :func:`to_carry`: every tensor back in its shape."""
     return tree if shapes is None else jax.tree.map(lambda x, s: x.reshape(s), tree, shapes)
+
+
+def _in_carry(st: InnerState, shapes: Any) -> InnerState:
+    return st.replace(params=to_carry(st.params, shapes))
+
+
+def _in_shape(st: InnerState, shapes: Any) -> InnerState:
+    return st.replace(params=from_carry(st.params, shapes))
 
 
 def train_step(
@@ -246,7 +250,7 @@ def unroll(
 
     carry = (_in_carry(state, shapes), jnp.zeros((), bool))
     (state, _), (meta, after, bad) = jax.lax.scan(step, carry, length=k)
-    state = state.replace(params=from_carry(state.params, shapes))
+    state = _in_shape(state, shapes)
     result = TruncationLoss(
         before=jnp.sum(jnp.where(after, 0.0, meta)) / k,
         after=jnp.sum(jnp.where(after, meta, 0.0)) / k,
@@ -326,7 +330,7 @@ def eval_curves(
         return st, (norm(loss), held)
 
     state, (curve, valid) = jax.lax.scan(step, _in_carry(state, shapes), length=num_steps)
-    state = state.replace(params=from_carry(state.params, shapes))
+    state = _in_shape(state, shapes)
     final = curve[-1] if family.valid_batch is None else norm(final_valid_loss(family, state))
     weight = step_weight(jnp.arange(num_steps), jnp.asarray(num_steps), meta_weight)
     return EvalCurves(curve, valid, final, weight, meta_loss, valid_share)

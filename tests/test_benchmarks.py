@@ -12,6 +12,7 @@ import importlib.util
 import os
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import jax
 import jax.numpy as jnp
@@ -22,12 +23,21 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+def load_benchmark(name: str, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """``benchmarks/<name>.py`` loaded as a module, with benchmarks/ on the path as when it runs as a script
+    (its imports of the other benchmark files) and itself in ``sys.modules`` (flax's dataclasses look their
+    module up), both for this test only."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, name, module)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture
 def bench(monkeypatch):
-    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))  # as when the file runs as a script (host_memory)
-    spec = importlib.util.spec_from_file_location("arch_step_time", REPO / "benchmarks" / "arch_step_time.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_benchmark("arch_step_time", monkeypatch)
     monkeypatch.setattr(module, "LOOP", 3)
     return module
 
@@ -185,12 +195,10 @@ def test_floor_of_a_rule_it_does_not_know_counts_every_row_and_head(bench):
     assert bench.mlp_macs("celo2", theta, {"exp_mult": 0.5})[0] == PUBLISHED_MACS["celo2"] + 8  # o_1 read too
 
 
-def test_strategy_share_is_timed_without_compiling():
+def test_strategy_share_is_timed_without_compiling(monkeypatch):
     """``member_steps.strategy_ms`` refuses a time that includes a compile (evosax's weakly typed
     state made the first timed ask + tell compile again, read as 13-20% of a generation)."""
-    spec = importlib.util.spec_from_file_location("member_steps", REPO / "benchmarks" / "member_steps.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_benchmark("member_steps", monkeypatch)
     assert module.strategy_ms("small_fc_lopt", population=4, tasks=2, repeats=2) > 0
 
 
@@ -215,11 +223,7 @@ def test_targets_show_the_ratio_their_floors_allow(bench, capsys):
 def test_real_model_takes_every_optimizers_steps_in_turn(monkeypatch):
     """``real_model.interleaved_steps`` alternates the optimizers' steps (a, b, a, b, ...), so that the
     machine's drift hits every optimizer alike, and reports each one's median step and page faults."""
-    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))  # as when the file runs as a script (host_memory)
-    spec = importlib.util.spec_from_file_location("real_model", REPO / "benchmarks" / "real_model.py")
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "real_model", module)  # flax's dataclasses look their module up
-    spec.loader.exec_module(module)
+    module = load_benchmark("real_model", monkeypatch)
     order = []
 
     def run(name, ms):
@@ -253,13 +257,11 @@ def test_stream_moves_what_adams_update_moves(bench, options):
 
 
 @pytest.mark.parametrize("shape", [(64, 32), (48, 128), (3, 2, 40, 24)])
-def test_newton_schulz_flops_match_xla_count(shape):
+def test_newton_schulz_flops_match_xla_count(shape, monkeypatch):
     """``loop_floors.ns_flops`` (the breakdown's Newton-Schulz work per matrix) against XLA's own cost
     analysis of one step of ``celo2.newton_schulz``, times its 5 steps; XLA also counts the few
     elementwise operations, so it may come out a little higher, never lower."""
-    spec = importlib.util.spec_from_file_location("loop_floors", REPO / "benchmarks" / "loop_floors.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_benchmark("loop_floors", monkeypatch)
     from evolopt.architectures.celo2 import newton_schulz
 
     xla_flops = 5 * _cost(jax.jit(lambda x: newton_schulz(x, steps=1)).lower(jnp.ones(shape)).compile())["flops"]
@@ -271,10 +273,7 @@ def test_fitness_loop_mlp_floor_counts_the_tensors_each_rule_updates(name, monke
     """``loop_floors.mlp_tensors`` (the breakdown's features + MLP floor): image_mlp's default model is
     8x8 digits -> 32 -> 10 classes; celo2 gives its two vectors to Adam, the other rules learn all four
     tensors; the multiply-adds per element are the published sizes'."""
-    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))  # as when run as a script: it imports member_steps
-    spec = importlib.util.spec_from_file_location("loop_floors", REPO / "benchmarks" / "loop_floors.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_benchmark("loop_floors", monkeypatch)  # it imports member_steps, as when run as a script
     shapes, macs, wide = module.mlp_tensors(name, "image_mlp")
     matrices = [(64, 32), (32, 10)]
     assert sorted(shapes) == sorted(matrices if name == "celo2" else matrices + [(32,), (10,)])
@@ -315,10 +314,7 @@ def test_grouped_update_computes_the_rule_tensor_by_tensor(monkeypatch, per_leaf
     """``compile_time.grouped_update`` (the rule vmapped over same-shaped tensors, state stacked or one per
     tensor) gives the unrolled update of every tensor and its state, on a tree where celo2 routes tensors by
     name (biases and embeddings to Adam) and by rank."""
-    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("compile_time", REPO / "benchmarks" / "compile_time.py")
-    ct = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ct)
+    ct = load_benchmark("compile_time", monkeypatch)
     import evolopt.architectures  # noqa: F401  (registers every architecture)
     from evolopt.registry import ARCHITECTURES
 
@@ -352,10 +348,7 @@ def test_kernel_profile_sums_each_kernel_per_generation_and_reads_its_hlo(monkey
     """``kernel_profile.kernel_table`` adds up each kernel's traced durations (microseconds) per generation,
     leaves out host events and control-flow thunks (their kernels are counted on their own), and
     ``describe`` reads a kernel's output shape, compute ops and source op from the module text."""
-    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("kernel_profile", REPO / "benchmarks" / "kernel_profile.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_benchmark("kernel_profile", monkeypatch)
     events = [
         {"ph": "X", "name": "add_add_fusion.3", "dur": 300},
         {"ph": "X", "name": "add_add_fusion.3", "dur": 500},

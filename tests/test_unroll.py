@@ -185,11 +185,12 @@ def test_short_rows_carried_flat_train_as_the_transform_applied_in_shape():
 
     family = TASK_FAMILIES.build("image_mlp", batch_size=16)
     flat = dataclasses.replace(ARCHITECTURES.build("small_fc_lopt"), flat_short_rows=True)
+    shaped = dataclasses.replace(flat, flat_short_rows=False)
     theta = flat.init_theta(jax.random.key(0))
     cfg = UnrollConfig(truncation_length=3, min_length=4, max_length=4, loss_clip=1e9, meta_loss="both")
     state = init_inner_state(jax.random.key(3), theta, family, flat, cfg).replace(step=jnp.asarray(2))
     got_state, got = jax.jit(lambda s: unroll(theta, s, family, flat, cfg))(state)
-    for lopt, head in ((flat, (320,)), (dataclasses.replace(flat, flat_short_rows=False), (32, 10))):
+    for lopt, head in ((flat, (320,)), (shaped, (32, 10))):
         jaxpr = jax.make_jaxpr(lambda s, lopt=lopt: unroll(theta, s, family, lopt, cfg))(state).jaxpr
         (scan,) = [e for e in jaxpr.eqns if e.primitive.name == "scan"]
         params = [v.aval.shape for v in scan.outvars[: len(jax.tree.leaves(state.params))]]  # carried first
@@ -210,7 +211,6 @@ def test_short_rows_carried_flat_train_as_the_transform_applied_in_shape():
     close = lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)  # noqa: E731
     jax.tree.map(close, (got_state.params, got_state.opt_state), (st.params, st.opt_state))
 
-    shaped = dataclasses.replace(flat, flat_short_rows=False)
     curves = [eval_curves(theta, jax.random.key(5), family, lopt, 6, meta_loss="both") for lopt in (flat, shaped)]
     np.testing.assert_allclose(curves[0].train, curves[1].train, rtol=1e-5)
     np.testing.assert_allclose(curves[0].valid, curves[1].valid, rtol=1e-5)
