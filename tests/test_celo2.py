@@ -153,12 +153,24 @@ def test_matches_naive_reference(orthogonalize):
     grads = [_random_tree(jax.random.PRNGKey(10 + i), 0.1 * (i + 1)) for i in range(3)]
     grads[1]["w"] = grads[1]["w"].at[0, 0].set(5000.0)  # exercises the +-1000 clip
     got = _run(theta, orthogonalize, params, grads)
+    # "tall" and "odd3d" take the rule's transposed path (direction computed as the wide matrix)
+    assert [n for n, s in SHAPES.items() if C.computed_wide(s, False)] == ["tall", "odd3d"]
     ref = Reference(theta, orthogonalize)
     states = {n: ref.init(np.asarray(p)) for n, p in params.items()}
     for step, g in zip(got, grads):
         for n in SHAPES:
             want = ref.step(np.asarray(params[n]), np.asarray(g[n]), states[n])
             np.testing.assert_allclose(step[n], want, atol=2e-4, rtol=1e-3, err_msg=n)
+
+
+@pytest.mark.parametrize("shape", [(6, 10), (12, 5), (3, 3, 4, 8), (2, 7, 7)])
+@pytest.mark.parametrize("scale", [1e-6, 1.0, 1e6])
+def test_newton_schulz_matches_the_textbook_iteration(shape, scale):
+    """``newton_schulz`` takes its first step on the unscaled input (norm from the Gram's trace);
+    it must equal normalising first, then 5 steps (float64 ``_ref_ns``), at any input scale."""
+    x = scale * np.asarray(jax.random.normal(jax.random.PRNGKey(4), shape), np.float64)
+    got = jax.jit(C.newton_schulz)(jnp.asarray(x, jnp.float32))
+    np.testing.assert_allclose(got, _ref_ns(x), atol=2e-5, rtol=1e-4)
 
 
 def test_unit_rms_and_ns_spectrum():

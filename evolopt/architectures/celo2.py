@@ -58,6 +58,7 @@ FACTORED_DECAYS = (0.9, 0.99, 0.999)
 NUM_INPUTS = sum(BLOCK_SIZES)  # 30
 NS_COEFFS = (3.4445, -4.7750, 2.0315)
 NS_STEPS = 5
+SHORT_ROW = 16  # float32 lanes of a 512-bit vector: rows shorter than this do not fill one
 DEFAULT_PARAM_REGEX = r".*bias.*|.*embed.*"
 
 
@@ -115,24 +116,39 @@ def newton_schulz(x: jax.Array, steps: int = NS_STEPS) -> jax.Array:
     """Approximate orthogonalisation of the last two axes (Muon's quintic iteration).
 
     ``X <- X / (||X||_F + 1e-8)``, then ``steps`` times ``X <- a X + (b A + c A^2) X``
-    with ``A = X X^T``, on the wide orientation (transposed when rows > columns).
+    with ``A = X X^T``, on the wide orientation (transposed when rows > columns); ``steps >= 1``.
+
+    The first step is taken on the unscaled input ``Y``: with ``G = Y Y^T``,
+    ``||Y||_F^2 = tr G`` and ``s = 1 / (sqrt(tr G) + 1e-8)``, it is
+    ``X_1 = s (a I + b s^2 G + c s^4 G^2) Y``, so ``Y`` is read only by two matmuls. Why: a
+    norm and a division reading ``Y`` are elementwise consumers XLA CPU fuses ``Y``'s producer
+    into, and in meta-training it did, computing a rule's whole MLP three times (README,
+    "Newton-Schulz's input read by matmuls only"); a matmul operand is materialised once.
     """
     a, b, c = NS_COEFFS
     wide = x.shape[-2] <= x.shape[-1]
     x = x if wide else jnp.swapaxes(x, -1, -2)
-    x = x / (jnp.sqrt(jnp.sum(jnp.square(x), axis=(-2, -1), keepdims=True)) + 1e-8)
+
+    def gram(x):  # Default matmul precision, as the authors (float32 on CPU; TF32 allowed on GPU).
+        return jnp.matmul(x, jnp.swapaxes(x, -1, -2))
+
+    g0 = gram(x)
+    scale = 1.0 / (jnp.sqrt(jnp.trace(g0, axis1=-2, axis2=-1))[..., None, None] + 1e-8)
+    a0 = jnp.square(scale) * g0
+    poly0 = a * jnp.eye(x.shape[-2], dtype=x.dtype) + b * a0 + c * jnp.matmul(a0, a0)
+    x = jnp.matmul(scale * poly0, x)
 
     def step(_, x):
-        # Default matmul precision, as the authors (float32 on CPU; TF32 allowed on GPU).
-        gram = jnp.matmul(x, jnp.swapaxes(x, -1, -2))
-        poly = b * gram + c * jnp.matmul(gram, gram)
-        return a * x + jnp.matmul(poly, x)
+        g = gram(x)
+        return a * x + jnp.matmul(b * g + c * jnp.matmul(g, g), x)
 
-    x = jax.lax.fori_loop(0, steps, step, x)
+    x = jax.lax.fori_loop(0, steps - 1, step, x)
     return x if wide else jnp.swapaxes(x, -1, -2)
 
 
-def orthogonalize_step(d: jax.Array, conv_as_matrix: bool = False) -> tuple[jax.Array, tuple[int, ...]]:
+def orthogonalize_step(
+    d: jax.Array, conv_as_matrix: bool = False, transposed: bool = False
+) -> tuple[jax.Array, tuple[int, ...]]:
     """``(NS5(d), axes its RMS is normalised over)`` for a tensor with ndim >= 2.
 
     Default (the authors' rule): every slice over the last two axes is one matrix, so a
@@ -140,10 +156,29 @@ def orthogonalize_step(d: jax.Array, conv_as_matrix: bool = False) -> tuple[jax.
     ``conv_as_matrix``: a tensor with ndim > 2 is ONE [prod(shape[:-1]), shape[-1]]
     matrix, as Muon implementations treat conv kernels ([kh*kw*cin, cout]), and its
     step has unit RMS over the whole tensor.
+    ``transposed``: ``d`` comes with its last two axes swapped (``computed_wide``); the
+    result is in the tensor's own orientation.
     """
+    if transposed:
+        return jnp.swapaxes(newton_schulz(d), -1, -2), step_axes(d.ndim, False)
     if conv_as_matrix and d.ndim > 2:
         return newton_schulz(d.reshape(-1, d.shape[-1])).reshape(d.shape), step_axes(d.ndim, True)
     return newton_schulz(d), step_axes(d.ndim, False)
+
+
+def computed_wide(shape: tuple[int, ...], conv_as_matrix: bool) -> bool:
+    """Whether a tensor's direction is computed transposed, as the wide matrices Newton-Schulz
+    iterates on: its slices, orthogonalised one by one, have more rows than columns and rows
+    shorter than ``SHORT_ROW``.
+
+    Why: in its own layout XLA CPU runs the per-element MLP over rows that short without
+    vectorising it: image_mlp's [32, 10] head took 77 ms per meta-training generation against
+    11-17 computed as [10, 32] (``benchmarks/kernel_profile.py --arch celo2``). Longer rows stay
+    as they are: transposed, a [2048, 512] update took 85 ms against 73 (strided reads).
+    """
+    if len(shape) < 2 or (conv_as_matrix and len(shape) > 2):
+        return False
+    return shape[-2] > shape[-1] and shape[-1] < SHORT_ROW
 
 
 def step_axes(ndim: int, conv_as_matrix: bool) -> tuple[int, ...]:
@@ -168,13 +203,21 @@ def _channels(p: jax.Array, g: jax.Array, acc: dict, rfcf: list | None) -> list[
 
 
 def _direction(
-    mlp: dict, p: jax.Array, g: jax.Array, acc: dict, exp_mult: Any, ns_input: jax.Array | None = None
+    mlp: dict,
+    p: jax.Array,
+    g: jax.Array,
+    acc: dict,
+    exp_mult: Any,
+    ns_input: jax.Array | None = None,
+    transposed: bool = False,
 ) -> jax.Array:
     """MLP output ``d = o_0 exp(exp_mult o_1)`` for one tensor (ndim >= 1), float32.
 
     The per-element MLP runs through ``fused``: no [*shape, 30] input; the row/column
     blocks 9..12 (constant along d0 or d1) are mixed on their small vectors.
     ``ns_input``: an extra full-size channel (block 14, ``celo2_ns_input``).
+    ``transposed`` (ndim >= 2): return ``d`` with its last two axes swapped (the MLP is per
+    element and each channel is normalised over both axes, so only the layout changes).
     """
     axes = tuple(range(max(p.ndim - 2, 0), p.ndim))
     dims = F.factored_dims(p.shape)
@@ -191,6 +234,8 @@ def _direction(
         small = [row[k] for k in range(3)] + [col[k] for k in range(3)]
         small += [jax.lax.rsqrt(x + 1e-8) for x in small]
         small_rows = [w for i in (9, 10, 11, 12) for w in mlp[f"w0__{i}"]]
+    if transposed:  # not ``again``: the scales, over both axes, read it in its own layout
+        xs, small = ([jnp.swapaxes(x, -1, -2) for x in group] for group in (xs, small))
     h = fused.first_layer(rows, xs, mlp["b0"], axes, 1e-9, small_rows, small, stats_xs=again)
     if isinstance(exp_mult, (int, float)) and exp_mult == 0:  # exp(0 o_1) = 1: skip that head
         return fused.mlp_heads(mlp, h, (0,))[0]
@@ -239,16 +284,18 @@ def scale_by_celo2(
             if p.ndim == 0:  # scalars behave as 1-element vectors
                 acc = jax.tree.map(lambda a: a.reshape(a.shape + (1,)), acc)
             p32 = p.astype(jnp.float32).reshape(p.shape or (1,))
-            extra = None
+            extra, wide = None, False
             if ns_input:
                 extra = orthogonalize_step(acc["m"][0], conv_as_matrix)[0] if p.ndim >= 2 else acc["m"][0]
-            dirs.append(_direction(mlp, p32, g32.reshape(p32.shape), acc, exp_mult, extra))
+            elif orthogonalize:
+                wide = computed_wide(p.shape, conv_as_matrix)
+            dirs.append((_direction(mlp, p32, g32.reshape(p32.shape), acc, exp_mult, extra, wide), wide))
         steps = []
-        for d, g in zip(dirs, flat_g):
+        for (d, wide), g in zip(dirs, flat_g):
             # ns_input: the momentum was orthogonalised (as one matrix with conv_as_matrix), not d
             axes = step_axes(d.ndim, ns_input and conv_as_matrix)
             if orthogonalize and not ns_input and d.ndim >= 2:  # per tensor: XLA CPU runs batched matmuls on one thread
-                d, axes = orthogonalize_step(d, conv_as_matrix)
+                d, axes = orthogonalize_step(d, conv_as_matrix, wide)
             steps.append((d * fused.rms_scale(d, axes, 1e-9)).reshape(g.shape).astype(g.dtype))
         return treedef.unflatten(steps), {"acc": treedef.unflatten(accs)}
 
