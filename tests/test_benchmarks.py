@@ -241,6 +241,42 @@ def test_real_model_takes_every_optimizers_steps_in_turn(monkeypatch):
     assert "1.17x AdamW's" in note and "understates" in note
 
 
+def test_ab_revisions_runs_the_two_revisions_generations_in_turn(monkeypatch, capsys):
+    """``ab_revisions.compare`` asks each revision's worker for one generation in turn (a, b, a, b, ...)
+    and reports each one's median and the paired ratios (each a against the b timed after it)."""
+    module = load_benchmark("ab_revisions", monkeypatch)
+    order = []
+
+    class Worker:  # a worker process's pipes: a ready line, then one timing per request
+        def __init__(self, rev, times):
+            self.rev, self.lines = rev, iter([{"ready": True, "member_steps": 6400}] + [{"ms": t} for t in times])
+            self.stdin, self.stdout = self, self
+
+        def write(self, text):
+            order.append(self.rev)
+
+        def readline(self):
+            return module.json.dumps(next(self.lines)) + "\n"
+
+        def flush(self):
+            pass
+
+        close = flush
+
+        def wait(self):
+            return 0
+
+    times = {"old": [30.0, 10.0, 20.0], "new": [10.0, 20.0, 5.0]}
+    monkeypatch.setattr(module, "start_worker", lambda tree, args: Worker(tree, times[tree]))
+    args = module.argparse.Namespace(arch="celo2", task="image_mlp", population=32, tasks=4, truncation=50, repeats=3)
+    module.compare({"old": "old", "new": "new"}, args)
+    assert order == ["old", "new"] * 3
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()[2:4]}
+    assert rows == {"old": ["20.0", "320000"], "new": ["10.0", "640000"]}  # medians; 6400 member-steps per generation
+    assert "old / new time: 2.00 (medians); paired ratios 0.50..4.00, median 3.00" in out
+
+
 @pytest.mark.parametrize("options", [(False, None), (True, 512)])
 def test_stream_moves_what_adams_update_moves(bench, options):
     """The stream that sets the byte floors moves, by XLA's own count of the compiled calls' bytes, what
