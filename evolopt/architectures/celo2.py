@@ -172,9 +172,9 @@ def computed_wide(shape: tuple[int, ...], conv_as_matrix: bool) -> bool:
     shorter than ``SHORT_ROW``.
 
     Why: in its own layout XLA CPU runs the per-element MLP over rows that short without
-    vectorising it: image_mlp's [32, 10] head took 77 ms per meta-training generation against
-    11-17 computed as [10, 32] (``benchmarks/kernel_profile.py --arch celo2``). Longer rows stay
-    as they are: transposed, a [2048, 512] update took 85 ms against 73 (strided reads).
+    vectorising it: image_mlp's [32, 10] head's MLP kernel took up to 77 ms per meta-training
+    generation against 11-19 computed as [10, 32] (``benchmarks/kernel_profile.py --arch celo2``).
+    Longer rows stay as they are: transposed, a [2048, 512] update took 85 ms against 73.
     """
     if len(shape) < 2 or (conv_as_matrix and len(shape) > 2):
         return False
