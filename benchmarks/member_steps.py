@@ -12,8 +12,8 @@ Prints (1) learned-optimizer members vs Adam members in the same harness, one de
 device joined by jax.distributed (gloo collectives), each in fresh subprocesses,
 since the device count is fixed when jax starts, and how many cores the 1- and 2-device
 runs kept busy. A member-step is one inner training step of one member on one task.
-``--breakdown`` times the generation with one component dropped at a time (Newton-Schulz;
-the features + MLP, replaced by ``g m``; the whole optimizer, replaced by SGD) plus the
+``--breakdown`` times the generation with one component dropped at a time (the features + MLP,
+replaced by ``g m``; then also Newton-Schulz; the whole optimizer, replaced by SGD) plus the
 strategy's ask + tell alone, and prints each component's share; for a rule that orthogonalises, also
 Newton-Schulz's share against the same batched Newton-Schulz timed alone (its floor here), and the
 features + MLP share against its MLP's multiply-adds at this machine's rate for them (``loop_floors.py``).
@@ -202,12 +202,11 @@ def _variants(arch: str):
             setattr(module, name, real)
 
     out = [("full", lopt, contextlib.nullcontext)]
-    if arch == "celo2":
+    if arch == "celo2":  # the MLP dropped first: without Newton-Schulz XLA computes the MLP twice (celo2_base's)
         make = lambda th, **kw: celo2.celo2(th, orthogonalize=False, **kw)  # noqa: E731
-        out.append(
-            ("no Newton-Schulz", LearnedOptimizer("x", lopt.init_theta, make, lopt.hparams), contextlib.nullcontext)
-        )
-        out.append(("no NS, no features+MLP", out[-1][1], no_mlp))
+        out.append(("no features+MLP", lopt, no_mlp))
+        no_ns = LearnedOptimizer("x", lopt.init_theta, make, lopt.hparams)
+        out.append(("no NS, no features+MLP", no_ns, no_mlp))
     elif arch in swap:
         out.append(("no features+MLP", lopt, no_mlp))
     sgd = LearnedOptimizer("sgd", lopt.init_theta, lambda th, **kw: optax.sgd(1e-3), {})
@@ -229,9 +228,9 @@ def breakdown(args: argparse.Namespace) -> None:
         jax.clear_caches()
     strat = strategy_ms(args.arch, args.population, args.tasks, args.repeats)
     shares = {"strategy (ask + tell)": strat, "task forward/backward + unroll": gen["no optimizer (SGD)"] - strat}
-    if "no Newton-Schulz" in gen:
-        shares["Newton-Schulz"] = gen["full"] - gen["no Newton-Schulz"]
-        shares["features + MLP"] = gen["no Newton-Schulz"] - gen["no NS, no features+MLP"]
+    if "no NS, no features+MLP" in gen:
+        shares["Newton-Schulz"] = gen["no features+MLP"] - gen["no NS, no features+MLP"]
+        shares["features + MLP"] = gen["full"] - gen["no features+MLP"]
         shares["accumulators, norms, rest"] = gen["no NS, no features+MLP"] - gen["no optimizer (SGD)"]
     elif "no features+MLP" in gen:
         shares["features + MLP"] = gen["full"] - gen["no features+MLP"]
