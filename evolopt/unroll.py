@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from evolopt.architectures.base import LearnedOptimizer, Theta
+from evolopt.architectures.base import SHORT_ROW, LearnedOptimizer, Theta
 from evolopt.contracts import TaskFamily, TruncationLoss, log_uniform_int, normalized_loss
 
 META_LOSSES = ("train", "valid", "both")  # both: the mean of the two normalised losses
@@ -122,9 +122,6 @@ def init_inner_state(
 
 def _where(pred: jax.Array, a: Any, b: Any) -> Any:
     return jax.tree.map(lambda x, y: jnp.where(pred, x, y), a, b)
-
-
-SHORT_ROW = 16  # float32 lanes of a 512-bit vector: LLVM leaves a loop of fewer iterations scalar
 
 
 def carry_shapes(lopt: LearnedOptimizer, params: Any) -> Any:

@@ -26,6 +26,8 @@ from typing import Any
 import jax
 import optax
 
+SHORT_ROW = 16  # float32 lanes of a 512-bit vector: LLVM leaves a loop of fewer iterations scalar
+
 Theta = Any  # a pytree of float32 arrays
 
 
@@ -44,8 +46,8 @@ class LearnedOptimizer:
         (e.g. Celo2's ``"muon"``: the theta whose rule is Muon); chosen with the
         ``theta_init`` config key.
       flat_short_rows: a speed setting for training loops evolopt runs (meta-training's inner
-        loop, evaluation curves): carry each parameter tensor whose rows are shorter than 16
-        floats flat and apply the update there (``unroll.to_carry``), so that XLA CPU vectorises
+        loop, evaluation curves): carry each parameter tensor whose rows are shorter than ``SHORT_ROW``
+        (16) floats flat and apply the update there (``unroll.to_carry``), so that XLA CPU vectorises
         the rule's fused per-element loop on it. Results equal up to float rounding. On for the
         rules it speeds up (small_fc_lopt 1.22x, celo 1.07-1.12x per generation); off for
         celo2_base (0.94-1.02x) and the rest (README "Short rows carried flat").

@@ -45,7 +45,7 @@ import optax
 
 from evolopt.architectures import features as F
 from evolopt.architectures import fused
-from evolopt.architectures.base import LearnedOptimizer
+from evolopt.architectures.base import SHORT_ROW, LearnedOptimizer
 from evolopt.architectures.celo2_checkpoint import BLOCK_SIZES
 from evolopt.architectures.celo2_checkpoint import load_theta as load_theta  # re-exported: celo2.load_theta
 from evolopt.architectures.celo2_checkpoint import save_theta as save_theta
@@ -58,7 +58,6 @@ FACTORED_DECAYS = (0.9, 0.99, 0.999)
 NUM_INPUTS = sum(BLOCK_SIZES)  # 30
 NS_COEFFS = (3.4445, -4.7750, 2.0315)
 NS_STEPS = 5
-SHORT_ROW = 16  # float32 lanes of a 512-bit vector: rows shorter than this do not fill one
 DEFAULT_PARAM_REGEX = r".*bias.*|.*embed.*"
 
 
@@ -122,7 +121,7 @@ def newton_schulz(x: jax.Array, steps: int = NS_STEPS) -> jax.Array:
     ``||Y||_F^2 = tr G`` and ``s = 1 / (sqrt(tr G) + 1e-8)``, it is
     ``X_1 = s (a I + b s^2 G + c s^4 G^2) Y``, so ``Y`` is read only by two matmuls. Why: a
     norm and a division reading ``Y`` are elementwise consumers XLA CPU fuses ``Y``'s producer
-    into, and in meta-training it did, computing a rule's whole MLP three times (README,
+    into, and in meta-training it did, computing a rule's whole MLP twice (README,
     "Newton-Schulz's input read by matmuls only"); a matmul operand is materialised once.
     """
     a, b, c = NS_COEFFS
