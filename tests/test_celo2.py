@@ -163,6 +163,17 @@ def test_matches_naive_reference(orthogonalize):
             np.testing.assert_allclose(step[n], want, atol=2e-4, rtol=1e-3, err_msg=n)
 
 
+def test_directions_computed_transposed_only_for_tall_short_rows_on_cpu(monkeypatch):
+    """``computed_wide``: tall slices with rows under 16 floats, orthogonalised slice by slice, on CPU."""
+    assert C.computed_wide((32, 10), False) and C.computed_wide((3, 9, 4), False)
+    assert not C.computed_wide((10, 32), False)  # wide already
+    assert not C.computed_wide((2048, 512), False)  # rows long enough to vectorise: transposed reads cost more
+    assert not C.computed_wide((32, 16), False) and not C.computed_wide((10,), False)
+    assert not C.computed_wide((3, 9, 4), True)  # conv_as_matrix: one [27, 4] matrix, reshaped, not per slice
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert not C.computed_wide((32, 10), False)  # measured on CPU only
+
+
 @pytest.mark.parametrize("shape", [(6, 10), (12, 5), (3, 3, 4, 8), (2, 7, 7)])
 @pytest.mark.parametrize("scale", [1e-6, 1.0, 1e6])
 def test_newton_schulz_matches_the_textbook_iteration(shape, scale):

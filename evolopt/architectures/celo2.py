@@ -173,9 +173,11 @@ def computed_wide(shape: tuple[int, ...], conv_as_matrix: bool) -> bool:
     Why: in its own layout XLA CPU runs the per-element MLP over rows that short without
     vectorising it: image_mlp's [32, 10] head's MLP kernel took up to 77 ms per meta-training
     generation against 11-19 computed as [10, 32] (``benchmarks/kernel_profile.py --arch celo2``).
-    Longer rows stay as they are: transposed, a [2048, 512] update took 85 ms against 73.
+    Longer rows stay as they are: transposed, a [2048, 512] update took 85 ms against 73. Only
+    on CPU (jax's default backend), where it was measured: an accelerator's fused loops are not
+    vectorised along rows, and a transposed read may cost there (``benchmarks/device_figures.sh``).
     """
-    if len(shape) < 2 or (conv_as_matrix and len(shape) > 2):
+    if len(shape) < 2 or (conv_as_matrix and len(shape) > 2) or jax.default_backend() != "cpu":
         return False
     return shape[-2] > shape[-1] and shape[-1] < SHORT_ROW
 
