@@ -55,6 +55,7 @@ def worker(args: argparse.Namespace) -> None:
 
 
 def start_worker(tree: str, args: argparse.Namespace) -> subprocess.Popen:
+    """A worker importing ``tree``'s evolopt, one CPU device, talking over its stdin and stdout."""
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--arch", args.arch, "--task", args.task]
     cmd += ["--population", str(args.population), "--tasks", str(args.tasks), "--truncation", str(args.truncation)]
     env = {**os.environ, "PYTHONPATH": tree, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
@@ -62,6 +63,7 @@ def start_worker(tree: str, args: argparse.Namespace) -> subprocess.Popen:
 
 
 def read(proc: subprocess.Popen) -> dict:
+    """The worker's next JSON line; exits with a one-line error if it died."""
     line = proc.stdout.readline()
     if not line:
         raise SystemExit(f"a worker exited early (code {proc.wait()}); see its error above")
@@ -69,9 +71,10 @@ def read(proc: subprocess.Popen) -> dict:
 
 
 def compare(trees: dict[str, str], args: argparse.Namespace) -> None:
-    procs = {rev: start_worker(tree, args) for rev, tree in trees.items()}
+    """Times ``args.repeats`` generations of each revision (``rev: tree``), in turn, and prints the table."""
+    procs = {rev: start_worker(tree, args) for rev, tree in trees.items()}  # both compile at once
     try:
-        work = [read(p)["member_steps"] for p in procs.values()][0]
+        work = [read(p)["member_steps"] for p in procs.values()][0]  # the same for both: one config
         walls: dict[str, list[float]] = {rev: [] for rev in procs}
         for _ in range(args.repeats):
             for rev, proc in procs.items():
@@ -89,8 +92,8 @@ def compare(trees: dict[str, str], args: argparse.Namespace) -> None:
     )
     print(f"{'revision':<14}{'ms/generation':>15}{'member-steps/s':>16}")
     for rev in procs:
-        ms = statistics.median(walls[rev])
-        print(f"{rev:<14}{ms:>15.1f}{work / ms * 1e3:>16.0f}")
+        median_ms = statistics.median(walls[rev])
+        print(f"{rev:<14}{median_ms:>15.1f}{work / median_ms * 1e3:>16.0f}")
     paired = sorted(x / y for x, y in zip(walls[a], walls[b]))
     print(
         f"{a} / {b} time: {statistics.median(walls[a]) / statistics.median(walls[b]):.2f} (medians); "

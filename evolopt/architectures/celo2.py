@@ -30,7 +30,9 @@ Speed (``fused.py``): the first layer is linear, so each channel's normalisation
 into its weight row (a per-tensor scalar); the channel scales come from one variadic reduce
 over channels XLA recomputes rather than stores; the 12 row/column channels, constant along
 one axis, are mixed on their small vectors and broadcast. No ``[*shape, 30]`` feature tensor
-is materialised.
+is materialised. Newton-Schulz reads the MLP's output through matmuls only, so XLA stores it once
+(``newton_schulz``), and on CPU a tall tensor with short rows has its direction computed
+transposed (``computed_wide``).
 """
 
 from __future__ import annotations
