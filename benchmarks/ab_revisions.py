@@ -8,7 +8,7 @@ other mislead. Here each revision's ``evolopt`` is checked out into a temporary 
 (``git worktree add --detach``; ``.``, the default second revision, is this checkout with its
 uncommitted changes) and imported by its own worker process (``PYTHONPATH``; one process cannot
 hold two ``evolopt`` packages); each worker compiles the generation step as meta-training does
-(``member_steps.jit_step``, of *this* checkout's benchmarks), then the two are told in turn to run
+(``member_steps.warm_step``, of *this* checkout's benchmarks), then the two are told in turn to run
 one generation (a, b, a, b, ...), so that drift hits both alike. Prints each revision's median ms
 per generation and member-steps/s, and the median of the paired ratios (each a against the b after
 it). The revisions must share ``member_steps``'s interfaces (``MetaTrainer``, ``UnrollConfig``, the
@@ -40,12 +40,7 @@ def worker(args: argparse.Namespace) -> None:
     if not os.path.abspath(evolopt.__file__).startswith(os.getcwd() + os.sep):  # an editable install's finder won
         raise SystemExit(f"imported evolopt from {evolopt.__file__}, not from the worktree {os.getcwd()}")
 
-    trainer, theta0 = ms.make_trainer(args.arch, args.task, args.population, args.tasks, args.truncation)
-    state = trainer.init(jax.random.key(1), theta0)
-    step = ms.jit_step(trainer)
-    for _ in range(2):  # compile, then one warm step
-        state, m = step(state)
-    jax.block_until_ready(m)
+    trainer, step, state = ms.warm_step(args.arch, args.task, args.population, args.tasks, args.truncation)
     print(json.dumps({"ready": True, "member_steps": trainer.member_steps_per_generation}), flush=True)
     for _ in sys.stdin:
         t0 = time.perf_counter()

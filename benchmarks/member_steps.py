@@ -53,12 +53,7 @@ def measure(
     replace the registered arch (the breakdown's stand-ins)."""
     import jax
 
-    trainer, theta0 = make_trainer(arch, task, population, tasks, truncation, lopt, theta0)
-    state = trainer.init(jax.random.key(1), theta0)
-    step = jit_step(trainer)
-    for _ in range(2):  # compile, then one warm step
-        state, m = step(state)
-    jax.block_until_ready(m)
+    trainer, step, state = warm_step(arch, task, population, tasks, truncation, lopt, theta0)
     t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(repeats):
         state, m = step(state)
@@ -66,6 +61,20 @@ def measure(
     wall = time.perf_counter() - t0
     # (member-steps/s, cores busy: this process's CPU time / wall time over the timed steps)
     return trainer.member_steps_per_generation * repeats / wall, (time.process_time() - c0) / wall
+
+
+def warm_step(arch: str, task: str, population: int, tasks: int, truncation: int, lopt=None, theta0=None):
+    """``(trainer, step, state)``: the generation step jitted as meta-training's (``jit_step``), compiled
+    and run once more warm, and the state after those two generations, ready to time."""
+    import jax
+
+    trainer, theta0 = make_trainer(arch, task, population, tasks, truncation, lopt, theta0)
+    state = trainer.init(jax.random.key(1), theta0)
+    step = jit_step(trainer)
+    for _ in range(2):  # compile, then one warm step
+        state, m = step(state)
+    jax.block_until_ready(m)
+    return trainer, step, state
 
 
 def make_trainer(arch: str, task: str, population: int, tasks: int, truncation: int, lopt=None, theta0=None):

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from evolopt.architectures.base import SHORT_ROW, LearnedOptimizer, Theta
+from evolopt.architectures.base import LearnedOptimizer, Theta, short_rows
 from evolopt.contracts import TaskFamily, TruncationLoss, log_uniform_int, normalized_loss
 
 META_LOSSES = ("train", "valid", "both")  # both: the mean of the two normalised losses
@@ -130,13 +130,9 @@ def carry_shapes(lopt: LearnedOptimizer, params: Any) -> Any:
     return jax.tree.map(jnp.shape, params) if lopt.flat_short_rows else None
 
 
-def _short_rows(shape: tuple[int, ...]) -> bool:
-    return len(shape) >= 2 and shape[-1] < SHORT_ROW
-
-
 def to_carry(tree: Any, shapes: Any) -> Any:
     """``tree`` (params or updates) in the carry layout: each tensor whose rows are shorter than
-    ``SHORT_ROW`` flattened (a free reshape); unchanged where ``shapes`` is None.
+    ``SHORT_ROW`` (``architectures.base``) flattened (a free reshape); unchanged where ``shapes`` is None.
 
     Why: XLA fuses a per-element rule into the loop that applies its update, and that loop runs
     over the applied array's shape. On a ``[32, 10]`` classifier head its inner loop has 10
@@ -145,7 +141,7 @@ def to_carry(tree: Any, shapes: Any) -> Any:
     """
     if shapes is None:
         return tree
-    return jax.tree.map(lambda x, s: x.reshape(-1) if _short_rows(s) else x, tree, shapes)
+    return jax.tree.map(lambda x, s: x.reshape(-1) if short_rows(s) else x, tree, shapes)
 
 
 def from_carry(tree: Any, shapes: Any) -> Any:

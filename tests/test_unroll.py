@@ -153,7 +153,8 @@ def test_valid_meta_loss_needs_a_family_with_validation_data():
 def test_carry_layout_flattens_exactly_the_tensors_with_short_rows():
     """Rows shorter than 16 floats (a classifier head, a conv kernel with 8 outputs) go flat; vectors,
     scalars and long rows keep their shape; ``from_carry`` restores every shape and value."""
-    from evolopt.unroll import SHORT_ROW, from_carry, to_carry
+    from evolopt.architectures.base import SHORT_ROW
+    from evolopt.unroll import from_carry, to_carry
 
     assert SHORT_ROW == 16
     tree = {

@@ -28,6 +28,12 @@ import optax
 
 SHORT_ROW = 16  # float32 lanes of a 512-bit vector: LLVM leaves a loop of fewer iterations scalar
 
+
+def short_rows(shape: tuple[int, ...]) -> bool:
+    """Whether a tensor of ``shape`` (ndim >= 2) has rows shorter than ``SHORT_ROW`` floats."""
+    return len(shape) >= 2 and shape[-1] < SHORT_ROW
+
+
 Theta = Any  # a pytree of float32 arrays
 
 

@@ -47,7 +47,7 @@ import optax
 
 from evolopt.architectures import features as F
 from evolopt.architectures import fused
-from evolopt.architectures.base import SHORT_ROW, LearnedOptimizer
+from evolopt.architectures.base import LearnedOptimizer, short_rows
 from evolopt.architectures.celo2_checkpoint import BLOCK_SIZES
 from evolopt.architectures.celo2_checkpoint import load_theta as load_theta  # re-exported: celo2.load_theta
 from evolopt.architectures.celo2_checkpoint import save_theta as save_theta
@@ -179,9 +179,9 @@ def computed_wide(shape: tuple[int, ...], conv_as_matrix: bool) -> bool:
     on CPU (jax's default backend), where it was measured: an accelerator's fused loops are not
     vectorised along rows, and a transposed read may cost there (``benchmarks/device_figures.sh``).
     """
-    if len(shape) < 2 or (conv_as_matrix and len(shape) > 2) or jax.default_backend() != "cpu":
+    if not short_rows(shape) or (conv_as_matrix and len(shape) > 2) or jax.default_backend() != "cpu":
         return False
-    return shape[-2] > shape[-1] and shape[-1] < SHORT_ROW
+    return shape[-2] > shape[-1]
 
 
 def step_axes(ndim: int, conv_as_matrix: bool) -> tuple[int, ...]:
