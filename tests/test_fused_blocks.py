@@ -119,3 +119,47 @@ def test_block_size_follows_the_backend(backend, loops, monkeypatch):
     params = {"kernel": jnp.ones((300, 300))}
     jaxpr = str(jax.make_jaxpr(lambda g: opt.update(g, opt.init(params), params, loss=1.0, num_steps=10)[0])(params))
     assert jaxpr.count("scan[") + jaxpr.count("while[") == loops  # fori_loop: a scan
+
+
+def test_stored_returns_its_input_through_a_loop_xla_keeps():
+    """``fused.stored`` is the identity, batched or not, and its loop survives compilation (the loop is
+    what stores ``x``); ``recomputes_mlp`` holds only for a traced theta on CPU."""
+    x = jax.random.normal(jax.random.PRNGKey(0), (4, 6, 5))
+    np.testing.assert_array_equal(jax.jit(fused.stored)(x), x)
+    np.testing.assert_array_equal(jax.jit(jax.vmap(lambda r: fused.stored(jnp.sin(r))))(x), jnp.sin(x))
+    assert " while(" in jax.jit(lambda r: fused.stored(jnp.sin(r)) * 2.0).lower(x).compile().as_text()
+    theta = {"w": jnp.ones(3)}
+    assert not fused.recomputes_mlp(theta)  # a constant: a user's optimizer
+    seen = []
+    jax.jit(lambda t: seen.append(fused.recomputes_mlp(t)))(theta)
+    assert seen == [jax.default_backend() == "cpu"]
+
+
+def _mlp_loops(arch: str, params: dict, store: bool, monkeypatch) -> list[int]:
+    """Multiplies of each fused loop with an MLP's worth of them (> 200) in ``arch``'s update, theta
+    traced (as meta-training compiles it), with ``fused.stored`` in use or not."""
+    from evolopt.registry import ARCHITECTURES
+
+    monkeypatch.setattr(fused, "recomputes_mlp", lambda theta: store)
+    lopt = ARCHITECTURES.build(arch)
+    theta = lopt.init_theta(jax.random.PRNGKey(0))
+
+    def update(theta, params):
+        tx = lopt.optimizer(theta)
+        return tx.update(params, tx.init(params), params)[0]
+
+    text = jax.jit(update).lower(theta, params).compile().as_text()
+    return [c.count("multiply(") for c in text.split("\n\n") if c.count("multiply(") > 200]
+
+
+@pytest.mark.parametrize("arch", ["celo2_base", "celo2_ns_input"])
+def test_celo2_base_mlp_computed_once_with_theta_traced(arch, monkeypatch):
+    """With theta traced XLA CPU fused a celo2 rule's whole MLP into both readers of its unit-RMS
+    direction (the norm's reduction and the multiply): two MLP loops per tensor. ``fused.stored``
+    leaves one. (celo2_ns_input sends the 1-D leaf to Adam: two tensors with an MLP.)"""
+    if jax.default_backend() != "cpu":
+        pytest.skip("the duplication and its remedy are XLA CPU's")
+    params = {"w": jnp.ones((32, 10)), "v": jnp.ones((8, 24)), "b": jnp.ones((10,))}
+    tensors = 3 if arch == "celo2_base" else 2
+    assert len(_mlp_loops(arch, params, False, monkeypatch)) == 2 * tensors
+    assert len(_mlp_loops(arch, params, True, monkeypatch)) == tensors

@@ -31,8 +31,9 @@ into its weight row (a per-tensor scalar); the channel scales come from one vari
 over channels XLA recomputes rather than stores; the 12 row/column channels, constant along
 one axis, are mixed on their small vectors and broadcast. No ``[*shape, 30]`` feature tensor
 is materialised. Newton-Schulz reads the MLP's output through matmuls only, so XLA stores it once
-(``newton_schulz``), and on CPU a tall tensor with short rows has its direction computed
-transposed (``computed_wide``).
+(``newton_schulz``); a direction that is only RMS-normalised (celo2_base, celo2_ns_input) is stored
+through ``fused.stored`` where XLA would compute it in each reader (CPU, theta traced). On CPU a
+tall tensor with short rows has its direction computed transposed (``computed_wide``).
 """
 
 from __future__ import annotations
@@ -170,7 +171,8 @@ def orthogonalize_step(
 def computed_wide(shape: tuple[int, ...], conv_as_matrix: bool) -> bool:
     """Whether a tensor's direction is computed transposed, as the wide matrices Newton-Schulz
     iterates on: its slices, orthogonalised one by one, have more rows than columns and rows
-    shorter than ``SHORT_ROW``.
+    shorter than ``SHORT_ROW``. (A direction that is not orthogonalised is computed transposed only
+    where it is ``fused.stored``: read in its own layout, XLA would compute it in that layout.)
 
     Why: in its own layout XLA CPU runs the per-element MLP over rows that short without
     vectorising it: image_mlp's [32, 10] head's MLP kernel took up to 77 ms per meta-training
@@ -266,6 +268,7 @@ def scale_by_celo2(
     (``loss``, ``num_steps``) are ignored. ``theta`` may be traced.
     """
     mlp = theta["ff_mod_stack"]["~"]
+    store = fused.recomputes_mlp(mlp)  # meta-training on CPU: the direction stored, short rows transposed
     decays = (jnp.asarray(MOMENTUM_DECAYS), jnp.asarray(RMS_DECAY), jnp.asarray(FACTORED_DECAYS))
 
     def init_fn(params):
@@ -287,18 +290,21 @@ def scale_by_celo2(
             if p.ndim == 0:  # scalars behave as 1-element vectors
                 acc = jax.tree.map(lambda a: a.reshape(a.shape + (1,)), acc)
             p32 = p.astype(jnp.float32).reshape(p.shape or (1,))
-            extra, wide = None, False
+            extra = None
             if ns_input:
                 extra = orthogonalize_step(acc["m"][0], conv_as_matrix)[0] if p.ndim >= 2 else acc["m"][0]
-            elif orthogonalize:
-                wide = computed_wide(p.shape, conv_as_matrix)
-            dirs.append((_direction(mlp, p32, g32.reshape(p32.shape), acc, exp_mult, extra, wide), wide))
+            orthogonal = orthogonalize and not ns_input and p.ndim >= 2
+            wide = (orthogonal or store) and computed_wide(p.shape, conv_as_matrix)
+            dirs.append((_direction(mlp, p32, g32.reshape(p32.shape), acc, exp_mult, extra, wide), wide, orthogonal))
         steps = []
-        for (d, wide), g in zip(dirs, flat_g):
+        for (d, wide, orthogonal), g in zip(dirs, flat_g):
             # ns_input: the momentum was orthogonalised (as one matrix with conv_as_matrix), not d
             axes = step_axes(d.ndim, ns_input and conv_as_matrix)
-            if orthogonalize and not ns_input and d.ndim >= 2:  # per tensor: XLA CPU runs batched matmuls on one thread
+            if orthogonal:  # per tensor: XLA CPU runs batched matmuls on one thread
                 d, axes = orthogonalize_step(d, conv_as_matrix, wide)
+            elif store:  # read by the RMS's reduction and the multiply: computed once, not in each
+                d = fused.stored(d)
+                d = jnp.swapaxes(d, -1, -2) if wide else d
             steps.append((d * fused.rms_scale(d, axes, 1e-9)).reshape(g.shape).astype(g.dtype))
         return treedef.unflatten(steps), {"acc": treedef.unflatten(accs)}
 

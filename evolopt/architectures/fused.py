@@ -108,6 +108,28 @@ def first_layer(
 WIDE = 16  # layers at least this wide run channels-last as matmuls
 
 
+def recomputes_mlp(theta: Any) -> bool:
+    """Whether XLA would compute a rule's MLP output once per elementwise consumer: on CPU, with
+    ``theta`` traced (meta-training, or evaluation jitted over theta). With theta a constant (a user's
+    optimizer) XLA CPU stores the output once; traced, it fuses the whole MLP into every consumer (a
+    norm's reduction and the multiply by it: celo2_base's MLP ran twice per tensor, ~22% of its
+    generation). Use ``stored`` where this holds."""
+    return jax.default_backend() == "cpu" and any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(theta))
+
+
+def stored(x: jax.Array) -> jax.Array:
+    """``x``, computed once and stored, for consumers that would each recompute it (``recomputes_mlp``).
+
+    XLA CPU drops ``optimization_barrier`` before fusion, but never fuses a while loop's operand
+    into anything: ``x`` enters a loop that runs once, returns it in place of a zero-filled carry,
+    and whose predicate is a carried flag XLA does not prove false after one step (so the loop stays;
+    ``test_celo2_base_mlp_computed_once_with_theta_traced`` checks the compiled step). Costs the
+    loop's start and writing the zeros.
+    """
+    once = jax.lax.while_loop(lambda c: ~c[0], lambda c: (jnp.bool_(True), x), (jnp.bool_(False), jnp.zeros_like(x)))
+    return once[1]
+
+
 def _dense(w: jax.Array, b: jax.Array, h: Sequence[jax.Array], units: Sequence[int] | None = None) -> list[jax.Array]:
     """Units ``[b[k] + sum_j w[j, k] h[j] for k in units]`` (default: all) as one multi-output
     elementwise loop (each input unit is read once per element)."""
