@@ -29,7 +29,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-from arch_step_time import best_ms  # benchmarks/ is on the path when run as a script
+from rule_costs import best_ms  # benchmarks/ is on the path when run as a script
 
 from evolopt import xla_cpu
 

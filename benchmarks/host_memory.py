@@ -28,6 +28,7 @@ tunable is read when the process starts, so ``with_huge_pages`` starts the bench
 
 from __future__ import annotations
 
+import argparse
 import ctypes
 import ctypes.util
 import functools
@@ -122,3 +123,22 @@ def hold_for_benchmark(requested: bool | None) -> tuple[str, str | None]:
         return f"C library's default malloc ({why_not})", why_not if requested else None
     huge = f"no huge pages: {no_huge_pages}" if no_huge_pages else f"blocks over 32 MB on huge pages ({HUGE_PAGES})"
     return f"freed memory held (mallopt), {huge}", None
+
+
+def add_option(ap: argparse.ArgumentParser, each: str) -> None:
+    """A benchmark's ``--hold-freed-memory`` / ``--no-hold-freed-memory`` (``each``: what is timed, e.g. "call")."""
+    ap.add_argument(
+        "--hold-freed-memory",
+        action=argparse.BooleanOptionalAction,
+        help=f"glibc keeps freed memory and maps large blocks on huge pages, so each {each} does not fault its "
+        "buffers in again page by page (default: on Linux)",
+    )
+
+
+def hold_or_exit(ap: argparse.ArgumentParser, requested: bool | None) -> str:
+    """``hold_for_benchmark(requested)``, called before jax's first computation; an explicit request it
+    cannot meet exits with one line (``ap.error``). Returns what the run's header says about memory."""
+    held, failed = hold_for_benchmark(requested)
+    if failed:
+        ap.error(f"--hold-freed-memory: {failed}; run with --no-hold-freed-memory")
+    return held

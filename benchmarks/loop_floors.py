@@ -39,7 +39,7 @@ def bare_ns(task: str, batch: int, repeats: int) -> tuple[float, int]:
     of ``task``'s model, batched over ``batch`` members x tasks as the generation step vmaps it (best of
     ``repeats`` calls, compiled as meta-training's)."""
     import jax
-    from arch_step_time import best_ms  # benchmarks/ is on the path when this file runs as a script
+    from rule_costs import best_ms  # benchmarks/ is on the path when this file runs as a script
 
     from evolopt import xla_cpu
     from evolopt.architectures.celo2 import newton_schulz
@@ -55,10 +55,10 @@ def bare_ns(task: str, batch: int, repeats: int) -> tuple[float, int]:
 def mlp_tensors(arch: str, task: str) -> tuple[list[tuple[int, ...]], int, bool]:
     """``(shapes, macs, wide)``: the shapes of ``task``'s parameter tensors that ``arch``'s per-element MLP
     updates (celo2: the matrices; its vectors get Adam), the multiply-adds per element its MLP must do
-    (``arch_step_time.mlp_macs``), and whether its layers are wide (run as matmuls, ``fused.WIDE``)."""
+    (``rule_costs.mlp_macs``), and whether its layers are wide (run as matmuls, ``fused.WIDE``)."""
     import jax
-    from arch_step_time import mlp_macs  # benchmarks/ is on the path when this file runs as a script
     from member_steps import build_lopt
+    from rule_costs import mlp_macs  # benchmarks/ is on the path when this file runs as a script
 
     lopt = build_lopt(arch)
     macs, wide = mlp_macs(arch, lopt.init_theta(jax.random.key(0)), lopt.hparams)
@@ -69,12 +69,12 @@ def mlp_floor(arch: str, task: str, batch: int, repeats: int) -> tuple[float, fl
     """``(FLOPs, ms)`` of one inner step's per-element MLP alone at its floor: ``mlp_tensors``' multiply-adds
     over its tensors, batched over ``batch`` members x tasks as the generation step vmaps them, at the rate
     this machine does them on those same batched tensors: the elementwise probe
-    (``arch_step_time.elementwise_rate``: a narrow MLP's hidden units), or for a wide MLP a batched
+    (``rule_costs.elementwise_rate``: a narrow MLP's hidden units), or for a wide MLP a batched
     ``[n, 32] @ [32, 32]`` matmul per member; compiled as meta-training's."""
     import jax
     import jax.numpy as jnp
-    from arch_step_time import best_ms, elementwise_rate
     from member_steps import meta_training_vector_width
+    from rule_costs import best_ms, elementwise_rate
 
     from evolopt import xla_cpu
 

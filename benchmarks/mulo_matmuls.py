@@ -8,7 +8,7 @@ timed in turn in one loop (``arch_step_time.interleaved``, so a shared machine's
 alike), and one 1024^3 matmul for the machine's large-matmul rate (best of, as
 ``arch_step_time``'s machine rates), all compiled with ``xla_cpu.REASSOCIATE`` as meta-training
 compiles on CPU. Their GFLOP/s bound μLO's update from below: the MLP alone does 18x
-small_fc_lopt's multiply-adds per element (1600 against 88, ``arch_step_time.mlp_macs``).
+small_fc_lopt's multiply-adds per element (1600 against 88, ``rule_costs.mlp_macs``).
 
     python benchmarks/mulo_matmuls.py [--blocks 4096,8192,16384] [--repeats 7]
 """

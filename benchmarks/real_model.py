@@ -38,10 +38,11 @@ from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
+import host_memory  # benchmarks/ is on the path when run as a script
 import jax
 import jax.numpy as jnp
 import optax
-from host_memory import hold_for_benchmark, minor_faults  # benchmarks/ is on the path when run as a script
+from host_memory import minor_faults
 
 from evolopt import xla_cpu
 
@@ -154,17 +155,10 @@ def main() -> None:
     ap.add_argument("--archs", help="comma-separated subset of the registered architectures")
     ap.add_argument("--cpu-reassociate", action="store_true", help="jit with evolopt.xla_cpu.REASSOCIATE")
     ap.add_argument("--vector-width", type=int, choices=xla_cpu.VECTOR_WIDTHS, help="bits XLA CPU should prefer")
-    ap.add_argument(
-        "--hold-freed-memory",
-        action=argparse.BooleanOptionalAction,
-        help="glibc keeps freed memory and maps large blocks on huge pages, so each step does not fault its "
-        "buffers in again page by page (default: on Linux)",
-    )
+    host_memory.add_option(ap, "step")
     args = ap.parse_args()
     options = (args.cpu_reassociate, args.vector_width)
-    held, failed = hold_for_benchmark(args.hold_freed_memory)  # before jax's first computation
-    if failed:
-        ap.error(f"--hold-freed-memory: {failed}; run with --no-hold-freed-memory")
+    held = host_memory.hold_or_exit(ap, args.hold_freed_memory)  # before jax's first computation
 
     import evolopt.architectures  # noqa: F401  (registers every architecture)
     from evolopt.registry import ARCHITECTURES

@@ -18,7 +18,7 @@ Per parameter tensor ``p`` with gradient ``g`` (first clipped to [-1000, 1000]):
 
 ``scale_by_celo2`` emits ``+step``, the quantity the authors SUBTRACT from ``p``.
 ``celo2`` is the full optimizer: ``p <- p - lr (step + wd p)`` for matrices and
-``p <- p - 20 lr (adam + wd p)`` for biases/embeddings/1-D leaves.
+``p <- p - 20 lr (adam + wd p)`` for biases/embeddings/1-D leaves (``celo2_adam``).
 
 Choices where the authors' code and the spec leave room: the Adam group's gradients
 are clipped too (spec; the authors clip only the learned group's); leaves with
@@ -38,7 +38,6 @@ tall tensor with short rows has its direction computed transposed (``computed_wi
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import jax
@@ -49,6 +48,8 @@ import optax
 from evolopt.architectures import features as F
 from evolopt.architectures import fused
 from evolopt.architectures.base import LearnedOptimizer, short_rows
+from evolopt.architectures.celo2_adam import adam_labels as adam_labels  # re-exported: celo2.adam_labels
+from evolopt.architectures.celo2_adam import scale_by_celo2_adam
 from evolopt.architectures.celo2_checkpoint import BLOCK_SIZES
 from evolopt.architectures.celo2_checkpoint import load_theta as load_theta  # re-exported: celo2.load_theta
 from evolopt.architectures.celo2_checkpoint import save_theta as save_theta
@@ -309,50 +310,6 @@ def scale_by_celo2(
         return treedef.unflatten(steps), {"acc": treedef.unflatten(accs)}
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
-
-
-def scale_by_celo2_adam(
-    b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, bias_correction: bool = False
-) -> optax.GradientTransformation:
-    """Adam as Celo2 uses it: ``m / sqrt(v + eps)``, eps inside the root.
-
-    ``m <- b1 m + (1-b1) g``, ``v <- b2 v + (1-b2) g^2``; no bias correction by default.
-    """
-
-    def init_fn(params):
-        zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
-        return {"count": jnp.zeros((), jnp.int32), "m": zeros, "v": zeros}
-
-    def update_fn(updates, state, params=None):
-        del params
-        count = optax.safe_increment(state["count"])
-        m = jax.tree.map(lambda m, g: b1 * m + (1 - b1) * g, state["m"], updates)
-        v = jax.tree.map(lambda v, g: b2 * v + (1 - b2) * jnp.square(g), state["v"], updates)
-        mh, vh = m, v
-        if bias_correction:
-            mh = optax.tree.bias_correction(m, b1, count)
-            vh = optax.tree.bias_correction(v, b2, count)
-        step = jax.tree.map(lambda a, b, g: (a * jax.lax.rsqrt(b + eps)).astype(g.dtype), mh, vh, updates)
-        return step, {"count": count, "m": m, "v": v}
-
-    return optax.GradientTransformation(init_fn, update_fn)
-
-
-def path_string(path: tuple) -> str:
-    """``params/Dense_0/bias``-style name of a pytree path (the authors' regex format)."""
-    return jax.tree_util.keystr(path, simple=True, separator="/")
-
-
-def adam_labels(params: Any, param_regex: str, route_1d_to_adam: bool = True) -> Any:
-    """``"adam"`` for leaves whose path matches ``param_regex`` (or ndim < 2), else ``"celo2"``."""
-    pattern = re.compile(param_regex) if param_regex else None
-
-    def label(path, x):
-        to_adam = bool(pattern and pattern.search(path_string(path)))
-        to_adam |= route_1d_to_adam and jnp.ndim(x) < 2
-        return "adam" if to_adam else "celo2"
-
-    return jax.tree_util.tree_map_with_path(label, params)
 
 
 def celo2(
