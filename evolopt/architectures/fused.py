@@ -117,6 +117,7 @@ def recomputes_mlp(theta: Any) -> bool:
     return jax.default_backend() == "cpu" and any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(theta))
 
 
+@jax.custom_jvp
 def stored(x: jax.Array) -> jax.Array:
     """``x``, computed once and stored, for consumers that would each recompute it (``recomputes_mlp``).
 
@@ -124,10 +125,16 @@ def stored(x: jax.Array) -> jax.Array:
     into anything: ``x`` enters a loop that runs once, returns it in place of a zero-filled carry,
     and whose predicate is a carried flag XLA does not prove false after one step (so the loop stays;
     ``test_celo2_base_mlp_computed_once_with_theta_traced`` checks the compiled step). Costs the
-    loop's start and writing the zeros.
+    loop's start and writing the zeros. Differentiable as the identity (a custom JVP: reverse mode
+    cannot pass through a while loop; ``evolopt.diagnose`` takes ``jax.grad`` through unrolls).
     """
     once = jax.lax.while_loop(lambda c: ~c[0], lambda c: (jnp.bool_(True), x), (jnp.bool_(False), jnp.zeros_like(x)))
     return once[1]
+
+
+@stored.defjvp
+def _stored_jvp(primals: tuple, tangents: tuple) -> tuple:
+    return stored(primals[0]), tangents[0]
 
 
 def _dense(w: jax.Array, b: jax.Array, h: Sequence[jax.Array], units: Sequence[int] | None = None) -> list[jax.Array]:
