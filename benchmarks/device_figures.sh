@@ -67,6 +67,8 @@ part real_model 180 "$PY" benchmarks/real_model.py --preset 20m --batch 32 --seq
 part member_steps 110 "$PY" benchmarks/member_steps.py --arch celo2 --populations 64,256,1024,4096
 part arch_step_time_loop 75 "$PY" benchmarks/arch_step_time.py --repeats 20 --loop 8
 part mulo_blocks 40 "$PY" benchmarks/mulo_matmuls.py --blocks 8192,65536,1048576 --repeats 20
+# Whether XLA computes celo2_base's MLP once per reader on this backend too (fused.stored is CPU-only).
+part mlp_loops 40 "$PY" benchmarks/kernel_profile.py --arch celo2_base --mlp-loops --population 8 --tasks 2 --truncation 5
 # Not asked by issue 16, last so that a short lease cuts only it: same-shaped tensors grouped on a GPU
 # (one kernel per shape instead of per tensor; on CPU it compiled 2.6-3.8x faster but stepped slower).
 part compile_time_lm 60 "$PY" benchmarks/compile_time.py --model lm --archs small_fc_lopt,celo2_base

@@ -12,6 +12,11 @@ that shows up twice per tensor is computed twice (in meta-training XLA CPU recom
 consumer of its output normalisation; README, "The fitness loop's features + MLP against a floor").
 Control-flow thunks (``while``, ``conditional``, ``call``) are left out: the kernels inside them are
 counted on their own. Kernels may run two at a time, so their sum may exceed the generation's wall time.
+
+``--mlp-loops`` only compiles: it prints the fused loops that hold a per-element MLP (over
+``MLP_MULTIPLIES`` multiplies each) in the generation step, with ``fused.stored`` off and on, so that one
+sees on any backend whether XLA computes a rule's MLP once per tensor or once per reader (celo2_base on
+CPU: twice per tensor without it; README, "celo2_base's direction stored once").
 """
 
 from __future__ import annotations
@@ -65,6 +70,42 @@ def describe(hlo: str, name: str) -> str:
     return f"{shape[:40]:40s} {ops:48s} {source.group(1).split('/')[-1] if source else ''}"
 
 
+MLP_MULTIPLIES = 200  # more multiplies than any other fused loop of a generation step; a narrow MLP's 263-583
+
+
+def mlp_loops(hlo: str) -> list[tuple[int, str]]:
+    """``[(multiplies, first parameter's shape)]`` of every fused computation in the module text ``hlo``
+    with over ``MLP_MULTIPLIES`` multiplies: a per-element MLP's loop."""
+    out = []
+    for block in hlo.split("\n\n"):
+        n = block.count(" multiply(")
+        head = re.match(r"\s*%?[\w.\-]+ \(param_0[.\d]*: (\w+\[[\d,]*\])", block)
+        if n > MLP_MULTIPLIES and head:
+            out.append((n, head.group(1)))
+    return out
+
+
+def count_mlp_loops(arch: str, task: str, population: int, tasks: int, truncation: int) -> None:
+    """Print the generation step's MLP loops (``mlp_loops``) with ``fused.stored`` as this backend
+    chooses (``fused.recomputes_mlp``), forced off, and forced on."""
+    import jax
+    from member_steps import jit_step, make_trainer  # benchmarks/ is on the path
+
+    from evolopt.architectures import fused
+
+    chosen = fused.recomputes_mlp
+    for label, rule in (("as chosen", chosen), ("stored off", lambda t: False), ("stored on", lambda t: True)):
+        fused.recomputes_mlp = rule
+        try:
+            trainer, theta0 = make_trainer(arch, task, population, tasks, truncation)
+            state = trainer.init(jax.random.key(1), theta0)
+            loops = mlp_loops(jit_step(trainer).lower(state).compile().as_text())
+        finally:
+            fused.recomputes_mlp = chosen
+        shapes = ", ".join(f"{shape} ({n})" for n, shape in loops)
+        print(f"{arch} on {jax.default_backend()}, {label}: {len(loops)} MLP loops: {shapes}", flush=True)
+
+
 def profile(
     arch: str, task: str, population: int, tasks: int, truncation: int, generations: int
 ) -> tuple[list[tuple[str, float, int]], str]:
@@ -113,7 +154,10 @@ def main() -> None:
     add_generation_options(p, "celo2_base")
     p.add_argument("--generations", type=int, default=3)
     p.add_argument("--top", type=int, default=25, help="kernels to print")
+    p.add_argument("--mlp-loops", action="store_true", help="only count the MLP's fused loops, stored off / on")
     args = p.parse_args()
+    if args.mlp_loops:
+        return count_mlp_loops(args.arch, args.task, args.population, args.tasks, args.truncation)
     table, hlo = profile(args.arch, args.task, args.population, args.tasks, args.truncation, args.generations)
     print(f"{'ms/gen':>8} {'runs':>5}  {'kernel':32s} {'output':40s} {'ops (most frequent)':48s} from")
     for name, ms, runs in table[: args.top]:

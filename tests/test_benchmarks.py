@@ -414,3 +414,18 @@ def test_kernel_profile_sums_each_kernel_per_generation_and_reads_its_hlo(monkey
     described = module.describe(hlo, "add_add_fusion.3").split()
     assert described == ["f32[4,8]{1,0}", "multiply", "2", "add", "1", "add"]
     assert module.describe(hlo, "no_such_kernel") == ""
+
+
+def test_kernel_profile_finds_the_fused_loops_that_hold_an_mlp(monkeypatch):
+    """``kernel_profile.mlp_loops``: fused computations with over ``MLP_MULTIPLIES`` multiplies (a per-element
+    MLP's loop), with their multiply count and first parameter's shape; smaller fusions are left out."""
+    module = load_benchmark("kernel_profile", monkeypatch)
+
+    def fusion(name: str, shape: str, multiplies: int) -> str:
+        body = [f"  %multiply.{i} = {shape}{{1,0}} multiply(%param_0, %param_1)" for i in range(multiplies)]
+        return "\n".join([f"%{name} (param_0.12: {shape}, param_1.3: f32[]) -> {shape} {{", *body, "}"])
+
+    big = module.MLP_MULTIPLIES + 1
+    hlo = "\n\n".join([fusion("fused_computation.1", "f32[4,2,32,10]", big), fusion("fused_computation.2", "f32[8]", 3)])
+    hlo += "\n\n" + fusion("fused_computation.3", "f32[4,8,8]", 2 * big)
+    assert module.mlp_loops(hlo) == [(big, "f32[4,2,32,10]"), (2 * big, "f32[4,8,8]")]
