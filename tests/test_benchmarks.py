@@ -426,6 +426,8 @@ def test_kernel_profile_finds_the_fused_loops_that_hold_an_mlp(monkeypatch):
         return "\n".join([f"%{name} (param_0.12: {shape}, param_1.3: f32[]) -> {shape} {{", *body, "}"])
 
     big = module.MLP_MULTIPLIES + 1
-    hlo = "\n\n".join([fusion("fused_computation.1", "f32[4,2,32,10]", big), fusion("fused_computation.2", "f32[8]", 3)])
+    hlo = "\n\n".join(
+        [fusion("fused_computation.1", "f32[4,2,32,10]", big), fusion("fused_computation.2", "f32[8]", 3)]
+    )
     hlo += "\n\n" + fusion("fused_computation.3", "f32[4,8,8]", 2 * big)
     assert module.mlp_loops(hlo) == [(big, "f32[4,2,32,10]"), (2 * big, "f32[4,8,8]")]
