@@ -31,7 +31,9 @@ Optimisation barriers between layers were added to stop XLA from fusing a layer 
 one, duplicating producers. XLA CPU in jax 0.10 drops them before fusion (measured in session 15:
 none is left in the compiled update); the channels, the whole MLP and the update then fuse into
 one loop per tensor, in which each hidden unit is emitted once per element, so the fused form
-recomputes nothing either way.
+recomputes nothing either way. Except where an MLP's output has two elementwise readers (a norm's
+reduction and the multiply by it) and theta is traced: XLA CPU then fuses the whole MLP into each,
+so such an output goes through ``stored`` (``recomputes_mlp`` says where).
 """
 
 from __future__ import annotations
