@@ -13,7 +13,8 @@ compiled before: results do not change.
   there is one, else ``$XDG_CACHE_HOME/evolopt/xla`` (``~/.cache/evolopt/xla``), kept under
   ``AUTO_MAX_BYTES`` by deleting the least recently written entries when a run starts;
 * a directory: that one, never pruned by evolopt;
-* ``null``: no cache.
+* ``null`` (or ``off``, ``false``, ``none``, ``no``, any case): no cache. A directory with one of those
+  names is written as a path: ``./off``.
 
 jax writes an entry only for programs that took over a second to compile, only from process 0 of
 a multi-process run, and in place (no temporary file and rename): an entry cut short by a process
@@ -37,6 +38,7 @@ from evolopt.registry import ConfigError
 AUTO_MAX_BYTES = 2 << 30  # 2 GiB; README's main job writes ~2.3 MB
 ENTRY_SUFFIX = "-cache"  # jax's file cache names its entries <key>-cache
 CHECKED = ".evolopt-checked"  # its mtime: entries written before it have been read back whole
+OFF_WORDS = ("off", "false", "none", "null", "no")  # what users type for "no cache" (not a directory named so)
 
 
 def auto_dir() -> Path:
@@ -46,16 +48,25 @@ def auto_dir() -> Path:
 
 
 def check(value: Any) -> None:
-    """Raise ConfigError in one line unless ``value`` is ``auto``, ``None`` or a directory path."""
-    if value is None or (isinstance(value, str) and value.strip()):
+    """Raise ConfigError in one line unless ``value`` is ``auto``, off (``None``, ``False``, ``OFF_WORDS``) or a
+    directory path."""
+    if value is None or value is False or (isinstance(value, str) and value.strip()):
         return
-    raise ConfigError(f"compile_cache={value!r}; valid choices: auto, a directory path, null (no cache)")
+    raise ConfigError(
+        f"compile_cache={value!r}; valid choices: auto, a directory path, null (no cache; also off, false)"
+    )
+
+
+def is_off(value: Any) -> bool:
+    """Whether ``value`` turns the cache off: ``None``, ``False`` or one of ``OFF_WORDS`` (a Hydra user's ``off``
+    would otherwise become a directory named ``off``)."""
+    return value is None or value is False or (isinstance(value, str) and value.strip().lower() in OFF_WORDS)
 
 
 def resolve(value: Any) -> tuple[Path | None, bool]:
     """``(directory, owned)`` that ``value`` asks for; ``owned``: evolopt's auto directory (pruned)."""
     check(value)
-    if value is None:
+    if is_off(value):
         return None, False
     if value != "auto":
         return Path(value).expanduser(), False

@@ -31,6 +31,9 @@ def test_settings_resolve_to_directories(tmp_path, monkeypatch):
     assert compile_cache.resolve(str(tmp_path / "mine")) == (tmp_path / "mine", False)
     # auto: a directory the user gave jax (here the test session's, from $JAX_COMPILATION_CACHE_DIR) wins
     assert compile_cache.resolve("auto") == (Path(os.environ["JAX_COMPILATION_CACHE_DIR"]), False)
+    for off in (None, False, "off", "OFF", " none ", "null", "false", "no"):  # a Hydra user's off, not a directory
+        assert compile_cache.resolve(off) == (None, False), off
+    assert compile_cache.resolve("./off") == (Path("off"), False)  # a directory named so: as a path
     for bad in (3, "", True):
         with pytest.raises(ConfigError, match=r"compile_cache=.*valid choices: auto, a directory path, null"):
             compile_cache.check(bad)
