@@ -52,9 +52,7 @@ def check(value: Any) -> None:
     directory path."""
     if value is None or value is False or (isinstance(value, str) and value.strip()):
         return
-    raise ConfigError(
-        f"compile_cache={value!r}; valid choices: auto, a directory path, null (no cache; also off, false)"
-    )
+    raise ConfigError(f"compile_cache={value!r}; valid choices: auto, a directory path, off or null (no cache)")
 
 
 def is_off(value: Any) -> bool:

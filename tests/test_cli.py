@@ -25,7 +25,7 @@ from conftest import TINY, run_cli
         ("unroll.valid_share=2", "unroll.valid_share=2 must be a number in [0, 1]"),
         ("cpu_devices=0", "cpu_devices=0; valid choices: auto, a whole number >= 1, null"),
         ("cpu_devices=many", "cpu_devices='many'; valid choices: auto, a whole number >= 1, null"),
-        ("compile_cache=3", "compile_cache=3; valid choices: auto, a directory path, null (no cache)"),
+        ("compile_cache=3", "compile_cache=3; valid choices: auto, a directory path, off or null (no cache)"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_no_run_dir(tmp_path, override, message):

@@ -35,7 +35,7 @@ def test_settings_resolve_to_directories(tmp_path, monkeypatch):
         assert compile_cache.resolve(off) == (None, False), off
     assert compile_cache.resolve("./off") == (Path("off"), False)  # a directory named so: as a path
     for bad in (3, "", True):
-        with pytest.raises(ConfigError, match=r"compile_cache=.*valid choices: auto, a directory path, null"):
+        with pytest.raises(ConfigError, match=r"compile_cache=.*valid choices: auto, a directory path, off or null"):
             compile_cache.check(bad)
 
 
