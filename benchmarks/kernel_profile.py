@@ -14,9 +14,10 @@ Control-flow thunks (``while``, ``conditional``, ``call``) are left out: the ker
 counted on their own. Kernels may run two at a time, so their sum may exceed the generation's wall time.
 
 ``--mlp-loops`` only compiles: it prints the fused loops that hold a per-element MLP (over
-``MLP_MULTIPLIES`` multiplies each) in the generation step, with ``fused.stored`` off and on, so that one
-sees on any backend whether XLA computes a rule's MLP once per tensor or once per reader (celo2_base on
-CPU: twice per tensor without it; README, "celo2_base's direction stored once").
+``MLP_MULTIPLIES`` multiplies each) in the generation step, with ``fused.stored`` off and on, and which of
+the two this backend chooses, so that one sees on any backend whether XLA computes a rule's MLP once per
+tensor or once per reader (celo2_base on CPU: twice per tensor without it; README, "celo2_base's direction
+stored once").
 """
 
 from __future__ import annotations
@@ -86,16 +87,20 @@ def mlp_loops(hlo: str) -> list[tuple[int, str]]:
 
 
 def count_mlp_loops(arch: str, task: str, population: int, tasks: int, truncation: int) -> None:
-    """Print the generation step's MLP loops (``mlp_loops``) with ``fused.stored`` as this backend
-    chooses (``fused.recomputes_mlp``), forced off, and forced on."""
+    """Print the generation step's MLP loops (``mlp_loops``) with ``fused.stored`` forced off and on, and
+    which of the two this backend chooses (``fused.recomputes_mlp`` of a traced theta)."""
     import jax
+    import jax.numpy as jnp
     from member_steps import jit_step, make_trainer  # benchmarks/ is on the path
 
     from evolopt.architectures import fused
 
     chosen = fused.recomputes_mlp
-    for label, rule in (("as chosen", chosen), ("stored off", lambda t: False), ("stored on", lambda t: True)):
-        fused.recomputes_mlp = rule
+    traced = []
+    jax.jit(lambda theta: traced.append(chosen(theta)))(jnp.zeros(1))  # the generation step's theta is traced
+    print(f"{arch} on {jax.default_backend()}: fused.stored {'on' if traced[0] else 'off'} (as chosen)", flush=True)
+    for label, store in (("stored off", False), ("stored on", True)):
+        fused.recomputes_mlp = lambda theta, store=store: store
         try:
             trainer, theta0 = make_trainer(arch, task, population, tasks, truncation)
             state = trainer.init(jax.random.key(1), theta0)

@@ -3,8 +3,8 @@
 ``mlp_macs``: the multiply-adds per element of a matrix that a rule's per-element MLP must do (its
 full-size channels x the first layer's width, the hidden layers, the heads it reads);
 ``elementwise_rate``: FLOPs/ms of a narrow MLP's hidden units run elementwise; ``best_ms``: the
-fastest of several calls. Shared by ``arch_step_time.py`` (one update's floor) and
-``loop_floors.py`` (the fitness loop's).
+fastest of several calls. Shared by ``arch_step_time.py`` (one update's floor), ``loop_floors.py``
+(the fitness loop's) and ``compile_time.py``.
 """
 
 from __future__ import annotations

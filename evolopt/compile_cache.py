@@ -50,7 +50,7 @@ def auto_dir() -> Path:
 def check(value: Any) -> None:
     """Raise ConfigError in one line unless ``value`` is ``auto``, off (``None``, ``False``, ``OFF_WORDS``) or a
     directory path."""
-    if value is None or value is False or (isinstance(value, str) and value.strip()):
+    if is_off(value) or (isinstance(value, str) and value.strip()):
         return
     raise ConfigError(f"compile_cache={value!r}; valid choices: auto, a directory path, off or null (no cache)")
 
