@@ -93,10 +93,11 @@ def make_model(layers: int, width: int) -> tuple[dict, dict]:
     return params, grads
 
 
-def loop_scales() -> jax.Array:
-    """``--loop K``'s per-step factors ``1 + k / K``: the k-th update's grads (or Newton-Schulz's
-    input) are scaled by them, so no step's work is loop-invariant and none is hoisted."""
-    return 1.0 + jnp.arange(LOOP) / LOOP
+def loop_scales(loop: int | None = None) -> jax.Array:
+    """``--loop K``'s per-step factors ``1 + k / K`` (``loop``: K, default this run's): the k-th update's grads
+    (or Newton-Schulz's input) are scaled by them, so no step's work is loop-invariant and none is hoisted."""
+    loop = loop or LOOP
+    return 1.0 + jnp.arange(loop) / loop
 
 
 def per_call(call: Callable[[], Any], updates: int) -> Callable[[], Any]:
@@ -105,13 +106,10 @@ def per_call(call: Callable[[], Any], updates: int) -> Callable[[], Any]:
     return call
 
 
-def update_call(
-    tx: optax.GradientTransformation, params: Any, grads: Any, options: tuple[bool, int | None] | None = None
-) -> Callable[[], Any]:
-    """A no-argument call of ``tx.update`` jitted from ``tx.init(params)`` (``jit``'s options): one
-    update, or with ``--loop K`` K updates in one ``lax.scan``, each applied to the params, the k-th
-    from the grads times ``1 + k / K`` (so no work is loop-invariant), as a training loop runs them."""
-    state = tx.init(params)
+def update_function(tx: optax.GradientTransformation, loop: int) -> Callable[[Any, Any, Any], Any]:
+    """``f(grads, state, params)``: one ``tx.update`` (``loop`` 1), or ``loop`` updates in one ``lax.scan``,
+    each applied to the params, the k-th from the grads times ``1 + k / loop`` (so no work is
+    loop-invariant), as a training loop runs them; unjitted (``kernel_profile.py --update`` compiles it too)."""
     kwargs = {"loss": jnp.float32(1.0), "num_steps": 1000}
     if not isinstance(tx, optax.GradientTransformationExtraArgs):
         kwargs = {}
@@ -125,9 +123,18 @@ def update_call(
             u, s = update(jax.tree.map(lambda x: scale * x, g), s, p)
             return (s, optax.apply_updates(p, u)), None
 
-        return jax.lax.scan(step, (s, p), loop_scales())[0]
+        return jax.lax.scan(step, (s, p), loop_scales(loop))[0]
 
-    jitted = jit(update if LOOP == 1 else train, options)
+    return update if loop == 1 else train
+
+
+def update_call(
+    tx: optax.GradientTransformation, params: Any, grads: Any, options: tuple[bool, int | None] | None = None
+) -> Callable[[], Any]:
+    """A no-argument call of ``update_function(tx, LOOP)`` jitted from ``tx.init(params)`` (``jit``'s
+    options): one update, or with ``--loop K`` K updates per call."""
+    state = tx.init(params)
+    jitted = jit(update_function(tx, LOOP), options)
     return per_call(lambda: jitted(grads, state, params), LOOP)
 
 

@@ -431,3 +431,42 @@ def test_kernel_profile_finds_the_fused_loops_that_hold_an_mlp(monkeypatch):
     )
     hlo += "\n\n" + fusion("fused_computation.3", "f32[4,8,8]", 2 * big)
     assert module.mlp_loops(hlo) == [(big, "f32[4,2,32,10]"), (2 * big, "f32[4,8,8]")]
+
+
+def test_kernel_profile_thread_use_and_kinds(monkeypatch):
+    """``kernel_profile.thread_use``: the span from the first kernel's start to the last one's end and each
+    thread's time inside kernels, control flow and host events left out; ``kinds`` adds up the kernels
+    whose output shape and ops agree (one per parameter tensor), whatever jax op each came from."""
+    module = load_benchmark("kernel_profile", monkeypatch)
+    events = [
+        {"ph": "X", "name": "fusion.1", "ts": 100, "dur": 50, "tid": 7},
+        {"ph": "X", "name": "fusion.2", "ts": 160, "dur": 40, "tid": 7},
+        {"ph": "X", "name": "fusion.3", "ts": 120, "dur": 100, "tid": 8},
+        {"ph": "X", "name": "while.9", "ts": 0, "dur": 900, "tid": 8},  # control flow: not a kernel
+        {"ph": "X", "name": "ThunkExecutor::Execute", "ts": 0, "dur": 900, "tid": 9},
+    ]
+    assert module.thread_use(events) == (120, {7: 90, 8: 100})
+    assert module.thread_use([]) == (0.0, {})
+
+    def fusion(name: str, shape: str) -> list[str]:
+        return [
+            f"%fused_{name} (param_0: {shape}) -> {shape} {{",
+            f"  %multiply.{name} = {shape}{{1,0}} multiply(%param_0, %param_0)",
+            "}",
+            "",
+        ]
+
+    hlo = "\n".join(
+        fusion("a", "f32[4,8]")
+        + fusion("b", "f32[4,8]")
+        + fusion("c", "f32[2]")
+        + [
+            "ENTRY %main {",
+            '  %k.1 = f32[4,8]{1,0} fusion(%p), kind=kLoop, calls=%fused_a, metadata={op_name="jit(f)/add"}',
+            '  %k.2 = f32[4,8]{1,0} fusion(%q), kind=kLoop, calls=%fused_b, metadata={op_name="jit(f)/mul"}',
+            '  %k.3 = f32[2]{0} fusion(%r), kind=kLoop, calls=%fused_c, metadata={op_name="jit(f)/add"}',
+            "}",
+        ]
+    )
+    table = [("k.1", 2.0, 1), ("k.3", 1.5, 1), ("k.2", 1.0, 1)]
+    assert module.kinds(table, hlo) == [("f32[4,8]{1,0} multiply 1", 3.0, 2), ("f32[2]{0} multiply 1", 1.5, 1)]
