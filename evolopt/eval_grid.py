@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from evolopt import threefry_cpu
 from evolopt.architectures.base import LearnedOptimizer, Theta
 from evolopt.unroll import train_curve
 
@@ -139,6 +140,7 @@ def train_grid(
         return curve * family.loss_scale, valid * family.loss_scale
 
     split, replicated = NamedSharding(mesh, PartitionSpec(GRID_AXIS)), NamedSharding(mesh, PartitionSpec())
+    threefry_cpu.inline_threefry_on_cpu()  # each step's batch key: the same bits, no loop per draw on CPU
     grid = jax.jit(jax.vmap(run, in_axes=(None, 0, 0)), in_shardings=(replicated, split, split), out_shardings=split)
     curves, valid = grid(theta, jnp.asarray(lr_flat), jnp.asarray(seed_flat))
     curves, valid = np.asarray(curves)[:n], np.asarray(valid)[:n]

@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from evolopt import threefry_cpu
 from evolopt.architectures.base import LearnedOptimizer
 from evolopt.contracts import TaskFamily, TruncationLoss
 from evolopt.meta import make_curve_evaluator
@@ -128,6 +129,7 @@ def es_particles(probe: Probe, key: jax.Array, n: int, full: bool = True) -> dic
         return out
 
     keys = jax.random.split(key, n)
+    threefry_cpu.inline_threefry_on_cpu()  # the unrolls' batch keys: same bits, no loop per draw on CPU
     res = jax.jit(lambda ks: jax.lax.map(one, ks, batch_size=min(probe.chunk, n)))(keys)
     return {k: np.asarray(v, np.float64) for k, v in res.items()}
 
@@ -143,6 +145,7 @@ def reference_particles(probe: Probe, key: jax.Array, n: int) -> np.ndarray:
         return 0.5 * (grad(flat, deltas, k_traj) + grad(flat, -deltas, k_traj))
 
     keys = jax.random.split(key, n)
+    threefry_cpu.inline_threefry_on_cpu()  # the unrolls' batch keys: same bits, no loop per draw on CPU
     res = jax.jit(lambda ks: jax.lax.map(one, ks, batch_size=min(probe.chunk, n)))(keys)
     return np.asarray(res, np.float64)
 

@@ -42,6 +42,8 @@ from typing import Any
 
 import jax
 
+from evolopt import threefry_cpu
+
 REASSOCIATE: dict[str, bool] = {
     "xla_cpu_enable_fast_math": True,  # LLVM's fast-math flags, less every one the options below take back
     "xla_cpu_fast_math_honor_nans": True,
@@ -96,5 +98,8 @@ def jit(fn: Callable[..., Any], reassociate: bool = True, vector_width: int | No
     Options belong to a whole compiled computation, so jax takes them on the outermost jit only:
     a function made here with ``reassociate`` and then called inside another ``jax.jit`` fails to
     trace on CPU. Make it with ``reassociate=False`` there (or pass the options to the outer jit).
+    Lowers jax's Threefry hash inline on CPU from then on (``threefry_cpu``: the same random bits,
+    no loop per random call; generations compile 2-3x faster and run up to 1.3x faster).
     """
+    threefry_cpu.inline_threefry_on_cpu()
     return jax.jit(fn, compiler_options=compiler_options(reassociate, vector_width=vector_width), **kwargs)
