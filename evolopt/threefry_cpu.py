@@ -10,10 +10,11 @@ the trajectory key and draws a minibatch, so on small tasks most kernels launche
 
 ``inline_threefry_on_cpu`` registers, for the CPU platform, a lowering of jax's public
 ``threefry2x32_p`` that writes the 20 rounds out (``threefry2x32``, below). The hash is the same
-function, so every random number is bit for bit what it was (tests: Random123's known-answer vectors
-and jax's own lowering on random keys and counters); only how XLA receives it changes. It applies to
-every computation this process lowers afterwards, which is why evolopt calls it only where it
-compiles its own generation and evaluation steps (``xla_cpu.jit``).
+function, so every random number is bit for bit what it was (tests: Random123's known-answer vectors,
+jax's hash on random keys and counters, and a generation's kinds of draws against a fresh interpreter
+that keeps jax's loop); only how XLA receives it changes, and compiles got shorter too. It applies to
+every computation this process lowers afterwards, so evolopt calls it only where it compiles its own
+steps (``xla_cpu.jit``: generations and evaluation; the evaluation grid; ``diagnose``'s probes).
 """
 
 from __future__ import annotations
@@ -55,12 +56,6 @@ def threefry2x32(k0: jax.Array, k1: jax.Array, x0: jax.Array, x1: jax.Array) -> 
     return x0, x1
 
 
-def _lowering(ctx, k0, k1, x0, x1):  # the primitive's operands arrive broadcast to one shape
-    from jax.interpreters import mlir
-
-    return mlir.lower_fun(lambda *words: list(threefry2x32(*words)), multiple_results=True)(ctx, k0, k1, x0, x1)
-
-
 _REGISTERED = False
 
 
@@ -82,6 +77,8 @@ def inline_threefry_on_cpu() -> bool:
         return False
     if not hasattr(mlir, "register_lowering") or not hasattr(mlir, "lower_fun"):
         return False
-    mlir.register_lowering(threefry2x32_p, _lowering, platform="cpu")
+    # The primitive's operands have broadcastable shapes (a key's words, a batch of counters); jnp broadcasts them.
+    rounds = mlir.lower_fun(lambda *words: list(threefry2x32(*words)), multiple_results=True)
+    mlir.register_lowering(threefry2x32_p, rounds, platform="cpu")
     _REGISTERED = True
     return True
