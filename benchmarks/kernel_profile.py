@@ -59,6 +59,9 @@ def kernel_table(events: list[dict], generations: int) -> list[tuple[str, float,
     return [(name, us / 1e3 / generations, runs[name] // generations) for name, us in total.most_common()]
 
 
+SHAPE_WIDTH, OPS_WIDTH = 40, 48  # describe's output-shape and ops columns (kinds reads the two back)
+
+
 def describe(hlo: str, name: str) -> str:
     """``name``'s output shape, its fused computation's most frequent ops and the jax op it came from,
     read from the compiled module's text ``hlo``."""
@@ -77,7 +80,7 @@ def describe(hlo: str, name: str) -> str:
             counts.pop(op, None)
         ops = " ".join(f"{op} {n}" for op, n in counts.most_common(4))
     source = re.search(r'op_name="([^"]+)"', line)
-    return f"{shape[:40]:40s} {ops:48s} {source.group(1).split('/')[-1] if source else ''}"
+    return f"{shape[:SHAPE_WIDTH]:{SHAPE_WIDTH}s} {ops:{OPS_WIDTH}s} {source.group(1).split('/')[-1] if source else ''}"
 
 
 def thread_use(events: list[dict]) -> tuple[float, dict[int, float]]:
@@ -103,7 +106,8 @@ def kinds(table: list[tuple[str, float, int]], hlo: str) -> list[tuple[str, floa
     total: collections.Counter = collections.Counter()
     count: collections.Counter = collections.Counter()
     for name, ms, _ in table:
-        kind = " ".join(describe(hlo, name)[:89].split()) or name.split(".")[0]  # its output and ops columns
+        columns = describe(hlo, name)[: SHAPE_WIDTH + 1 + OPS_WIDTH]  # its output and ops, not its source op
+        kind = " ".join(columns.split()) or name.split(".")[0]
         total[kind] += ms
         count[kind] += 1
     return [(kind, ms, count[kind]) for kind, ms in total.most_common()]
