@@ -17,6 +17,7 @@ import pytest
 
 from evolopt.architectures import adam_hparams as ah
 from evolopt.architectures import celo as celo_mod
+from evolopt.architectures import features as F
 from evolopt.architectures import mulo as mulo_mod
 from evolopt.architectures import small_fc_lopt as sfl
 from evolopt.registry import ARCHITECTURES, ConfigError
@@ -165,6 +166,34 @@ def test_small_fc_lopt_closed_form_normalised_gradient_and_time():
     for t in range(3):
         u, state = opt.update(g, state, params)
         close(u["mat"], np.full((4, 6), -(1.0 + math.tanh(t - 1.0))))
+
+
+
+def test_nan_to_num_is_jnp_nan_to_num():
+    # features.nan_to_num is jnp.nan_to_num's map in a form XLA fuses into its readers: the same bits
+    # (NaN -> 0, +-inf -> +-largest float, signed zeros and normal floats kept), jitted or not. A
+    # subnormal comes out as zero on XLA CPU (its clip treats subnormal inputs as zero,
+    # as every arithmetic reader of a gradient does there anyway).
+    big = float(np.finfo(np.float32).max)
+    x = jnp.array([np.nan, -np.nan, np.inf, -np.inf, -0.0, 0.0, 1.5, -2.5, big, -big, 1e-30, -1e-37], jnp.float32)
+    want = np.asarray(jnp.nan_to_num(x)).view(np.uint32)
+    for fn in (F.nan_to_num, jax.jit(F.nan_to_num)):
+        np.testing.assert_array_equal(np.asarray(fn(x)).view(np.uint32), want)
+        np.testing.assert_array_equal(np.asarray(fn(jnp.array([1e-45, -1e-39], jnp.float32))), [0.0, -0.0])
+
+
+def test_small_fc_lopt_reads_non_finite_grads_as_nan_to_num_does():
+    opt = sfl.small_fc_lopt_optimizer(initial_theta("small_fc_lopt"))
+    params = make_params()
+    state = opt.init(params)
+    grads = make_grads(0)
+    grads["mat"] = grads["mat"].at[0, 0].set(jnp.nan).at[1, 2].set(jnp.inf).at[3, 5].set(-jnp.inf)
+    grads["vec"] = grads["vec"].at[4].set(jnp.nan)
+    grads["scalar"] = jnp.asarray(jnp.inf)
+    u, new_state = opt.update(grads, state, params)
+    want_u, want_state = opt.update(jax.tree.map(jnp.nan_to_num, grads), state, params)
+    for got, want in zip(jax.tree.leaves((u, new_state)), jax.tree.leaves((want_u, want_state))):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
 
 
 # ------------------------------------------------------------------ celo

@@ -144,7 +144,7 @@ def scale_by_small_fc_lopt(theta: dict, exp_mult: float = 1e-3) -> optax.Gradien
 
     def update_fn(grads, state, params, **extra_args):
         del extra_args
-        grads = jax.tree.map(jnp.nan_to_num, grads)
+        grads = jax.tree.map(F.nan_to_num, grads)
 
         def one(g, acc, p):
             acc = F.update_accumulators(acc, g, momentum, rms, factored)
