@@ -168,7 +168,6 @@ def test_small_fc_lopt_closed_form_normalised_gradient_and_time():
         close(u["mat"], np.full((4, 6), -(1.0 + math.tanh(t - 1.0))))
 
 
-
 def test_nan_to_num_is_jnp_nan_to_num():
     # features.nan_to_num is jnp.nan_to_num's map in a form XLA fuses into its readers: the same bits
     # (NaN -> 0, +-inf -> +-largest float, signed zeros and normal floats kept), jitted or not. A
