@@ -1,6 +1,7 @@
-"""Meta-training generations of one arch at two git revisions, timed in turn in one run.
+"""Meta-training generations (or one arch's optimizer update) at two git revisions, timed in turn in one run.
 
     python benchmarks/ab_revisions.py bea45b4 [.] --arch celo2 [--task image_mlp] [--repeats 10]
+    python benchmarks/ab_revisions.py 132204c [.] --arch small_fc_lopt --update [--loop 8]
 
 A change to a rule's speed is judged against the code before it, and this machine's speed drifts by
 up to 2x between runs (README, "The issue-16 table on AMD Zen 4"), so timings taken one after the
@@ -13,6 +14,11 @@ one generation (a, b, a, b, ...), so that drift hits both alike. Prints each rev
 per generation and member-steps/s, and the median of the paired ratios (each a against the b after
 it). The revisions must share ``member_steps``'s interfaces (``MetaTrainer``, ``UnrollConfig``, the
 registries), as every revision since session 20 does. Worktrees are removed at exit.
+
+``--update`` times the optimizer update of ``arch_step_time.py`` instead (this checkout's benchmark, each
+revision's rule; 8 x 512x512 + biases, compiled with ``xla_cpu.REASSOCIATE`` at 512-bit vectors as the
+issue-16 table's loop protocol is; ``--loop K`` updates per call, 8 by default) and prints ms per update;
+freed memory is held as there (``host_memory``), so no call faults its buffers in again.
 """
 
 from __future__ import annotations
@@ -40,19 +46,52 @@ def worker(args: argparse.Namespace) -> None:
     if not os.path.abspath(evolopt.__file__).startswith(os.getcwd() + os.sep):  # an editable install's finder won
         raise SystemExit(f"imported evolopt from {evolopt.__file__}, not from the worktree {os.getcwd()}")
 
-    trainer, step, state = ms.warm_step(args.arch, args.task, args.population, args.tasks, args.truncation)
-    print(json.dumps({"ready": True, "member_steps": trainer.member_steps_per_generation}), flush=True)
+    if args.update:
+        run, work = update_call(args)
+    else:
+        trainer, step, state = ms.warm_step(args.arch, args.task, args.population, args.tasks, args.truncation)
+        work, carry = trainer.member_steps_per_generation, [state]
+
+        def run() -> None:
+            carry[0], m = step(carry[0])
+            jax.block_until_ready(m)
+
+    print(json.dumps({"ready": True, "member_steps": work}), flush=True)
     for _ in sys.stdin:
         t0 = time.perf_counter()
-        state, m = step(state)
-        jax.block_until_ready(m)
+        run()
         print(json.dumps({"ms": 1e3 * (time.perf_counter() - t0)}), flush=True)
+
+
+def update_call(args: argparse.Namespace):
+    """(a warmed-up call running ``args.loop`` updates of ``args.arch`` as ``arch_step_time.py --cpu-reassociate
+    --vector-width 512 --loop K`` does, the updates per call)."""
+    import arch_step_time as ast
+    import host_memory
+    import jax
+
+    host_memory.hold_for_benchmark(None)  # before jax's first computation, as arch_step_time.py
+    import evolopt.architectures  # noqa: F401  (registers every architecture)
+    from evolopt.registry import ARCHITECTURES
+
+    ast.OPTIONS, ast.LOOP = (True, 512), args.loop
+    params, grads = ast.make_model(8, 512)
+    if args.arch == "adam":  # optax.adam: a control (the same code at both revisions)
+        tx = ast.optax.adam(1e-3)
+    else:
+        arch = ARCHITECTURES.build(args.arch)
+        tx = arch.optimizer(arch.init_theta(jax.random.PRNGKey(0)))
+    call = ast.update_call(tx, params, grads)
+    for _ in range(3):
+        jax.block_until_ready(call())
+    return lambda: jax.block_until_ready(call()), args.loop
 
 
 def start_worker(tree: str, args: argparse.Namespace) -> subprocess.Popen:
     """A worker importing ``tree``'s evolopt, one CPU device, talking over its stdin and stdout."""
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--arch", args.arch, "--task", args.task]
     cmd += ["--population", str(args.population), "--tasks", str(args.tasks), "--truncation", str(args.truncation)]
+    cmd += ["--update", "--loop", str(args.loop)] if args.update else []
     env = {**os.environ, "PYTHONPATH": tree, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
     return subprocess.Popen(cmd, env=env, cwd=tree, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
@@ -81,14 +120,21 @@ def compare(trees: dict[str, str], args: argparse.Namespace) -> None:
             proc.stdin.close()
             proc.wait()
     a, b = procs
-    print(
-        f"arch={args.arch} task={args.task} population={args.population} tasks/member={args.tasks} "
-        f"truncation={args.truncation}; {args.repeats} generations each, in turn"
-    )
-    print(f"{'revision':<14}{'ms/generation':>15}{'member-steps/s':>16}")
-    for rev in procs:
-        median_ms = statistics.median(walls[rev])
-        print(f"{rev:<14}{median_ms:>15.1f}{work / median_ms * 1e3:>16.0f}")
+    if args.update:
+        shape = f"update of 8 x 512x512 + biases, {args.loop} per call"
+        print(f"arch={args.arch} {shape}; {args.repeats} calls each, in turn")
+        print(f"{'revision':<14}{'ms/update':>15}")
+        for rev in procs:
+            print(f"{rev:<14}{statistics.median(walls[rev]) / work:>15.2f}")
+    else:
+        print(
+            f"arch={args.arch} task={args.task} population={args.population} tasks/member={args.tasks} "
+            f"truncation={args.truncation}; {args.repeats} generations each, in turn"
+        )
+        print(f"{'revision':<14}{'ms/generation':>15}{'member-steps/s':>16}")
+        for rev in procs:
+            median_ms = statistics.median(walls[rev])
+            print(f"{rev:<14}{median_ms:>15.1f}{work / median_ms * 1e3:>16.0f}")
     paired = sorted(x / y for x, y in zip(walls[a], walls[b]))
     print(
         f"{a} / {b} time: {statistics.median(walls[a]) / statistics.median(walls[b]):.2f} (medians); "
@@ -105,11 +151,15 @@ def main() -> None:
     p.add_argument("--tasks", type=int, default=4)
     p.add_argument("--truncation", type=int, default=50)
     p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--update", action="store_true", help="time the arch's optimizer update (arch_step_time.py)")
+    p.add_argument("--loop", type=int, default=8, metavar="K", help="with --update: updates per call, in one scan")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
         worker(args)
         return
+    if args.loop < 1:
+        p.error(f"--loop {args.loop}: must be a whole number of updates, 1 or more")
     revs = args.revisions + ["."] * (2 - len(args.revisions))
     if len(revs) != 2 or revs[0] == revs[1]:
         p.error(f"revisions={args.revisions!r}; give one or two different git revisions ('.': this checkout)")

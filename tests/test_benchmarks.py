@@ -242,14 +242,16 @@ def test_real_model_takes_every_optimizers_steps_in_turn(monkeypatch):
 
 
 def test_ab_revisions_runs_the_two_revisions_generations_in_turn(monkeypatch, capsys):
-    """``ab_revisions.compare`` asks each revision's worker for one generation in turn (a, b, a, b, ...)
-    and reports each one's median and the paired ratios (each a against the b timed after it)."""
+    """``ab_revisions.compare`` asks each revision's worker for one generation (or, ``--update``, one call of
+    updates) in turn (a, b, a, b, ...) and reports each one's median and the paired ratios (each a against
+    the b timed after it)."""
     module = load_benchmark("ab_revisions", monkeypatch)
-    order = []
+    order, work = [], {"per_call": 6400}  # member-steps per generation (with --update: updates per call)
 
     class Worker:  # a worker process's pipes: a ready line, then one timing per request
         def __init__(self, rev, times):
-            self.rev, self.lines = rev, iter([{"ready": True, "member_steps": 6400}] + [{"ms": t} for t in times])
+            ready = {"ready": True, "member_steps": work["per_call"]}
+            self.rev, self.lines = rev, iter([ready] + [{"ms": t} for t in times])
             self.stdin, self.stdout = self, self
 
         def write(self, text):
@@ -268,13 +270,23 @@ def test_ab_revisions_runs_the_two_revisions_generations_in_turn(monkeypatch, ca
 
     times = {"old": [30.0, 10.0, 20.0], "new": [10.0, 20.0, 5.0]}
     monkeypatch.setattr(module, "start_worker", lambda tree, args: Worker(tree, times[tree]))
-    args = module.argparse.Namespace(arch="celo2", task="image_mlp", population=32, tasks=4, truncation=50, repeats=3)
+    args = module.argparse.Namespace(
+        arch="celo2", task="image_mlp", population=32, tasks=4, truncation=50, repeats=3, update=False, loop=8
+    )
     module.compare({"old": "old", "new": "new"}, args)
     assert order == ["old", "new"] * 3
     out = capsys.readouterr().out
     rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()[2:4]}
     assert rows == {"old": ["20.0", "320000"], "new": ["10.0", "640000"]}  # medians; 6400 member-steps per generation
     assert "old / new time: 2.00 (medians); paired ratios 0.50..4.00, median 3.00" in out
+
+    # --update: each worker's work is the updates per call (its ready line), and times print per update.
+    work["per_call"] = 8
+    module.compare({"old": "old", "new": "new"}, module.argparse.Namespace(**{**vars(args), "update": True}))
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()[2:4]}
+    assert rows == {"old": ["2.50"], "new": ["1.25"]} and "8 per call" in out  # medians 20 and 10 ms / 8 updates
+    assert "old / new time: 2.00 (medians)" in out
 
 
 @pytest.mark.parametrize("options", [(False, None), (True, 512)])
