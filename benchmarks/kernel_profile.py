@@ -3,7 +3,8 @@
     python benchmarks/kernel_profile.py --arch celo2_base [--task image_mlp] [--population 32] [--top 25]
     python benchmarks/kernel_profile.py --update --arch small_fc_lopt [--loop 8]   # arch_step_time.py's update
 
-Compiles the generation step as meta-training does (``member_steps.jit_step``'s options) plus XLA CPU's
+Compiles the generation step as meta-training does (``member_steps.jit_step``'s options, jax's random hash
+inline: ``evolopt.threefry_cpu``) plus XLA CPU's
 ``xla_cpu_enable_xprof_traceme``, so that the thunk runtime traces every kernel it runs; profiles
 ``--generations`` generations with ``jax.profiler`` (a Perfetto trace, read back here) and prints the
 kernels that took the most time per generation: how often each ran, its output shape, its most frequent
@@ -198,8 +199,9 @@ def profile(
     import jax
     from member_steps import make_trainer, meta_training_vector_width  # benchmarks/ is on the path
 
-    from evolopt import xla_cpu
+    from evolopt import threefry_cpu, xla_cpu
 
+    threefry_cpu.inline_threefry_on_cpu()  # as xla_cpu.jit does for meta-training (this jit adds an option)
     trainer, theta0 = make_trainer(arch, task, population, tasks, truncation)
     state = trainer.init(jax.random.key(1), theta0)
     options = dict(xla_cpu.compiler_options(True, vector_width=meta_training_vector_width()) or {})
