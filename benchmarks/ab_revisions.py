@@ -56,7 +56,7 @@ def worker(args: argparse.Namespace) -> None:
             carry[0], m = step(carry[0])
             jax.block_until_ready(m)
 
-    print(json.dumps({"ready": True, "member_steps": work}), flush=True)
+    print(json.dumps({"ready": True, "work": work}), flush=True)
     for _ in sys.stdin:
         t0 = time.perf_counter()
         run()
@@ -108,7 +108,7 @@ def compare(trees: dict[str, str], args: argparse.Namespace) -> None:
     """Times ``args.repeats`` generations of each revision (``rev: tree``), in turn, and prints the table."""
     procs = {rev: start_worker(tree, args) for rev, tree in trees.items()}  # both compile at once
     try:
-        work = [read(p)["member_steps"] for p in procs.values()][0]  # the same for both: one config
+        work = [read(p)["work"] for p in procs.values()][0]  # member-steps per generation or updates per call
         walls: dict[str, list[float]] = {rev: [] for rev in procs}
         for _ in range(args.repeats):
             for rev, proc in procs.items():

@@ -250,7 +250,7 @@ def test_ab_revisions_runs_the_two_revisions_generations_in_turn(monkeypatch, ca
 
     class Worker:  # a worker process's pipes: a ready line, then one timing per request
         def __init__(self, rev, times):
-            ready = {"ready": True, "member_steps": work["per_call"]}
+            ready = {"ready": True, "work": work["per_call"]}
             self.rev, self.lines = rev, iter([ready] + [{"ms": t} for t in times])
             self.stdin, self.stdout = self, self
 
