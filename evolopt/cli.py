@@ -31,6 +31,9 @@ from evolopt.registry import ConfigError
 _VALUE_FLAGS = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn"}
 _VALUE_FLAGS |= {"--config-dir", "-cd", "--experimental-rerun", "--shell-completion", "-sc"}
 _INFO_CHOICES = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
+# Every flag hydra.main's command line knows; any other ``-x``/``--name`` is an argparse habit.
+_HYDRA_FLAGS = _VALUE_FLAGS | {"--help", "-h", "--hydra-help", "--version", "--resolve", "--run", "-r"}
+_HYDRA_FLAGS |= {"--multirun", "-m", "--info", "-i"}
 
 
 @dataclass
@@ -71,6 +74,25 @@ def split_argv(argv: list[str]) -> Argv:
             overrides.append(a)
         i += 1
     return Argv(flags, overrides)
+
+
+def refuse_argparse_habits(argv: list[str], prog: str) -> None:
+    """ConfigError naming the override meant by ``--key value``, ``--key=value`` or ``key value`` (other CLIs'
+    habits; Hydra's own errors for them name only a token, or none at all): evolopt takes ``key=value``."""
+    for i, a in enumerate(argv):
+        if i and argv[i - 1] in _VALUE_FLAGS:  # the value of a Hydra flag (--cfg job, -cn name)
+            continue
+        nxt = argv[i + 1] if i + 1 < len(argv) else None
+        bare_next = nxt is not None and "=" not in nxt and not nxt.startswith("-")
+        if a.startswith("-") and a.partition("=")[0] not in _HYDRA_FLAGS:
+            key, eq, value = a.lstrip("-").partition("=")
+            shown = f"{a} {nxt}" if not eq and bare_next else a
+            value = value if eq else (nxt if bare_next else "...")
+        elif "=" not in a and a.isidentifier() and bare_next and not (i and argv[i - 1] in ("--info", "-i")):
+            key, value, shown = a, nxt, f"{a} {nxt}"
+        else:
+            continue
+        raise ConfigError(f"'{shown}': {prog} takes Hydra overrides, key=value: {key.replace('-', '_')}={value}")
 
 
 def redirect_hydra_dirs(overrides: list[str], key: str) -> list[str]:
@@ -161,6 +183,7 @@ def run_hydra(
     import hydra
 
     try:
+        refuse_argparse_habits(argv, prog)
         args = split_argv(argv)
         args.overrides = redirect_hydra_dirs(args.overrides, dir_key)
         prepare(args)

@@ -96,3 +96,48 @@ def test_export_and_evaluate_use_the_same_machinery(tmp_path):
     result = cli(tmp_path, "--cfg", "job", "run_dir=runs/x", "generation=3", module="evolopt.export_cli")
     assert result.returncode == 0 and yaml.safe_load(result.stdout)["generation"] == 3
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "argv, fix",
+    [
+        (["--arch", "celo2"], "'--arch celo2': evolopt.train takes Hydra overrides, key=value: arch=celo2"),
+        (["generations=2", "--arch=celo"], "'--arch=celo': evolopt.train takes Hydra overrides, key=value: arch=celo"),
+        (["--population-size", "8"], "population_size=8"),
+        (
+            ["arch", "celo2", "generations=2"],
+            "'arch celo2': evolopt.train takes Hydra overrides, key=value: arch=celo2",
+        ),
+        (["-m", "--seed"], "'--seed': evolopt.train takes Hydra overrides, key=value: seed=..."),
+    ],
+)
+def test_argparse_habits_name_the_override_meant(argv, fix):
+    from evolopt.cli import refuse_argparse_habits
+    from evolopt.registry import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        refuse_argparse_habits(argv, "evolopt.train")
+    assert fix in str(e.value)
+
+
+def test_hydra_flags_and_overrides_are_not_habits():
+    from evolopt.cli import refuse_argparse_habits
+
+    for argv in (
+        ["--cfg", "job", "arch=celo2"],
+        ["-cn", "train", "-m", "strategy=pes,open_es"],
+        ["--info", "config"],
+        ["--help"],
+        ["~seed", "+extra=1", "seed=-1"],
+        ["--shell-completion", "install=bash"],
+    ):
+        refuse_argparse_habits(argv, "evolopt.train")  # raises nothing
+
+
+def test_argparse_habit_is_one_line_and_creates_nothing(tmp_path):
+    result = cli(tmp_path, *TINY, "--generations", "2")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "evolopt.train: error: '--generations 2': evolopt.train takes Hydra overrides, key=value: generations=2"
+    ]
+    assert list(tmp_path.iterdir()) == []
