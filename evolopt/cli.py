@@ -7,7 +7,8 @@ and sweepers (basic, ``hydra/sweeper=optuna``). Around it this module adds what
 evolopt promises and Hydra alone does not:
 
 - every (expanded) override is validated first; bad input is one line, exit 2, and
-  nothing is created (Hydra would make its output directory first);
+  nothing is created (Hydra would make its output directory first); another CLI's habit
+  (``--arch celo2``, ``arch celo2``) is told the override it meant (``arch=celo2``);
 - Hydra writes nothing of its own (no ``outputs/``, ``multirun/``, ``.hydra/`` or log
   files): a single run's output directory is the current one and only the task writes,
   under its ``run_dir``/``out``; a sweep's directory is that key, one sub-directory per job
