@@ -217,3 +217,24 @@ def test_stored_and_transposed_directions_equal_the_constant_theta_updates(arch)
     got = run(lambda g, s: with_traced(theta, g, s))
     want = run(constant)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6), got, want)
+
+
+@pytest.mark.parametrize(
+    "shape, axes",
+    [
+        ((64, 32), (0, 1)),
+        ((32, 10), (0, 1)),  # rows under 16 floats: reduced over the merged [320] axis
+        ((3, 3, 2, 4), (0, 1, 2, 3)),  # merged twice, down to [3, 24]
+        ((5, 32, 10), (1, 2)),  # a leading axis kept (per slice)
+        ((6, 4), (1,)),  # short rows reduced alone: nothing to merge
+        ((4, 6, 10), (0, 2)),  # the short axis's neighbour not reduced: nothing to merge
+    ],
+)
+def test_mean_squares_matches_numpy(shape, axes):
+    """``fused.mean_squares`` (one variadic reduce for every channel; short rows merged with their
+    neighbour axis first) against numpy's float64 ``mean(x^2)`` over ``axes``, kept dims."""
+    xs = [jax.random.normal(jax.random.PRNGKey(i), shape) * (i + 1) for i in range(3)]
+    for got, x in zip(fused.mean_squares(xs, axes), xs):
+        want = np.mean(np.asarray(x, np.float64) ** 2, axis=axes, keepdims=True)
+        assert got.shape == want.shape
+        np.testing.assert_allclose(np.asarray(got), want, rtol=2e-6)
