@@ -45,20 +45,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from evolopt.architectures.base import SHORT_ROW
+
 
 def mean_squares(xs: Sequence[jax.Array], axes: tuple[int, ...]) -> list[jax.Array]:
     """``mean(x^2 over axes)`` (kept dims) of every same-shaped x in one variadic reduce.
 
     The innermost axis is reduced for all channels at once (one pass over memory instead
     of ``len(xs)``); the remaining ``axes`` are then reduced on the small partial sums.
-    Rows shorter than 16 floats (a ``[32, 10]`` classifier head) are first merged with the
+    Rows shorter than ``SHORT_ROW`` (16) floats (a ``[32, 10]`` classifier head) are first merged with the
     axis before them when both are reduced (a free reshape): XLA CPU runs a 10-long inner
     loop unvectorised, and that head's reduction took as long as the 6.4x larger ``[64, 32]``
     matrix's in a meta-training generation.
     """
     last = xs[0].ndim - 1
     shape = xs[0].shape
-    if last >= 1 and shape[-1] < 16 and {last - 1, last} <= set(axes):
+    if last >= 1 and shape[-1] < SHORT_ROW and {last - 1, last} <= set(axes):
         rest = tuple(a for a in axes if a != last)
         merged = mean_squares([x.reshape(shape[:-2] + (shape[-2] * shape[-1],)) for x in xs], rest)
         return [m.reshape(m.shape + (1,)) for m in merged]
