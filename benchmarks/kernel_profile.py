@@ -3,8 +3,8 @@
     python benchmarks/kernel_profile.py --arch celo2_base [--task image_mlp] [--population 32] [--top 25]
     python benchmarks/kernel_profile.py --update --arch small_fc_lopt [--loop 8]   # arch_step_time.py's update
 
-Compiles the generation step as meta-training does (``member_steps.jit_step``'s options, jax's random hash
-inline: ``evolopt.threefry_cpu``) plus XLA CPU's
+Compiles the generation step as meta-training does (``xla_cpu.jit`` with ``member_steps.jit_step``'s options, so
+jax's random hash inline too: ``evolopt.threefry_cpu``) plus XLA CPU's
 ``xla_cpu_enable_xprof_traceme``, so that the thunk runtime traces every kernel it runs; profiles
 ``--generations`` generations with ``jax.profiler`` (a Perfetto trace, read back here) and prints the
 kernels that took the most time per generation: how often each ran, its output shape, its most frequent
@@ -60,6 +60,7 @@ def kernel_table(events: list[dict], generations: int) -> list[tuple[str, float,
     return [(name, us / 1e3 / generations, runs[name] // generations) for name, us in total.most_common()]
 
 
+TRACED = {"xla_cpu_enable_xprof_traceme": True}  # the thunk runtime traces every kernel it runs
 SHAPE_WIDTH, OPS_WIDTH = 40, 48  # describe's output-shape and ops columns (kinds reads the two back)
 
 
@@ -199,14 +200,11 @@ def profile(
     import jax
     from member_steps import make_trainer, meta_training_vector_width  # benchmarks/ is on the path
 
-    from evolopt import threefry_cpu, xla_cpu
+    from evolopt import xla_cpu
 
-    threefry_cpu.inline_threefry_on_cpu()  # as xla_cpu.jit does for meta-training (this jit adds an option)
     trainer, theta0 = make_trainer(arch, task, population, tasks, truncation)
     state = trainer.init(jax.random.key(1), theta0)
-    options = dict(xla_cpu.compiler_options(True, vector_width=meta_training_vector_width()) or {})
-    options["xla_cpu_enable_xprof_traceme"] = True
-    step = jax.jit(trainer.step, compiler_options=options, donate_argnums=0)
+    step = xla_cpu.jit(trainer.step, True, meta_training_vector_width(), donate_argnums=0, compiler_options=TRACED)
     hlo = step.lower(state).compile().as_text()
 
     def generation() -> None:
@@ -246,8 +244,7 @@ def profile_update(arch: str, loop: int, layers: int, width: int, calls: int) ->
     else:
         built = ARCHITECTURES.build(arch)
         tx = built.optimizer(built.init_theta(jax.random.PRNGKey(0)))
-    options = dict(xla_cpu.compiler_options(True, vector_width=512) or {}, xla_cpu_enable_xprof_traceme=True)
-    update = jax.jit(arch_step_time.update_function(tx, loop), compiler_options=options)
+    update = xla_cpu.jit(arch_step_time.update_function(tx, loop), True, 512, compiler_options=TRACED)
     state = tx.init(params)
     hlo = update.lower(grads, state, params).compile().as_text()
 

@@ -93,7 +93,7 @@ def compiler_options(
 
 def jit(fn: Callable[..., Any], reassociate: bool = True, vector_width: int | None = None, **kwargs: Any) -> Any:
     """``jax.jit(fn, **kwargs)`` compiled with :func:`compiler_options` (``reassociate`` and
-    ``vector_width`` on CPU).
+    ``vector_width`` on CPU), plus any ``compiler_options`` of ``kwargs`` (theirs win on a shared key).
 
     Options belong to a whole compiled computation, so jax takes them on the outermost jit only:
     a function made here with ``reassociate`` and then called inside another ``jax.jit`` fails to
@@ -103,4 +103,5 @@ def jit(fn: Callable[..., Any], reassociate: bool = True, vector_width: int | No
     and ran 0.98-1.23x as fast, README "Random draws without a loop on CPU").
     """
     threefry_cpu.inline_threefry_on_cpu()
-    return jax.jit(fn, compiler_options=compiler_options(reassociate, vector_width=vector_width), **kwargs)
+    options = {**(compiler_options(reassociate, vector_width=vector_width) or {}), **kwargs.pop("compiler_options", {})}
+    return jax.jit(fn, compiler_options=options or None, **kwargs)

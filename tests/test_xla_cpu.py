@@ -73,6 +73,18 @@ def test_options_only_on_cpu_and_only_when_asked():
         xla_cpu.compiler_options(backend="cpu", vector_width=300)
 
 
+def test_jit_adds_a_callers_options_to_its_own(monkeypatch):
+    """``xla_cpu.jit(..., compiler_options=extra)`` compiles with its own options and ``extra`` (``extra``
+    winning on a shared key), as ``kernel_profile.py`` adds kernel tracing to meta-training's options."""
+    seen = []
+    monkeypatch.setattr(xla_cpu.jax, "jit", lambda fn, compiler_options=None, **kw: seen.append((compiler_options, kw)))
+    extra = {"xla_cpu_enable_xprof_traceme": True, "xla_cpu_prefer_vector_width": 256}
+    xla_cpu.jit(lambda v: v, True, 512, donate_argnums=0, compiler_options=extra)
+    xla_cpu.jit(lambda v: v, False)
+    own = {**xla_cpu.REASSOCIATE, "xla_cpu_prefer_vector_width": 512} if jax.default_backend() == "cpu" else {}
+    assert seen == [({**own, **extra}, {"donate_argnums": 0}), (None, {})]
+
+
 def test_options_sit_on_the_outer_jit_only():
     x = _cancelling_sum_input()
     inner = xla_cpu.jit(lambda v: jnp.sum(v * 1.0000001))
