@@ -71,17 +71,9 @@ def update_call(args: argparse.Namespace):
     import jax
 
     host_memory.hold_for_benchmark(None)  # before jax's first computation, as arch_step_time.py
-    import evolopt.architectures  # noqa: F401  (registers every architecture)
-    from evolopt.registry import ARCHITECTURES
-
     ast.OPTIONS, ast.LOOP = (True, 512), args.loop
     params, grads = ast.make_model(8, 512)
-    if args.arch == "adam":  # optax.adam: a control (the same code at both revisions)
-        tx = ast.optax.adam(1e-3)
-    else:
-        arch = ARCHITECTURES.build(args.arch)
-        tx = arch.optimizer(arch.init_theta(jax.random.PRNGKey(0)))
-    call = ast.update_call(tx, params, grads)
+    call = ast.update_call(ast.named_transform(args.arch), params, grads)  # adam: a control, the same code at both
     for _ in range(3):
         jax.block_until_ready(call())
     return lambda: jax.block_until_ready(call()), args.loop

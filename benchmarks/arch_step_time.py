@@ -93,6 +93,18 @@ def make_model(layers: int, width: int) -> tuple[dict, dict]:
     return params, grads
 
 
+def named_transform(name: str) -> optax.GradientTransformation:
+    """``optax.adam(1e-3)`` for ``"adam"``, else the registered arch ``name`` at its initial theta (key 0), as
+    this benchmark times each rule (``kernel_profile.py --update`` and ``ab_revisions.py --update`` take it)."""
+    if name == "adam":
+        return optax.adam(1e-3)
+    import evolopt.architectures  # noqa: F401  (registers every architecture)
+    from evolopt.registry import ARCHITECTURES
+
+    arch = ARCHITECTURES.build(name)
+    return arch.optimizer(arch.init_theta(jax.random.PRNGKey(0)))
+
+
 def loop_scales(loop: int | None = None) -> jax.Array:
     """``--loop K``'s per-step factors ``1 + k / K`` (``loop``: K, default this run's): the k-th update's grads
     (or Newton-Schulz's input) are scaled by them, so no step's work is loop-invariant and none is hoisted."""

@@ -231,19 +231,12 @@ def profile_update(arch: str, loop: int, layers: int, width: int, calls: int) ->
     import arch_step_time  # benchmarks/ is on the path
     import host_memory
     import jax
-    import optax
 
-    import evolopt.architectures  # noqa: F401  (registers every architecture)
     from evolopt import xla_cpu
-    from evolopt.registry import ARCHITECTURES
 
     held = host_memory.hold_for_benchmark(None)[0]  # as arch_step_time.py: before jax's first computation
     params, grads = arch_step_time.make_model(layers, width)
-    if arch == "adam":
-        tx = optax.adam(1e-3)
-    else:
-        built = ARCHITECTURES.build(arch)
-        tx = built.optimizer(built.init_theta(jax.random.PRNGKey(0)))
+    tx = arch_step_time.named_transform(arch)
     update = xla_cpu.jit(arch_step_time.update_function(tx, loop), True, 512, compiler_options=TRACED)
     state = tx.init(params)
     hlo = update.lower(grads, state, params).compile().as_text()
