@@ -57,6 +57,26 @@ def test_loop_applies_each_update_from_its_own_grads(bench):
     np.testing.assert_allclose(state[0].trace["b"], expected_state[0].trace["b"], rtol=1e-6)
 
 
+def test_loop_calls_continue_from_the_last_and_keep_the_callers_buffers(bench):
+    """``--loop K``: each call continues from the state and params the last returned (donated to it, as a
+    training loop's step takes them, so XLA need not copy them into the loop), and the caller's params and
+    grads, shared by every rule timed, stay whole."""
+    params = {"w": jnp.arange(6.0).reshape(2, 3), "b": jnp.ones(3)}
+    grads = {"w": jnp.full((2, 3), 0.5), "b": jnp.array([1.0, -2.0, 3.0])}
+    tx = optax.sgd(0.1, momentum=0.9)
+    call = bench.update_call(tx, params, grads)
+    call()
+    state, looped = call()
+    expected, expected_state = params, tx.init(params)
+    for scale in (1.0, 4 / 3, 5 / 3) * 2:  # two calls of K=3 updates
+        updates, expected_state = tx.update(jax.tree.map(lambda x: scale * x, grads), expected_state, expected)
+        expected = optax.apply_updates(expected, updates)
+    for k in params:
+        np.testing.assert_allclose(looped[k], expected[k], rtol=1e-6)
+    np.testing.assert_array_equal(params["w"], np.arange(6.0).reshape(2, 3))  # not donated away
+    np.testing.assert_array_equal(grads["b"], [1.0, -2.0, 3.0])
+
+
 def test_times_are_per_update(bench, monkeypatch):
     clock = iter(np.arange(0.0, 100.0, 0.6))  # every call takes 0.6 s of the fake clock
     monkeypatch.setattr(bench.time, "perf_counter", lambda: next(clock))
