@@ -238,31 +238,3 @@ def test_mean_squares_matches_numpy(shape, axes):
         want = np.mean(np.asarray(x, np.float64) ** 2, axis=axes, keepdims=True)
         assert got.shape == want.shape
         np.testing.assert_allclose(np.asarray(got), want, rtol=2e-6)
-
-
-def test_channel_scales_match_numpy_in_order_of_the_channels():
-    """``fused.channel_scales`` groups channels by shape (full-size, Adafactor row and column vectors,
-    interleaved here) and must hand each its own ``rsqrt(eps + mean(x^2))``, in the given order."""
-    shapes = [(24, 40), (24, 1), (24, 40), (1, 40), (24, 1), (24, 40), (1, 40)]
-    xs = [jax.random.normal(jax.random.PRNGKey(i), s) * (i + 1) for i, s in enumerate(shapes)]
-    for got, x in zip(fused.channel_scales(xs, (0, 1), 1e-5), xs):
-        want = 1.0 / np.sqrt(1e-5 + np.mean(np.asarray(x, np.float64) ** 2, keepdims=True))
-        assert got.shape == want.shape
-        np.testing.assert_allclose(np.asarray(got), want, rtol=2e-6)
-
-
-def test_channel_statistics_take_one_reduction_chain_per_shape():
-    """The first layer's statistics cost a fixed number of reductions, however many channels: one
-    chain per channel shape (XLA CPU ran each channel's own reduction as ~3 tiny kernels, ~950 of
-    small_fc_lopt's ~1,040 kernel launches per update of 8 layers). Counted in the jaxpr: 16 full
-    channels and 12 row/column ones must not take 28 reductions."""
-    full = [jax.random.normal(jax.random.PRNGKey(i), (64, 48)) for i in range(16)]
-    small = [jnp.ones((64, 1)) * (i + 1) for i in range(6)] + [jnp.ones((1, 48)) * (i + 1) for i in range(6)]
-    rows = [jnp.ones(4)] * 16
-
-    def layer(full, small):
-        return fused.first_layer(rows, full, jnp.zeros(4), (0, 1), 1e-5, [jnp.ones(4)] * 12, small)
-
-    eqns = jax.make_jaxpr(layer)(full, small).jaxpr.eqns
-    reductions = [e.primitive.name for e in eqns if e.primitive.name.startswith("reduce")]
-    assert 3 <= len(reductions) <= 6, reductions  # full: innermost + rest; rows: merged; columns: two

@@ -52,45 +52,26 @@ def mean_squares(xs: Sequence[jax.Array], axes: tuple[int, ...]) -> list[jax.Arr
     """``mean(x^2 over axes)`` (kept dims) of every same-shaped x in one variadic reduce.
 
     The innermost axis is reduced for all channels at once (one pass over memory instead
-    of ``len(xs)``); the partial sums are then stacked, ``[C, *rest]``, and the remaining
-    ``axes`` reduced for all channels in one small reduction (one per channel ran as ~3 tiny
-    kernels each: ~950 of small_fc_lopt's ~1,040 kernel launches per update of 8 layers).
+    of ``len(xs)``); the remaining ``axes`` are then reduced on the small partial sums.
     Rows shorter than ``SHORT_ROW`` (16) floats (a ``[32, 10]`` classifier head) are first merged with the
     axis before them when both are reduced (a free reshape): XLA CPU runs a 10-long inner
     loop unvectorised, and that head's reduction took as long as the 6.4x larger ``[64, 32]``
     matrix's in a meta-training generation.
     """
-    return list(_stacked_mean_squares(xs, axes))
-
-
-def _stacked_mean_squares(xs: Sequence[jax.Array], axes: tuple[int, ...]) -> jax.Array:
-    """``mean_squares`` as one ``[C, *kept dims]`` array (channel first)."""
     last = xs[0].ndim - 1
     shape = xs[0].shape
     if last >= 1 and shape[-1] < SHORT_ROW and {last - 1, last} <= set(axes):
         rest = tuple(a for a in axes if a != last)
-        merged = _stacked_mean_squares([x.reshape(shape[:-2] + (shape[-2] * shape[-1],)) for x in xs], rest)
-        return merged.reshape(merged.shape + (1,))
+        merged = mean_squares([x.reshape(shape[:-2] + (shape[-2] * shape[-1],)) for x in xs], rest)
+        return [m.reshape(m.shape + (1,)) for m in merged]
     sq = tuple(jnp.square(x) for x in xs)
     zero = tuple(jnp.zeros((), x.dtype) for x in xs)
     sums = jax.lax.reduce(sq, zero, lambda u, v: tuple(a + b for a, b in zip(u, v)), (last,))
-    stacked = jnp.expand_dims(jnp.stack(sums), last + 1) / shape[last]
-    rest = tuple(a + 1 for a in axes if a != last)
-    return jnp.mean(stacked, axis=rest, keepdims=True) if rest else stacked
-
-
-def channel_scales(xs: Sequence[jax.Array], axes: tuple[int, ...], eps: float) -> list[jax.Array]:
-    """``[rsqrt(eps + mean(x^2 over axes)) for x in xs]`` (kept dims), the channels grouped by shape: each
-    group's statistics in one reduction (``mean_squares``) and one ``rsqrt`` on the stacked result."""
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for i, x in enumerate(xs):
-        groups.setdefault(x.shape, []).append(i)
-    scales: list[jax.Array] = [jnp.zeros(())] * len(xs)
-    for members in groups.values():
-        stacked = jax.lax.rsqrt(eps + _stacked_mean_squares([xs[i] for i in members], axes))
-        for i, s in zip(members, stacked):
-            scales[i] = s
-    return scales
+    out = []
+    for s in sums:
+        s = jnp.expand_dims(s, last) / xs[0].shape[last]
+        out.append(jnp.mean(s, axis=axes, keepdims=True) if len(axes) > 1 else s)
+    return out
 
 
 def rms_scale(x: jax.Array, axes: tuple[int, ...], eps: float) -> jax.Array:
@@ -127,14 +108,13 @@ def first_layer(
     Returns:
       H arrays of the tensor's shape.
     """
-    scales = channel_scales(xs if stats_xs is None else stats_xs, axes, eps)
-    small_scales = channel_scales(small, axes, eps)
+    scales = [jax.lax.rsqrt(eps + s) for s in mean_squares(xs if stats_xs is None else stats_xs, axes)]
     if b0.shape[0] >= WIDE:  # channels-last [*shape, H], for the matmuls that follow
-        bias = b0 + sum((r * x)[..., None] * w for w, r, x in zip(small_rows, small_scales, small))
+        bias = b0 + sum((rms_scale(x, axes, eps) * x)[..., None] * w for w, x in zip(small_rows, small))
         return bias + sum((s * x)[..., None] * w for w, s, x in zip(rows, scales, xs))
     units = range(b0.shape[0])
     # Scale folded into the weight: (w_ck s_c) x_c, with s_c a per-slice scalar.
-    bias = [b0[k] + sum((w[k] * r) * x for w, r, x in zip(small_rows, small_scales, small)) for k in units]
+    bias = [b0[k] + sum((w[k] * rms_scale(x, axes, eps)) * x for w, x in zip(small_rows, small)) for k in units]
     return [bias[k] + sum((w[k] * s) * x for w, s, x in zip(rows, scales, xs)) for k in units]
 
 
@@ -325,10 +305,10 @@ def wide_heads(
     broadcast shape. Inside a block the layers run channels-first: ``[H, fan_in] @ [fan_in, B]``.
     """
     stats = channels(*jax.lax.optimization_barrier(prims))
-    scales = channel_scales(stats, axes, eps)
+    scales = [jax.lax.rsqrt(eps + s) for s in mean_squares(stats, axes)]
     parts: dict[tuple[int, ...], jax.Array] = {}
-    for w, r, x in zip(small_rows, channel_scales(small, axes, eps), small):
-        t = (r * x)[..., None] * w
+    for w, x in zip(small_rows, small):
+        t = (rms_scale(x, axes, eps) * x)[..., None] * w
         parts[x.shape] = parts[x.shape] + t if x.shape in parts else t
     bias = [jnp.moveaxis(t, -1, 0) for t in parts.values()]  # [H, *shape']: the tensor's axes last
     depth = mlp_depth(mlp)
