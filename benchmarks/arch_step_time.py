@@ -28,7 +28,7 @@ jitted ``lax.scan``, each applied to the params and each from the grads scaled b
 (so nothing is hoisted out of the loop), and every time printed is per update. Each call continues
 from the state and params the last one returned, donated to it as a training loop's step takes them
 (``continuing``; until session 32 every call started from the same buffers, and XLA copied them into
-the loop first: ~0.2 ms of optax.adam's ~1.2 ms per update and ~0.6 of small_fc_lopt's ~7.8 here).
+the loop first: 0.2-0.4 ms of optax.adam's 1.3-1.8 ms per update, 0.6-0.75 of small_fc_lopt's 8-9 on Zen 4).
 
 A single call also pays for page faults on its output and temporary buffers (``faults``: minor page
 faults per update, median), which glibc's handing freed memory back to the kernel makes a large share
@@ -163,7 +163,7 @@ def continuing(looped: Callable[[Any, Any, Any], Any], grads: Any, state: Any, p
     params) that starts from copies of ``state`` and ``params`` and then from what the last call returned, as a
     training loop's step takes its state. Given the same buffers at every call instead, XLA must copy the state
     and params into the loop's carry first (a copy kernel per array per call: 73 per call of small_fc_lopt's 8
-    updates, ~0.6 ms per update on this benchmark's 2.1M params) which no training loop that donates pays."""
+    updates, 0.6-0.75 ms per update on this benchmark's 2.1M params) which no training loop that donates pays."""
     carry = list(jax.tree.map(jnp.copy, (state, params)))  # its own buffers: the caller's are shared by every rule
 
     def call() -> tuple[Any, Any]:
@@ -287,9 +287,8 @@ def machine_rates(kernels: list, ns_call: Callable[[], Any], repeats: int) -> di
     g = [0.01 * k for k in kernels]
     m, v = [0.5 * x for x in g], [x * x for x in g]
 
-    def stream_loop(
-        g, mv, p
-    ):  # --loop: as update_call's loop, the update applied to p (read g, m, v, p; write m, v, p)
+    # --loop: as update_call's loop, continuing, the update applied to p (read g, m, v, p; write m, v, p)
+    def stream_loop(g, mv, p):
         def step(carry, scale):
             (m, v), p = carry
             m, v, u = adam_shaped([scale * x for x in g], m, v)

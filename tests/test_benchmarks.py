@@ -65,8 +65,9 @@ def test_loop_calls_continue_from_the_last_and_keep_the_callers_buffers(bench):
     grads = {"w": jnp.full((2, 3), 0.5), "b": jnp.array([1.0, -2.0, 3.0])}
     tx = optax.sgd(0.1, momentum=0.9)
     call = bench.update_call(tx, params, grads)
-    call()
+    first = call()
     state, looped = call()
+    assert all(x.is_deleted() for x in jax.tree.leaves(first))  # donated to the second call
     expected, expected_state = params, tx.init(params)
     for scale in (1.0, 4 / 3, 5 / 3) * 2:  # two calls of K=3 updates
         updates, expected_state = tx.update(jax.tree.map(lambda x: scale * x, grads), expected_state, expected)
