@@ -148,14 +148,24 @@ def update_call(
     tx: optax.GradientTransformation, params: Any, grads: Any, options: tuple[bool, int | None] | None = None
 ) -> Callable[[], Any]:
     """A no-argument call of ``update_function(tx, LOOP)`` jitted from ``tx.init(params)`` (``jit``'s
-    options): one update, or with ``--loop K`` K updates per call, continuing (``continuing``)."""
+    options): one update, or with ``--loop K`` K updates per call, continuing (``timed_update``)."""
+    call = timed_update(tx, params, grads, LOOP, lambda fn, **kwargs: jit(fn, options, **kwargs))[1]
+    return per_call(call, LOOP)
+
+
+def timed_update(
+    tx: optax.GradientTransformation, params: Any, grads: Any, loop: int, jit_fn: Callable[..., Any]
+) -> tuple[Any, Callable[[], Any]]:
+    """``(jitted, call)``: ``update_function(tx, loop)`` jitted by ``jit_fn(fn, **jax_jit_kwargs)`` and a
+    no-argument call of it from ``tx.init(params)``; in a loop (``loop`` > 1) the state and params are
+    donated and each call continues from the last (``continuing``). ``update_call`` and
+    ``kernel_profile.py --update`` both time the update this way."""
     state = tx.init(params)
-    if LOOP == 1:
-        jitted = jit(update_function(tx, 1), options)
-        return per_call(lambda: jitted(grads, state, params), 1)
-    return per_call(
-        continuing(jit(update_function(tx, LOOP), options, donate_argnums=(1, 2)), grads, state, params), LOOP
-    )
+    if loop == 1:
+        jitted = jit_fn(update_function(tx, 1))
+        return jitted, lambda: jitted(grads, state, params)
+    jitted = jit_fn(update_function(tx, loop), donate_argnums=(1, 2))
+    return jitted, continuing(jitted, grads, state, params)
 
 
 def continuing(looped: Callable[[Any, Any, Any], Any], grads: Any, state: Any, params: Any) -> Callable[[], Any]:

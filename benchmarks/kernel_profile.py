@@ -237,11 +237,9 @@ def profile_update(arch: str, loop: int, layers: int, width: int, calls: int) ->
     held = host_memory.hold_for_benchmark(None)[0]  # as arch_step_time.py: before jax's first computation
     params, grads = arch_step_time.make_model(layers, width)
     tx = arch_step_time.named_transform(arch)
-    donated = {"donate_argnums": (1, 2)} if loop > 1 else {}  # as arch_step_time.update_call's loop
-    update = xla_cpu.jit(arch_step_time.update_function(tx, loop), True, 512, compiler_options=TRACED, **donated)
-    state = tx.init(params)
-    hlo = update.lower(grads, state, params).compile().as_text()
-    run = arch_step_time.continuing(update, grads, state, params) if loop > 1 else lambda: update(grads, state, params)
+    traced_jit = lambda fn, **kwargs: xla_cpu.jit(fn, True, 512, compiler_options=TRACED, **kwargs)  # noqa: E731
+    update, run = arch_step_time.timed_update(tx, params, grads, loop, traced_jit)  # as arch_step_time.py times it
+    hlo = update.lower(grads, tx.init(params), params).compile().as_text()
 
     def call() -> None:
         jax.block_until_ready(run())
